@@ -1,0 +1,87 @@
+"""The action row: the source of truth for every tool call an agent submits."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, String, Text
+from sqlmodel import Field, SQLModel
+
+from outbox.sqltypes import JSONColumn, UTCDateTime, utcnow
+
+
+class ActionStatus(enum.StrEnum):
+    RECEIVED = "received"
+    DENIED = "denied"
+    AWAITING_APPROVAL = "awaiting_approval"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DEFERRED = "deferred"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        ActionStatus.DENIED,
+        ActionStatus.REJECTED,
+        ActionStatus.EXPIRED,
+        ActionStatus.SUCCEEDED,
+        ActionStatus.FAILED,
+        ActionStatus.CANCELLED,
+    }
+)
+CANCELLABLE_STATUSES = frozenset(
+    {ActionStatus.QUEUED, ActionStatus.DEFERRED, ActionStatus.AWAITING_APPROVAL}
+)
+
+
+class Action(SQLModel, table=True):
+    __tablename__ = "actions"
+    __table_args__ = (
+        Index("ix_actions_agent_created", "agent_id", "created_at", "id"),
+        Index("ix_actions_status_not_before", "status", "not_before"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    agent_id: str = Field(foreign_key="agents.id", max_length=40)
+    on_behalf_of: str | None = Field(default=None, max_length=320)
+    tool: str = Field(max_length=200, index=True)
+    args: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    idempotency_key: str = Field(max_length=255)
+    status: str = Field(sa_column=Column(String(32), nullable=False))
+    status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+    # The decision, exactly as made at submission.
+    decision_effect: str = Field(max_length=16)
+    decision_rules: list[Any] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    targets: list[Any] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    policy_version: str = Field(max_length=120)
+
+    # The request exactly as received (method, path, selected headers, raw body).
+    request: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
+    # What was executed and what came back, exactly.
+    artifact: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
+    preview: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
+
+    # Execution bookkeeping.
+    attempts: int = 0
+    not_before: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    lease_owner: str | None = Field(default=None, max_length=120)
+    lease_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    last_published_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))

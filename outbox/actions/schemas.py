@@ -1,0 +1,94 @@
+"""Payloads of the agent contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from outbox.actions.models import Action
+
+_CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
+
+
+class ActionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str = Field(min_length=1, max_length=200, description="Tool name, as listed by GET /v1/tools.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments, per the tool's JSON Schema.")
+    on_behalf_of: str | None = Field(
+        default=None, min_length=1, max_length=320, description="The human this agent acts for."
+    )
+    reason: str | None = Field(default=None, max_length=2000, description="Why the agent makes this call.")
+
+    @field_validator("on_behalf_of", "tool")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and any(ch in _CONTROL for ch in value):
+            raise ValueError("control characters (CR, LF, NUL, …) are not allowed")
+        return value
+
+
+class DecisionOut(BaseModel):
+    effect: str
+    rules: list[dict[str, Any]]
+    policy_version: str
+
+
+class ResultOut(BaseModel):
+    artifact: dict[str, Any] | None
+    response: dict[str, Any] | None
+
+
+class ActionOut(BaseModel):
+    id: str
+    status: str
+    tool: str
+    args: dict[str, Any]
+    on_behalf_of: str | None
+    reason: str | None
+    decision: DecisionOut
+    targets: list[dict[str, Any]]
+    status_reason: str | None
+    attempts: int
+    not_before: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    preview: dict[str, Any] | None
+    result: ResultOut | None
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, action: Action) -> ActionOut:
+        has_result = action.artifact is not None or action.response is not None
+        return cls(
+            id=action.id,
+            status=action.status,
+            tool=action.tool,
+            args=action.args,
+            on_behalf_of=action.on_behalf_of,
+            reason=action.reason,
+            decision=DecisionOut(
+                effect=action.decision_effect,
+                rules=action.decision_rules,
+                policy_version=action.policy_version,
+            ),
+            targets=action.targets,
+            status_reason=action.status_reason,
+            attempts=action.attempts,
+            not_before=action.not_before,
+            created_at=action.created_at,
+            updated_at=action.updated_at,
+            finished_at=action.finished_at,
+            preview=action.preview,
+            result=ResultOut(artifact=action.artifact, response=action.response) if has_result else None,
+            links={"self": f"/v1/actions/{action.id}", "cancel": f"/v1/actions/{action.id}/cancel"},
+        )
+
+
+class ActionPage(BaseModel):
+    items: list[ActionOut]
+    next_cursor: str | None
+    links: dict[str, str]

@@ -1,0 +1,339 @@
+"""Submitting, reading and cancelling actions: the agent contract's business rules."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+
+from outbox.actions.lifecycle import transition
+from outbox.actions.models import CANCELLABLE_STATUSES, Action, ActionStatus
+from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
+from outbox.agents.service import AuthenticatedAgent
+from outbox.approvals.models import ApprovalRequest
+from outbox.audit.service import record_event
+from outbox.canonical import digest
+from outbox.idempotency import service as idempotency
+from outbox.policy.engine import PolicyDecision
+from outbox.policy.matching import Subject
+from outbox.problems import Problem, pydantic_errors, validation_problem
+from outbox.runtime import Runtime
+from outbox.sqltypes import new_id, utcnow
+from outbox.tools.base import ToolArgumentsError
+
+APPROVAL_TTL = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    action_id: str | None
+    replayed: bool = False
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
+def parse_envelope(payload: Any) -> ActionCreate:
+    if not isinstance(payload, dict):
+        raise validation_problem([{"field": "body", "message": "the body must be a JSON object"}])
+    if _contains_nul(payload):
+        raise validation_problem([{"field": "body", "message": "NUL characters are not allowed anywhere"}])
+    try:
+        return ActionCreate.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_problem(pydantic_errors(exc.errors())) from exc
+
+
+def submit(
+    runtime: Runtime,
+    agent: AuthenticatedAgent,
+    envelope: ActionCreate,
+    idempotency_key: str,
+    request_record: dict[str, Any],
+) -> Answer:
+    """Decide and record one tool call. Idempotent per (agent, key)."""
+    settings = runtime.settings
+    fp = idempotency.fingerprint(envelope.tool, envelope.args, envelope.on_behalf_of)
+    claim = idempotency.claim_key(
+        runtime.db, agent.id, idempotency_key, fp, timedelta(hours=settings.idempotency_ttl_hours)
+    )
+    if isinstance(claim, idempotency.Replay):
+        return Answer(claim.status, claim.body, claim.body.get("id") or claim.body.get("action_id"), True)
+    try:
+        return _record(runtime, agent, envelope, idempotency_key, request_record, claim)
+    except Problem as problem:
+        if problem.action_id is None:
+            # Nothing was recorded: free the key so the corrected request can use it.
+            idempotency.release(runtime.db, claim)
+        raise
+    except BaseException:
+        idempotency.release(runtime.db, claim)
+        raise
+
+
+def _record(
+    runtime: Runtime,
+    agent: AuthenticatedAgent,
+    envelope: ActionCreate,
+    idempotency_key: str,
+    request_record: dict[str, Any],
+    claim: idempotency.Claimed,
+) -> Answer:
+    active = runtime.policy.current
+    tool = active.tools.get(envelope.tool)
+    if tool is None:
+        raise validation_problem(
+            [{"field": "tool", "message": f"unknown tool {envelope.tool!r}"}],
+            hint=f"Use one of: {', '.join(active.tools)}. GET /v1/tools lists them with their schemas.",
+        )
+    try:
+        args = tool.parse_args(envelope.args)
+    except ValidationError as exc:
+        raise validation_problem(pydantic_errors(exc.errors(), prefix="args")) from exc
+    except ToolArgumentsError as exc:
+        raise validation_problem(
+            [{"field": f"args.{p.field}", "message": p.message} for p in exc.problems], hint=exc.hint
+        ) from exc
+    targets = tool.targets(args)
+    decision = active.snapshot.decide(Subject(agent.principal, agent.roles), targets)
+    preview_fn = getattr(tool, "preview", None)
+    preview = preview_fn(args) if callable(preview_fn) else None
+
+    action_id = new_id("act")
+    status = {
+        "allow": ActionStatus.QUEUED,
+        "approve": ActionStatus.AWAITING_APPROVAL,
+        "deny": ActionStatus.DENIED,
+    }[decision.effect]
+    normalised_args = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    with runtime.db.session() as session:
+        action = Action(
+            id=action_id,
+            agent_id=agent.id,
+            on_behalf_of=envelope.on_behalf_of,
+            tool=envelope.tool,
+            args=normalised_args,
+            reason=envelope.reason,
+            idempotency_key=idempotency_key,
+            status=ActionStatus.RECEIVED.value,
+            decision_effect=decision.effect,
+            decision_rules=decision.rules(),
+            targets=[{"object": t.object, "act": t.act, "effect": d.effect} for t, d in zip(targets, decision.targets, strict=True)],
+            policy_version=decision.policy_version,
+            request=request_record,
+            preview=preview,
+        )
+        session.add(action)
+        session.flush()
+        record_event(
+            session,
+            event_type="action.received",
+            actor=agent.principal,
+            action_id=action_id,
+            to_status=ActionStatus.RECEIVED.value,
+            data={
+                "request": request_record,
+                "tool": envelope.tool,
+                "args": normalised_args,
+                "on_behalf_of": envelope.on_behalf_of,
+                "decision": _decision_record(decision),
+            },
+        )
+        if decision.effect == "approve":
+            _open_approval(session, action, agent, decision)
+        transition(
+            session,
+            action_id,
+            from_statuses=[ActionStatus.RECEIVED],
+            to_status=status,
+            actor="policy",
+            data={"decision": _decision_record(decision), "explanation": decision.explain()},
+            status_reason=decision.explain() if decision.effect != "allow" else None,
+            # Publishing follows the commit; the sweeper re-publishes if that message is lost.
+            last_published_at=utcnow() if status is ActionStatus.QUEUED else None,
+        )
+        session.refresh(action)
+        if status is ActionStatus.DENIED:
+            answer_status = 403
+            body = _denied_problem(action, decision).body()
+        else:
+            answer_status = 202
+            body = ActionOut.of(action).model_dump(mode="json")
+        idempotency.complete(session, claim, answer_status, body, action_id)
+    if status is ActionStatus.QUEUED:
+        runtime.dispatcher.publish([action_id])
+    return Answer(answer_status, body, action_id)
+
+
+def _decision_record(decision: PolicyDecision) -> dict[str, Any]:
+    return {
+        "effect": decision.effect,
+        "policy_version": decision.policy_version,
+        "targets": [
+            {
+                "object": t.target.object,
+                "act": t.target.act,
+                "effect": t.effect,
+                "rule": t.rule.describe() if t.rule else None,
+            }
+            for t in decision.targets
+        ],
+    }
+
+
+def _open_approval(
+    session: Session, action: Action, agent: AuthenticatedAgent, decision: PolicyDecision
+) -> None:
+    bound = {
+        "agent": agent.principal,
+        "on_behalf_of": action.on_behalf_of,
+        "tool": action.tool,
+        "args": action.args,
+        "targets": [{"object": t.target.object, "act": t.target.act} for t in decision.targets],
+        "preview": action.preview,
+        "policy_version": decision.policy_version,
+    }
+    session.add(
+        ApprovalRequest(
+            id=new_id("apr"),
+            action_id=action.id,
+            digest=digest(bound),
+            status="pending",
+            rules=decision.rules(),
+            expires_at=utcnow() + APPROVAL_TTL,
+        )
+    )
+
+
+def _denied_problem(action: Action, decision: PolicyDecision) -> Problem:
+    rules = decision.rules()
+    if rules:
+        hint = (
+            "This call is denied by policy. Do not retry it unchanged: narrow the call to targets "
+            "your role allows, or ask a human to change the policy in git."
+        )
+    else:
+        hint = (
+            "No policy rule allows this call for your roles. Call only tools and targets your "
+            "role is granted, or ask a human to grant it in the policy files."
+        )
+    return Problem(
+        403,
+        "denied-by-policy",
+        "Denied by policy",
+        f"Denied: {decision.explain()}.",
+        hint=hint,
+        action_id=action.id,
+        action_status="denied",
+        decision={"effect": decision.effect, "rules": rules, "policy_version": decision.policy_version},
+        links={"action": f"/v1/actions/{action.id}"},
+    )
+
+
+def get_action(session: Session, agent: AuthenticatedAgent, action_id: str) -> Action:
+    action = session.get(Action, action_id)
+    if action is None or action.agent_id != agent.id:
+        # Another agent's action is indistinguishable from a missing one.
+        raise Problem(
+            404,
+            "action-not-found",
+            "Action not found",
+            f"No action {action_id!r} for this agent.",
+            hint="Use the id returned by POST /v1/actions; GET /v1/actions lists your actions.",
+        )
+    return action
+
+
+def _encode_cursor(created_at: datetime, action_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{action_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, action_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), action_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise Problem(
+            400,
+            "invalid-cursor",
+            "Invalid cursor",
+            "The cursor is not one this server issued.",
+            hint="Pass next_cursor from a previous page unchanged, or omit it to start over.",
+        ) from exc
+
+
+def list_actions(
+    session: Session,
+    agent: AuthenticatedAgent,
+    *,
+    status: str | None,
+    tool: str | None,
+    cursor: str | None,
+    limit: int,
+) -> ActionPage:
+    query = select(Action).where(col(Action.agent_id) == agent.id)
+    if status is not None:
+        if status not in {s.value for s in ActionStatus}:
+            raise validation_problem(
+                [{"field": "status", "message": f"unknown status; one of {', '.join(s.value for s in ActionStatus)}"}]
+            )
+        query = query.where(col(Action.status) == status)
+    if tool is not None:
+        query = query.where(col(Action.tool) == tool)
+    if cursor is not None:
+        created_at, after_id = _decode_cursor(cursor)
+        query = query.where(
+            (col(Action.created_at) < created_at)
+            | ((col(Action.created_at) == created_at) & (col(Action.id) < after_id))
+        )
+    rows = session.exec(query.order_by(col(Action.created_at).desc(), col(Action.id).desc()).limit(limit + 1)).all()
+    items, more = rows[:limit], len(rows) > limit
+    next_cursor = _encode_cursor(items[-1].created_at, items[-1].id) if more and items else None
+    links = {"self": "/v1/actions"}
+    if next_cursor:
+        links["next"] = f"/v1/actions?cursor={next_cursor}&limit={limit}"
+    return ActionPage(items=[ActionOut.of(a) for a in items], next_cursor=next_cursor, links=links)
+
+
+def cancel_action(runtime: Runtime, agent: AuthenticatedAgent, action_id: str) -> Action:
+    with runtime.db.session() as session:
+        action = get_action(session, agent, action_id)
+        moved = transition(
+            session,
+            action_id,
+            from_statuses=CANCELLABLE_STATUSES,
+            to_status=ActionStatus.CANCELLED,
+            actor=agent.principal,
+            status_reason="cancelled by the agent",
+        )
+        if moved:
+            approval = session.exec(select(ApprovalRequest).where(ApprovalRequest.action_id == action_id)).first()
+            if approval is not None and approval.status == "pending":
+                approval.status = "cancelled"
+                session.add(approval)
+        session.refresh(action)
+        if not moved:
+            raise Problem(
+                409,
+                "action-not-cancellable",
+                "Action cannot be cancelled",
+                f"The action is {action.status}; only queued, deferred or awaiting_approval actions can be cancelled.",
+                hint="A running action cannot be stopped; GET the action to see its outcome.",
+                action_id=action_id,
+            )
+        return action

@@ -1,0 +1,185 @@
+"""HTTP edge of the agent contract: parse, call the actions service, format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from outbox.actions import service
+from outbox.actions.models import ActionStatus
+from outbox.actions.schemas import ActionOut, ActionPage
+from outbox.api.deps import CurrentAgent, RuntimeDep
+from outbox.idempotency.service import validate_key
+from outbox.problems import PROBLEM_MEDIA_TYPE, Problem
+from outbox.runtime import Runtime
+from outbox.sqltypes import utcnow
+
+router = APIRouter(prefix="/v1", tags=["actions"])
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
+# Headers kept in the recorded request; credentials are never recorded.
+_RECORDED_HEADERS = ("content-type", "user-agent", "idempotency-key", "prefer", "x-request-id")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    too_large = Problem(
+        413,
+        "request-too-large",
+        "Request body too large",
+        f"The request body exceeds {limit} bytes.",
+        hint="Send smaller arguments; large payloads belong in storage the tool reads, not in the call.",
+    )
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(raw: bytes, content_type: str | None) -> tuple[Any, str]:
+    if content_type is not None and "json" not in content_type.lower():
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"The body must be JSON, not {content_type}.",
+            hint="Send `Content-Type: application/json`.",
+        )
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text), text
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Problem(
+            400,
+            "invalid-json",
+            "Invalid JSON",
+            f"The body is not valid UTF-8 JSON: {exc}.",
+            hint='Send a JSON object like {"tool": "...", "args": {...}}.',
+        ) from exc
+
+
+def _prefer_wait(prefer: str | None, maximum: int) -> int | None:
+    if not prefer:
+        return None
+    match = _PREFER_WAIT.search(prefer)
+    if match is None:
+        return None
+    return min(int(match.group(1)), maximum)
+
+
+_TERMINAL = {s.value for s in ActionStatus if s.is_terminal}
+
+
+async def _wait_for_settled(runtime: Runtime, agent: Any, body: dict[str, Any], seconds: int) -> dict[str, Any]:
+    """Poll the database (the truth, shared by every replica) until the action settles.
+
+    Settled means terminal; for an action awaiting approval, it also means a human decided.
+    """
+    awaiting = body["status"] == ActionStatus.AWAITING_APPROVAL.value
+    deadline = time.monotonic() + seconds
+    delay = 0.02
+    while True:
+        if body["status"] in _TERMINAL or (awaiting and body["status"] != ActionStatus.AWAITING_APPROVAL.value):
+            return body
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return body
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.25)
+        body = await run_in_threadpool(_load_action_body, runtime, agent, body["id"])
+
+
+def _load_action_body(runtime: Runtime, agent: Any, action_id: str) -> dict[str, Any]:
+    with runtime.db.session() as session:
+        return ActionOut.of(service.get_action(session, agent, action_id)).model_dump(mode="json")
+
+
+@router.post(
+    "/actions",
+    status_code=202,
+    response_model=ActionOut,
+    responses={
+        400: {"description": "Missing or invalid Idempotency-Key, invalid JSON"},
+        401: {"description": "Missing, unknown or revoked API key"},
+        403: {"description": "Denied by policy (the action is recorded)"},
+        409: {"description": "Same Idempotency-Key still being processed"},
+        413: {"description": "Body too large"},
+        422: {"description": "Invalid arguments, or Idempotency-Key reused for another request"},
+    },
+    summary="Submit a tool call",
+)
+async def submit_action(
+    request: Request,
+    runtime: RuntimeDep,
+    agent: CurrentAgent,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Submit `{tool, args, on_behalf_of?, reason?}`; answers 202 with the action.
+
+    `Prefer: wait=N` (N ≤ 60) holds the answer until the action is terminal or N seconds pass.
+    """
+    key = validate_key(idempotency_key)
+    raw = await _read_body(request, runtime.settings.max_request_bytes)
+    payload, text = _parse_json(raw, request.headers.get("content-type"))
+    envelope = service.parse_envelope(payload)
+    record = {
+        "method": request.method,
+        "path": request.url.path,
+        "query": request.url.query,
+        "headers": {h: request.headers[h] for h in _RECORDED_HEADERS if h in request.headers},
+        "body": text,
+        "received_at": utcnow().isoformat(),
+        "client": request.client.host if request.client else None,
+    }
+    answer = await run_in_threadpool(service.submit, runtime, agent, envelope, key, record)
+    headers: dict[str, str] = {}
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if answer.action_id:
+        headers["Location"] = f"/v1/actions/{answer.action_id}"
+    body, status = answer.body, answer.status
+    wait = _prefer_wait(prefer, runtime.settings.max_wait_seconds)
+    if wait is not None and status == 202 and answer.action_id:
+        body = await _wait_for_settled(runtime, agent, body, wait)
+        headers["Preference-Applied"] = f"wait={wait}"
+        if body["status"] in _TERMINAL:
+            status = 200
+    media_type = PROBLEM_MEDIA_TYPE if status >= 400 else "application/json"
+    return JSONResponse(body, status_code=status, headers=headers, media_type=media_type)
+
+
+@router.get("/actions/{action_id}", response_model=ActionOut, summary="Read one of your actions")
+def read_action(action_id: str, runtime: RuntimeDep, agent: CurrentAgent) -> dict[str, Any]:
+    return _load_action_body(runtime, agent, action_id)
+
+
+@router.get("/actions", response_model=ActionPage, summary="List your actions, newest first")
+def list_actions(
+    runtime: RuntimeDep,
+    agent: CurrentAgent,
+    status: str | None = None,
+    tool: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> ActionPage:
+    with runtime.db.session() as session:
+        return service.list_actions(session, agent, status=status, tool=tool, cursor=cursor, limit=limit)
+
+
+@router.post("/actions/{action_id}/cancel", response_model=ActionOut, summary="Cancel a queued, deferred or awaiting action")
+def cancel_action(action_id: str, runtime: RuntimeDep, agent: CurrentAgent) -> ActionOut:
+    return ActionOut.of(service.cancel_action(runtime, agent, action_id))

@@ -1,0 +1,87 @@
+"""The FastAPI application: routers, problem+json handlers, and the process lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from outbox.api import actions, system
+from outbox.config import Settings, get_settings
+from outbox.logs import configure_logging
+from outbox.problems import (
+    Problem,
+    http_exception_handler,
+    problem_handler,
+    request_validation_handler,
+    unhandled_handler,
+)
+from outbox.runtime import Dispatcher, Runtime
+
+
+def _dispatcher_for(settings: Settings) -> Dispatcher:
+    if settings.is_embedded:
+        from workers.embedded import EmbeddedDispatcher
+
+        return EmbeddedDispatcher()
+    from workers.celery_app import CeleryDispatcher, make_celery
+
+    return CeleryDispatcher(make_celery(settings.broker_url))
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. Without a runtime, one is built at startup from the settings."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        active = runtime
+        if active is None:
+            resolved = settings or get_settings()
+            resolved.check_production_safety()
+            configure_logging(resolved)
+            if resolved.is_sqlite:
+                from outbox.migrations import upgrade
+
+                upgrade(resolved)
+            active = Runtime.build(resolved, _dispatcher_for(resolved))
+        app.state.runtime = active
+        stop = threading.Event()
+        from workers.embedded import EmbeddedDispatcher
+
+        if isinstance(active.dispatcher, EmbeddedDispatcher) and not active.dispatcher.healthy():
+            active.dispatcher.start(active)
+        if active.settings.policy_watch:
+            active.policy.watch(stop)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: threading.Thread(target=active.policy.reload).start())
+        try:
+            yield
+        finally:
+            stop.set()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            if runtime is None:
+                if isinstance(active.dispatcher, EmbeddedDispatcher):
+                    active.dispatcher.stop()
+                active.db.dispose()
+
+    app = FastAPI(
+        title="agent-outbox",
+        summary="The gate between AI agents and the real world.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(Problem, problem_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
+    app.add_exception_handler(StarletteHTTPException, http_exception_handler)
+    app.add_exception_handler(Exception, unhandled_handler)
+    app.include_router(actions.router)
+    app.include_router(system.router)
+    return app

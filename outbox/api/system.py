@@ -1,0 +1,79 @@
+"""Tools, policy, health and admin endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from outbox.api.deps import AdminDep, CurrentAgent, RuntimeDep
+from outbox.problems import Problem
+
+router = APIRouter()
+
+
+@router.get("/v1/tools", tags=["tools"], summary="Every tool with the JSON Schema of its arguments")
+def list_tools(runtime: RuntimeDep, _agent: CurrentAgent) -> dict[str, Any]:
+    """Each entry has the shape of a function-calling definition (`name`, `description`,
+    `parameters`), so it can be handed to a model as is."""
+    tools = runtime.policy.current.tools
+    return {
+        "tools": [
+            {"name": name, "description": tool.description, "parameters": tool.args_schema()}
+            for name, tool in tools.items()
+        ],
+        "policy_version": runtime.policy.current.version,
+    }
+
+
+@router.get("/v1/policy", tags=["policy"], summary="The policy version this server runs")
+def policy_status(runtime: RuntimeDep) -> dict[str, Any]:
+    active = runtime.policy.current
+    failure = runtime.policy.last_failure
+    return {
+        "version": active.version,
+        "git_commit": active.snapshot.git_commit,
+        "loaded_at": active.snapshot.loaded_at.isoformat(),
+        "directory": str(active.snapshot.directory),
+        "rules": len(active.snapshot.rules),
+        "tools": list(active.tools),
+        "last_reload_error": {"at": failure.at.isoformat(), "error": failure.error} if failure else None,
+    }
+
+
+@router.post("/v1/admin/policy/reload", tags=["admin"], summary="Reload the policy directory")
+async def reload_policy(runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+    ok, message = await run_in_threadpool(runtime.policy.reload)
+    if not ok:
+        raise Problem(
+            422,
+            "policy-invalid",
+            "Policy not reloaded",
+            f"The policy directory failed to load; the previous version keeps running: {message}",
+            hint="Run `outbox policy check` locally, fix the file named, and reload again.",
+            running_version=runtime.policy.current.version,
+        )
+    return {"version": message, "loaded_at": runtime.policy.current.snapshot.loaded_at.isoformat()}
+
+
+@router.get("/healthz", tags=["health"], summary="The process is alive")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], summary="Database, broker and policy are ready")
+def readyz(runtime: RuntimeDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with runtime.db.session() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    checks["broker"] = "ok" if runtime.dispatcher.healthy() else "error: unreachable"
+    checks["policy"] = runtime.policy.current.version
+    ready = checks["database"] == "ok" and checks["broker"] == "ok"
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)

@@ -1,0 +1,143 @@
+"""The one writer of audit events, and the verifier of their hash chain.
+
+Every state transition calls `record_event` inside the transaction that changes the state, so an
+event exists if and only if the transition committed. Each event stores the hash of the previous
+one: editing, inserting or deleting a row breaks the chain at that point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from outbox.audit.models import AuditEvent
+from outbox.canonical import canonical_json, sha256_hex
+from outbox.sqltypes import utcnow
+
+GENESIS_HASH = "0" * 64
+# Arbitrary constant naming the PostgreSQL advisory lock that serialises chain appends.
+_CHAIN_LOCK_ID = 0x0A0D17
+
+
+def _event_hash(
+    prev_hash: str,
+    *,
+    action_id: str | None,
+    event_type: str,
+    actor: str,
+    from_status: str | None,
+    to_status: str | None,
+    data_json: str,
+    created_at: datetime,
+) -> str:
+    header = canonical_json(
+        {
+            "action_id": action_id,
+            "event_type": event_type,
+            "actor": actor,
+            "from_status": from_status,
+            "to_status": to_status,
+            "created_at": created_at.isoformat(timespec="microseconds"),
+        }
+    )
+    return sha256_hex(f"{prev_hash}\n{header}\n{data_json}")
+
+
+def record_event(
+    session: Session,
+    *,
+    event_type: str,
+    actor: str,
+    action_id: str | None = None,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction.
+
+    Appends are serialised (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite) so that two
+    transactions can never both extend the same tail. The lock is held until the caller commits,
+    so callers append last.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK_ID})
+    last = session.exec(select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)).first()
+    prev_hash = last or GENESIS_HASH
+    data_json = canonical_json(data or {})
+    # Microsecond precision survives both backends, so the hash can be recomputed from the row.
+    created_at = utcnow()
+    event = AuditEvent(
+        action_id=action_id,
+        event_type=event_type,
+        actor=actor,
+        from_status=from_status,
+        to_status=to_status,
+        data_json=data_json,
+        created_at=created_at,
+        prev_hash=prev_hash,
+        hash=_event_hash(
+            prev_hash,
+            action_id=action_id,
+            event_type=event_type,
+            actor=actor,
+            from_status=from_status,
+            to_status=to_status,
+            data_json=data_json,
+            created_at=created_at,
+        ),
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    event_id: int
+    problem: str
+
+
+def iter_events(session: Session, *, since: datetime | None = None, batch: int = 1000) -> Iterator[AuditEvent]:
+    last_id = 0
+    while True:
+        query = select(AuditEvent).where(col(AuditEvent.id) > last_id)
+        if since is not None:
+            query = query.where(col(AuditEvent.created_at) >= since)
+        rows = session.exec(query.order_by(col(AuditEvent.id)).limit(batch)).all()
+        if not rows:
+            return
+        yield from rows
+        last_id = rows[-1].id or last_id
+
+
+def verify_chain(session: Session) -> tuple[int, ChainBreak | None]:
+    """Walk the chain from the start; return how many events were checked and the first break."""
+    expected_prev = GENESIS_HASH
+    count = 0
+    for event in iter_events(session):
+        assert event.id is not None
+        count += 1
+        if event.prev_hash != expected_prev:
+            return count, ChainBreak(
+                event.id,
+                "prev_hash does not match the preceding event's hash: an event was edited, inserted or deleted just before it",
+            )
+        recomputed = _event_hash(
+            event.prev_hash,
+            action_id=event.action_id,
+            event_type=event.event_type,
+            actor=event.actor,
+            from_status=event.from_status,
+            to_status=event.to_status,
+            data_json=event.data_json,
+            created_at=event.created_at,
+        )
+        if recomputed != event.hash:
+            return count, ChainBreak(event.id, "content does not match its hash: the event was edited")
+        expected_prev = event.hash
+    return count, None

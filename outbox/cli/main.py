@@ -1,0 +1,188 @@
+"""`outbox`: the command line. Thin: each command parses, calls a service, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from outbox.config import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, help="agent-outbox: the gate between AI agents and the real world.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+agents_app = typer.Typer(no_args_is_help=True, help="Agents and their API keys.")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+app.add_typer(db_app, name="db")
+app.add_typer(agents_app, name="agents")
+app.add_typer(audit_app, name="audit")
+
+CLI_ACTOR = "cli"
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _database():  # type: ignore[no-untyped-def]
+    from outbox.db import Database
+    from outbox.migrations import upgrade
+
+    settings = _settings()
+    if settings.is_sqlite:
+        # The embedded database is created on first use; PostgreSQL is migrated explicitly.
+        upgrade(settings)
+    return Database(settings)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the API. Without OUTBOX_BROKER_URL the workers and sweeper run inside it (embedded)."""
+    import uvicorn
+
+    from outbox.api.app import create_app
+
+    settings = _settings()
+    settings.check_production_safety()
+    mode = "embedded (in-process workers)" if settings.is_embedded else f"broker {settings.broker_url}"
+    typer.echo(f"agent-outbox on http://{host}:{port} — database {settings.database_url}, {mode}", err=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker on OUTBOX_BROKER_URL."""
+    settings = _settings()
+    if settings.is_embedded:
+        typer.echo("OUTBOX_BROKER_URL is not set: `outbox serve` runs the embedded workers.", err=True)
+        raise typer.Exit(2)
+    settings.check_production_safety()
+    from workers.celery_app import app as celery
+
+    celery.worker_main(
+        ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "-Q", "outbox", "--without-gossip", "--without-mingle"]
+    )
+
+
+@app.command()
+def beat(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO") -> None:
+    """Run Celery beat, which schedules the sweeper."""
+    settings = _settings()
+    if settings.is_embedded:
+        typer.echo("OUTBOX_BROKER_URL is not set: `outbox serve` runs the embedded sweeper.", err=True)
+        raise typer.Exit(2)
+    from workers.celery_app import app as celery
+
+    schedule = settings.data_dir / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    celery.start(["beat", f"--loglevel={loglevel}", f"--schedule={schedule}"])
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply database migrations."""
+    from outbox.migrations import current, upgrade
+
+    settings = _settings()
+    upgrade(settings, revision)
+    typer.echo(f"database at revision {current(settings)}")
+
+
+@agents_app.command("create")
+def agents_create(
+    name: Annotated[str, typer.Argument(help="Agent name, e.g. crm-bot.")],
+    role: Annotated[list[str], typer.Option("--role", help="Role (repeatable), e.g. --role http-reader.")],
+) -> None:
+    """Create an agent and print its API key once. Only a hash of the key is stored."""
+    from outbox.agents.service import AgentError, create_agent
+
+    db = _database()
+    try:
+        with db.session() as session:
+            agent, key = create_agent(session, name, role, actor=CLI_ACTOR)
+    except AgentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"created agent {agent.name} with roles {', '.join(agent.roles)}", err=True)
+    typer.echo("API key (shown once, store it now):", err=True)
+    typer.echo(key)
+
+
+@agents_app.command("list")
+def agents_list() -> None:
+    """List agents, their roles and whether they are revoked."""
+    from outbox.agents.service import list_agents
+
+    db = _database()
+    with db.session() as session:
+        rows = list_agents(session)
+    typer.echo(f"{'NAME':<24} {'ROLES':<40} {'KEYS':<16} STATUS")
+    for agent, keys in rows:
+        status = f"revoked {agent.revoked_at:%Y-%m-%d %H:%M}" if agent.revoked_at else "active"
+        prefixes = ",".join(k.display_prefix + "…" for k in keys if k.revoked_at is None) or "-"
+        typer.echo(f"{agent.name:<24} {','.join(agent.roles):<40} {prefixes:<16} {status}")
+
+
+@agents_app.command("revoke")
+def agents_revoke(name: Annotated[str, typer.Argument(help="Agent name.")]) -> None:
+    """Revoke an agent and all its keys; they stop working at once."""
+    from outbox.agents.service import AgentError, revoke_agent
+
+    db = _database()
+    try:
+        with db.session() as session:
+            revoke_agent(session, name, actor=CLI_ACTOR)
+    except AgentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"revoked agent {name}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain; exit 1 naming the first bad event."""
+    from outbox.audit.service import verify_chain
+
+    db = _database()
+    with db.session() as session:
+        count, broken = verify_chain(session)
+    if broken is not None:
+        typer.echo(f"audit chain BROKEN at event {broken.event_id}: {broken.problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit chain intact: {count} events verified")
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[datetime | None, typer.Option(help="Only events at or after this time (ISO 8601).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Write every event as JSON Lines, with each action's request, artifact and response."""
+    from outbox.audit.export import export_jsonl
+
+    db = _database()
+    if since is not None and since.tzinfo is None:
+        from datetime import UTC
+
+        since = since.replace(tzinfo=UTC)
+    stream = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        with db.session() as session:
+            count = export_jsonl(session, stream, since=since)
+    finally:
+        if output:
+            stream.close()
+    typer.echo(json.dumps({"exported_events": count}), err=True)
+
+
+if __name__ == "__main__":
+    app()

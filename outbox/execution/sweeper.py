@@ -1,0 +1,129 @@
+"""The sweeper: repairs everything the broker may have lost. Runs periodically (Celery beat in
+production, a thread in the embedded server).
+
+- queued actions that are due and were not claimed soon after publishing are published again;
+- deferred actions whose window has reopened go back to queued;
+- running actions whose lease expired (a worker crashed) go back to queued, or fail once they
+  have used all their attempts;
+- approval requests past their expiry fail closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlmodel import col, or_, select
+
+from outbox.actions.lifecycle import transition
+from outbox.actions.models import Action, ActionStatus
+from outbox.approvals.models import ApprovalRequest
+from outbox.idempotency.service import purge_expired
+from outbox.runtime import Runtime
+from outbox.sqltypes import utcnow
+
+BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    republished: list[str] = field(default_factory=list)
+    resumed: int = 0
+    lease_expired: int = 0
+    exhausted: int = 0
+    approvals_expired: int = 0
+
+
+def sweep_once(runtime: Runtime) -> SweepReport:
+    settings = runtime.settings
+    report = SweepReport()
+    now = utcnow()
+    actor = "sweeper"
+    with runtime.db.session() as session:
+        for action_id in session.exec(
+            select(Action.id)
+            .where((col(Action.status) == ActionStatus.DEFERRED.value) & (col(Action.not_before) <= now))
+            .limit(BATCH)
+        ).all():
+            if transition(
+                session,
+                action_id,
+                from_statuses=[ActionStatus.DEFERRED],
+                to_status=ActionStatus.QUEUED,
+                actor=actor,
+                event_type="action.resumed",
+                not_before=None,
+                last_published_at=None,
+            ):
+                report.resumed += 1
+
+    with runtime.db.session() as session:
+        expired = session.exec(
+            select(Action)
+            .where((col(Action.status) == ActionStatus.RUNNING.value) & (col(Action.lease_expires_at) < now))
+            .limit(BATCH)
+        ).all()
+        for action in expired:
+            exhausted = action.attempts >= settings.max_attempts
+            moved = transition(
+                session,
+                action.id,
+                from_statuses=[ActionStatus.RUNNING],
+                to_status=ActionStatus.FAILED if exhausted else ActionStatus.QUEUED,
+                actor=actor,
+                event_type="action.lease_expired",
+                data={"lease_owner": action.lease_owner, "attempt": action.attempts},
+                extra_condition=(col(Action.lease_expires_at) < now),
+                lease_owner=None,
+                lease_expires_at=None,
+                last_published_at=None,
+                status_reason=(
+                    f"the worker running attempt {action.attempts} stopped answering (lease expired)"
+                    + ("; no attempts left" if exhausted else "; queued again")
+                ),
+            )
+            if moved:
+                report.exhausted += int(exhausted)
+                report.lease_expired += int(not exhausted)
+
+    with runtime.db.session() as session:
+        for approval in session.exec(
+            select(ApprovalRequest)
+            .where((col(ApprovalRequest.status) == "pending") & (col(ApprovalRequest.expires_at) < now))
+            .limit(BATCH)
+        ).all():
+            approval.status = "expired"
+            approval.decided_at = now
+            session.add(approval)
+            if transition(
+                session,
+                approval.action_id,
+                from_statuses=[ActionStatus.AWAITING_APPROVAL],
+                to_status=ActionStatus.EXPIRED,
+                actor=actor,
+                status_reason="no approval before the request expired; nothing ran",
+            ):
+                report.approvals_expired += 1
+
+    stale = now - timedelta(seconds=settings.republish_after_seconds)
+    with runtime.db.session() as session:
+        due = session.exec(
+            select(Action.id)
+            .where(
+                (col(Action.status) == ActionStatus.QUEUED.value)
+                & or_(col(Action.not_before).is_(None), col(Action.not_before) <= now)
+                & or_(col(Action.last_published_at).is_(None), col(Action.last_published_at) < stale)
+            )
+            .order_by(col(Action.created_at))
+            .limit(BATCH)
+        ).all()
+        if due:
+            session.execute(
+                update(Action).where(col(Action.id).in_(due)).values(last_published_at=now)
+            )
+        report.republished = list(due)
+        purge_expired(session)
+    if report.republished:
+        runtime.dispatcher.publish(report.republished)
+    return report

@@ -1,0 +1,85 @@
+"""The running policy: loaded once, swapped atomically on reload.
+
+A reload builds a complete new `ActivePolicy` (rules and tools) off to the side and replaces
+the reference in one assignment, so a decision sees either the old policy or the new one, never
+a mix. A load that fails keeps the previous policy and is reported.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from outbox.policy.engine import PolicySnapshot, load_policy
+from outbox.sqltypes import utcnow
+from outbox.tools.base import Tool
+from outbox.tools.registry import ToolServices, load_tools
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    snapshot: PolicySnapshot
+    tools: Mapping[str, Tool]
+
+    @property
+    def version(self) -> str:
+        return self.snapshot.version
+
+
+@dataclass(frozen=True)
+class ReloadFailure:
+    at: datetime
+    error: str
+
+
+class PolicyStore:
+    def __init__(self, directory: Path, services: ToolServices) -> None:
+        self.directory = directory
+        self.services = services
+        self._lock = threading.Lock()
+        self._current = self._load()
+        self.last_failure: ReloadFailure | None = None
+
+    def _load(self) -> ActivePolicy:
+        snapshot = load_policy(self.directory)
+        tools = load_tools(snapshot.directory, self.services)
+        return ActivePolicy(snapshot, tools)
+
+    @property
+    def current(self) -> ActivePolicy:
+        return self._current
+
+    def reload(self) -> tuple[bool, str]:
+        """Load the directory again; on failure keep the running policy. Returns (ok, message)."""
+        with self._lock:
+            try:
+                fresh = self._load()
+            except Exception as exc:  # any failure must leave the running policy in place
+                self.last_failure = ReloadFailure(utcnow(), str(exc))
+                log.error("policy.reload_failed", error=str(exc), kept_version=self._current.version)
+                return False, str(exc)
+            previous = self._current.version
+            self._current = fresh
+            self.last_failure = None
+            if fresh.version != previous:
+                log.info("policy.reloaded", version=fresh.version, previous=previous)
+            return True, fresh.version
+
+    def watch(self, stop: threading.Event) -> threading.Thread:
+        """Reload when a file in the policy directory changes."""
+        from watchfiles import watch
+
+        def run() -> None:
+            for _changes in watch(self.directory, stop_event=stop, raise_interrupt=False):
+                self.reload()
+
+        thread = threading.Thread(target=run, name="policy-watch", daemon=True)
+        thread.start()
+        return thread

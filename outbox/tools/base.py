@@ -1,0 +1,114 @@
+"""The contract every tool implements.
+
+A tool turns validated agent arguments into policy targets at submission time, and into a real
+side effect at execution time. The pipeline (authentication, idempotency, policy, approval,
+leases, retries, audit) is the same for every tool; a tool only owns what is specific to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One thing an action touches, as policy sees it: `(object, act)`."""
+
+    object: str
+    act: str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One offending argument, reported to the agent as part of a 422."""
+
+    field: str
+    message: str
+
+
+class ToolArgumentsError(Exception):
+    """Arguments that parse but are still unacceptable (an unknown sending domain, say).
+
+    `hint` tells an agent what to do instead; it ends up in the problem+json answer.
+    """
+
+    def __init__(self, problems: list[FieldProblem], hint: str | None = None) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = problems
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """The side effect happened. `artifact` is what was executed, `response` what came back."""
+
+    artifact: dict[str, Any]
+    response: dict[str, Any]
+    summary: str = "succeeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The side effect did not happen (or failed). Retryable failures go back to the queue."""
+
+    reason: str
+    retryable: bool
+    artifact: dict[str, Any] = field(default_factory=dict)
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Nothing happened yet: a budget window or send window is closed until `not_before`.
+
+    Deferral is not a failure and does not consume an attempt.
+    """
+
+    not_before: datetime
+    reason: str
+
+
+ToolOutcome = Succeeded | Failed | Deferred
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionContext:
+    """What a tool may know about the action it executes."""
+
+    action_id: str
+    agent_id: str
+    agent_name: str
+    on_behalf_of: str | None
+    idempotency_key: str
+    attempt: int
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A tool agents may call through the outbox."""
+
+    name: ClassVar[str] | str
+    description: ClassVar[str] | str
+
+    def args_schema(self) -> dict[str, Any]:
+        """JSON Schema of the arguments, usable directly as a function-calling definition."""
+        ...
+
+    def parse_args(self, raw: dict[str, Any]) -> BaseModel:
+        """Validate and normalise raw arguments.
+
+        Raises pydantic.ValidationError or ToolArgumentsError; both become 422 answers.
+        """
+        ...
+
+    def targets(self, args: BaseModel) -> list[Target]:
+        """Every (object, act) the call touches; policy checks each and the strictest wins."""
+        ...
+
+    def execute(self, ctx: ExecutionContext, args: BaseModel) -> ToolOutcome:
+        """Perform the side effect. Runs in a worker, at most once per claimed attempt."""
+        ...
