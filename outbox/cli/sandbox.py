@@ -1,0 +1,31 @@
+"""`outbox sandbox check`: which isolation works on this machine."""
+
+from __future__ import annotations
+
+import typer
+
+from outbox.config import get_settings
+
+sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox command tools run in.")
+
+
+@sandbox_app.command("check")
+def check() -> None:
+    """Probe bubblewrap and each namespace; exit 1 when commands could not run sandboxed."""
+    from outbox.commands import check_isolation
+    from outbox.commands.provider import sandbox_settings
+
+    settings = get_settings()
+    report = check_isolation(sandbox_settings(settings))
+    rows = report.rows()
+    width = max(len(name) for name, _status, _detail in rows)
+    for name, status, detail in rows:
+        typer.echo(f"{name:<{width}}  {status:<5}  {detail}")
+    if report.sandbox_available:
+        typer.echo("commands run sandboxed")
+        return
+    if settings.allow_unsandboxed:
+        typer.echo("sandbox unavailable: commands run UNSANDBOXED (OUTBOX_ALLOW_UNSANDBOXED=true, development only)")
+        return
+    typer.echo("sandbox unavailable: command tools are refused (fail closed)", err=True)
+    raise typer.Exit(1)

@@ -1,0 +1,557 @@
+"""Run an argv in a bubblewrap sandbox and record exactly what happened.
+
+Fail closed: when bubblewrap is missing or the kernel refuses namespaces, nothing runs unless
+the deployment explicitly allows unsandboxed execution (a development convenience), and then
+every result says so. There is never a shell: the argv is executed as given.
+
+When the outbox runs as root, commands run as an unprivileged host uid (`host_uid`), not just
+as an unprivileged uid inside the namespace: the kernel exempts root from RLIMIT_NPROC, so a
+sandbox owned by host root would not contain a fork bomb.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictStr,
+    model_validator,
+)
+
+from outbox.commands.bwrap import (
+    GROUP,
+    PASSWD,
+    SANDBOX_UID,
+    DataFile,
+    bwrap_argv,
+    limit_args,
+    system_binds,
+)
+from outbox.commands.capture import CapturedRun, run_captured
+from outbox.commands.profiles import SECRETS_DIR, SandboxProfile, builtin_profiles
+
+log = structlog.get_logger(__name__)
+
+# Environment variables a secret may not take over: they steer how every program starts.
+_PROTECTED_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ"})
+_PROBE_TIMEOUT_SECONDS = 10.0
+_NON_SPACE = re.compile(r"\S")
+
+
+class SandboxError(Exception):
+    """The command could not be run as configured; nothing was executed."""
+
+
+class SandboxUnavailable(SandboxError):
+    """Bubblewrap is missing, cannot create namespaces, or could not set up this sandbox."""
+
+
+class SandboxConfigurationError(SandboxError):
+    """A profile, mount or secret the command needs is not configured."""
+
+
+class SecretBinding(BaseModel):
+    """How one server-side secret reaches a command: as a read-only file, an env var, or both.
+
+    `file` puts the value at /run/secrets/<file> (mode 0400); `path_env` names an environment
+    variable that points at that file (KUBECONFIG, for example); `env` puts the value itself in
+    an environment variable. Agents never see either: not in arguments, argv, results or logs.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+    file: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
+    path_env: Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")] | None = None
+    env: Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")] | None = None
+
+    @model_validator(mode="after")
+    def _check_delivery(self) -> SecretBinding:
+        if self.file is None and self.env is None:
+            raise ValueError("a secret needs `file`, `env`, or both")
+        if self.path_env is not None and self.file is None:
+            raise ValueError("`path_env` points at the secret's file, so `file` is required")
+        for variable in (self.env, self.path_env):
+            if variable is not None and (variable in _PROTECTED_ENV or variable.startswith("LD_")):
+                raise ValueError(f"a secret may not set {variable}")
+        return self
+
+
+class SandboxSettings(BaseModel):
+    """Server-side configuration of command execution."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Development only: run without namespaces (rlimits and timeout still apply) when
+    # bubblewrap cannot work here. Recorded on every result as `unsandboxed`.
+    allow_unsandboxed: bool = False
+    # None: look `bwrap` up on PATH.
+    bwrap_path: Path | None = None
+    # prlimit (util-linux) applies the resource limits; it must be under /usr to be visible
+    # inside the sandbox.
+    prlimit_path: Path = Path("/usr/bin/prlimit")
+    # Where per-run scratch directories are created (None: the system temp directory). The
+    # host uid below must be able to reach it.
+    scratch_root: Path | None = None
+    # The host uid/gid commands run as when the outbox itself runs as root.
+    host_uid: int = Field(default=65534, ge=1)
+    host_gid: int = Field(default=65534, ge=1)
+    # Secret name -> value, from the server's configuration; tool definitions refer to names.
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    # A directory of secret files, one per secret, named after it (a Kubernetes Secret or
+    # Docker secrets volume). Read at each run, so a rotated secret is used without a restart.
+    # `secrets` wins when a name is in both.
+    secrets_dir: Path | None = None
+    # Mount name -> host directory, bound read-only where a profile says (e.g. "repo").
+    mounts: dict[str, Path] = Field(default_factory=dict)
+    profiles: dict[str, SandboxProfile] = Field(default_factory=builtin_profiles)
+
+    def profile(self, name: str) -> SandboxProfile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.profiles))
+            raise SandboxConfigurationError(f"unknown sandbox profile {name!r} (known: {known})") from None
+
+    def resolved_bwrap(self) -> Path | None:
+        if self.bwrap_path is not None:
+            return self.bwrap_path if os.access(self.bwrap_path, os.X_OK) else None
+        found = shutil.which("bwrap")
+        return Path(found) if found else None
+
+    def run_as(self) -> tuple[int, int] | None:
+        """The host identity to drop to, or None when the outbox is already unprivileged."""
+        return (self.host_uid, self.host_gid) if os.geteuid() == 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxResult:
+    """What one run did, exactly: the argv as executed and the bytes it wrote (capped)."""
+
+    argv: tuple[str, ...]
+    profile: str
+    exit_code: int
+    stdout_bytes: bytes
+    stderr_bytes: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    timed_out: bool
+    duration_seconds: float
+    isolation: tuple[str, ...]
+    unsandboxed: bool
+    # True when a secret's value appeared in the output and was replaced by a marker.
+    secrets_redacted: bool = False
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", errors="replace")
+
+    def response(self) -> dict[str, Any]:
+        """JSON-ready output. When a stream is not valid UTF-8, its exact bytes go along in base64."""
+        response: dict[str, Any] = {
+            "exit_code": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "stdout_truncated": self.stdout_truncated,
+            "stderr_truncated": self.stderr_truncated,
+            "duration_seconds": self.duration_seconds,
+            "timed_out": self.timed_out,
+        }
+        for name, data in (("stdout", self.stdout_bytes), ("stderr", self.stderr_bytes)):
+            if not _is_utf8(data):
+                response[f"{name}_base64"] = base64.b64encode(data).decode("ascii")
+        if self.secrets_redacted:
+            response["secrets_redacted"] = True
+        return response
+
+    def artifact(self) -> dict[str, Any]:
+        """What was executed and how it was isolated."""
+        return {
+            "argv": list(self.argv),
+            "profile": self.profile,
+            "isolation": list(self.isolation),
+            "unsandboxed": self.unsandboxed,
+        }
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    settings: SandboxSettings,
+    profile: str,
+    timeout_seconds: float,
+    output_cap_bytes: int,
+    secrets: Sequence[SecretBinding] = (),
+) -> SandboxResult:
+    """Run `argv` (no shell) under the profile, or raise `SandboxError` without running it."""
+    if not argv or not argv[0]:
+        raise SandboxConfigurationError("empty argv")
+    chosen = settings.profile(profile)
+    values = _secret_values(settings, secrets)
+    mounts = _mount_sources(settings, chosen)
+    problem = sandbox_problem(settings)
+    if problem is not None and not settings.allow_unsandboxed:
+        raise SandboxUnavailable(f"{problem}; refusing to run commands unsandboxed")
+    if problem is not None:
+        log.warning("sandbox.running_unsandboxed", reason=problem, argv=list(argv))
+    run = _run_unsandboxed if problem is not None else _run_sandboxed
+    with _scratch_directory(settings) as scratch:
+        plan = _RunPlan(
+            argv=tuple(argv),
+            settings=settings,
+            profile=chosen,
+            scratch=scratch,
+            mounts=mounts,
+            secrets=secrets,
+            secret_values=values,
+            timeout_seconds=timeout_seconds,
+            output_cap_bytes=output_cap_bytes,
+        )
+        result = run(plan)
+    log.info(
+        "sandbox.command_finished",
+        argv=list(result.argv),
+        profile=result.profile,
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        duration_seconds=result.duration_seconds,
+        stdout_bytes=len(result.stdout_bytes),
+        stderr_bytes=len(result.stderr_bytes),
+        unsandboxed=result.unsandboxed,
+    )
+    return result
+
+
+# Probing runs a trivial sandbox; a success is remembered for the life of the process (the
+# kernel does not take namespaces away), a failure is probed again next time.
+_working_sandboxes: set[tuple[Path, tuple[int, int] | None]] = set()
+
+
+def sandbox_problem(settings: SandboxSettings) -> str | None:
+    """Why commands cannot be sandboxed on this machine, or None when they can."""
+    bwrap = settings.resolved_bwrap()
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed or not executable"
+    key = (bwrap, settings.run_as())
+    if key in _working_sandboxes:
+        return None
+    problem = probe_bwrap(bwrap, settings.run_as(), ["--unshare-all", "--unshare-user", "--disable-userns"])
+    if problem is None:
+        _working_sandboxes.add(key)
+        return None
+    return f"bubblewrap cannot create namespaces here: {problem}"
+
+
+def probe_bwrap(bwrap: Path, run_as: tuple[int, int] | None, flags: Sequence[str]) -> str | None:
+    """Run `true` under bwrap with `flags`; None on success, else bwrap's complaint."""
+    argv = [str(bwrap), *flags, *system_binds(), "--proc", "/proc", "--dev", "/dev", "--", "true"]
+    with tempfile.TemporaryDirectory(prefix="outbox-probe-") as cwd:
+        try:
+            run = run_captured(
+                argv,
+                env={"PATH": "/usr/bin:/bin"},
+                cwd=Path(cwd),
+                timeout_seconds=_PROBE_TIMEOUT_SECONDS,
+                keep_bytes=4096,
+                run_as=run_as,
+            )
+        except OSError as error:
+            return str(error)
+    if run.exit_code == 0:
+        return None
+    detail = run.stderr.data.decode("utf-8", errors="replace").strip()
+    return detail or f"exit code {run.exit_code}"
+
+
+@dataclass(frozen=True, slots=True)
+class _RunPlan:
+    """Everything one run needs, resolved and checked before anything is spawned."""
+
+    argv: tuple[str, ...]
+    settings: SandboxSettings
+    profile: SandboxProfile
+    scratch: Path
+    mounts: Mapping[str, Path]
+    secrets: Sequence[SecretBinding]
+    secret_values: Mapping[str, bytes]
+    timeout_seconds: float
+    output_cap_bytes: int
+
+    @property
+    def keep_bytes(self) -> int:
+        # A secret's length past the cap, so that redaction sees a value straddling the cap.
+        return self.output_cap_bytes + max((len(value) for value in self.secret_values.values()), default=0)
+
+    def limited_command(self) -> list[str]:
+        return [str(self.settings.prlimit_path), *limit_args(self.profile), "--", *self.argv]
+
+
+def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
+    bwrap = plan.settings.resolved_bwrap()
+    if bwrap is None:  # removed since the probe
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed or not executable")
+    env = dict(plan.profile.env)
+    with ExitStack() as stack:
+        data_files = [
+            DataFile(_memory_file(stack, "passwd", PASSWD.encode()), "/etc/passwd"),
+            DataFile(_memory_file(stack, "group", GROUP.encode()), "/etc/group"),
+        ]
+        for binding in plan.secrets:
+            value = plan.secret_values[binding.name]
+            if binding.file is not None:
+                path = f"{SECRETS_DIR}/{binding.file}"
+                data_files.append(DataFile(_memory_file(stack, "secret", value), path, mode="0400"))
+                if binding.path_env is not None:
+                    env[binding.path_env] = path
+            if binding.env is not None:
+                # Passed through bwrap's own environment (which it hands to the command) rather
+                # than --setenv, so the value never appears on a command line.
+                env[binding.env] = value.decode()
+        status_read, status_write = os.pipe()
+        stack.callback(os.close, status_read)
+        full_argv = bwrap_argv(
+            bwrap=bwrap,
+            profile=plan.profile,
+            scratch=plan.scratch,
+            mounts=plan.mounts,
+            data_files=data_files,
+            status_fd=status_write,
+            command=plan.limited_command(),
+        )
+        try:
+            run = run_captured(
+                full_argv,
+                env=env,
+                cwd=plan.scratch,
+                timeout_seconds=plan.timeout_seconds,
+                keep_bytes=plan.keep_bytes,
+                pass_fds=[status_write, *(data.fd for data in data_files)],
+                run_as=plan.settings.run_as(),
+            )
+        except OSError as error:
+            raise SandboxUnavailable(f"could not start bubblewrap: {error}") from error
+        finally:
+            # Our copy of the write end must go for the read below to see end-of-file.
+            os.close(status_write)
+        status = _read_status(status_read)
+    # bwrap reports the command's exit code only when the command ran: no report (and no
+    # timeout) means bwrap gave up while building the sandbox, e.g. on an unreadable mount.
+    if "exit-code" not in status and not run.timed_out:
+        detail = run.stderr.data.decode("utf-8", errors="replace").strip()
+        raise SandboxUnavailable(f"bubblewrap could not set up the sandbox: {detail or run.exit_code}")
+    return _result(plan, run, _applied_isolation(status, plan), unsandboxed=False)
+
+
+def _run_unsandboxed(plan: _RunPlan) -> SandboxResult:
+    """Development fallback: same limits, timeout and capture; no namespaces, so no mounts."""
+    env = {**plan.profile.env, "HOME": str(plan.scratch), "TMPDIR": str(plan.scratch)}
+    run_as = plan.settings.run_as()
+    secret_dir = plan.scratch / ".secrets"
+    if plan.secrets:
+        secret_dir.mkdir(mode=0o700)
+        if run_as is not None:
+            os.chown(secret_dir, *run_as)
+    for binding in plan.secrets:
+        value = plan.secret_values[binding.name]
+        if binding.file is not None:
+            path = secret_dir / binding.file
+            path.write_bytes(value)
+            path.chmod(0o400)
+            if run_as is not None:
+                os.chown(path, *run_as)
+            if binding.path_env is not None:
+                env[binding.path_env] = str(path)
+        if binding.env is not None:
+            env[binding.env] = value.decode()
+    try:
+        run = run_captured(
+            plan.limited_command(),
+            env=env,
+            cwd=plan.scratch,
+            timeout_seconds=plan.timeout_seconds,
+            keep_bytes=plan.keep_bytes,
+            run_as=run_as,
+        )
+    except OSError as error:
+        raise SandboxUnavailable(f"could not start the command: {error}") from error
+    return _result(plan, run, ("none",), unsandboxed=True)
+
+
+def _result(plan: _RunPlan, run: CapturedRun, isolation: tuple[str, ...], *, unsandboxed: bool) -> SandboxResult:
+    cap = plan.output_cap_bytes
+    stdout, stdout_redacted = _redact(run.stdout.data, plan.secret_values)
+    stderr, stderr_redacted = _redact(run.stderr.data, plan.secret_values)
+    return SandboxResult(
+        argv=plan.argv,
+        profile=plan.profile.name,
+        exit_code=run.exit_code,
+        stdout_bytes=stdout[:cap],
+        stderr_bytes=stderr[:cap],
+        stdout_truncated=run.stdout.total_bytes > cap or len(stdout) > cap,
+        stderr_truncated=run.stderr.total_bytes > cap or len(stderr) > cap,
+        timed_out=run.timed_out,
+        duration_seconds=run.duration_seconds,
+        isolation=isolation,
+        unsandboxed=unsandboxed,
+        secrets_redacted=stdout_redacted or stderr_redacted,
+    )
+
+
+def _redact(data: bytes, secrets: Mapping[str, bytes]) -> tuple[bytes, bool]:
+    """Replace secret values a command printed; a backstop, the command should not print them.
+
+    Output is captured a secret's length past the cap, so a value straddling the cap is still
+    recognised and no prefix of it survives truncation.
+    """
+    redacted = False
+    for name, value in sorted(secrets.items(), key=lambda item: -len(item[1])):
+        if len(value) >= 4 and value in data:
+            data = data.replace(value, f"[REDACTED:{name}]".encode())
+            redacted = True
+    return data, redacted
+
+
+def _applied_isolation(status: Mapping[str, Any], plan: _RunPlan) -> tuple[str, ...]:
+    """Namespaces as the kernel reports them, compared with the outbox's own, plus the rest."""
+    applied = ["user-namespace", f"uid:{SANDBOX_UID}"]
+    names = {
+        "mnt": "mount",
+        "pid": "pid",
+        "net": "network",
+        "ipc": "ipc",
+        "uts": "uts",
+        "cgroup": "cgroup",
+    }
+    for kind, label in names.items():
+        inode = status.get(f"{kind}-namespace")
+        if isinstance(inode, int) and inode != os.stat(f"/proc/self/ns/{kind}").st_ino:
+            applied.append(f"{label}-namespace")
+    if plan.profile.network:
+        applied.append("network:shared")
+    applied += [
+        "cap-drop:ALL",
+        "no-nested-userns",
+        "die-with-parent",
+        "new-session",
+        "read-only-root",
+        "tmpfs:/tmp",
+        "scratch:/scratch",
+        "scrubbed-env",
+        "rlimits",
+    ]
+    if (run_as := plan.settings.run_as()) is not None:
+        applied.append(f"host-uid:{run_as[0]}")
+    return tuple(applied)
+
+
+def _secret_values(settings: SandboxSettings, secrets: Sequence[SecretBinding]) -> dict[str, bytes]:
+    values: dict[str, bytes] = {}
+    for binding in secrets:
+        configured = settings.secrets.get(binding.name)
+        if configured is not None:
+            value = configured.get_secret_value().encode()
+        elif settings.secrets_dir is not None and (settings.secrets_dir / binding.name).is_file():
+            value = (settings.secrets_dir / binding.name).read_bytes()
+        else:
+            raise SandboxConfigurationError(f"secret {binding.name!r} is not configured on this server")
+        if binding.env is not None and not _usable_as_env(value):
+            raise SandboxConfigurationError(f"secret {binding.name!r} is not UTF-8 text without NUL; use `file`")
+        values[binding.name] = value
+    return values
+
+
+def _usable_as_env(value: bytes) -> bool:
+    return b"\0" not in value and _is_utf8(value)
+
+
+def _mount_sources(settings: SandboxSettings, profile: SandboxProfile) -> dict[str, Path]:
+    sources: dict[str, Path] = {}
+    for name in profile.mounts:
+        source = settings.mounts.get(name)
+        if source is None:
+            raise SandboxConfigurationError(
+                f"sandbox profile {profile.name!r} needs the host directory {name!r}; configure it in mounts"
+            )
+        if not source.is_dir():
+            raise SandboxConfigurationError(f"mount {name!r} ({source}) is not a directory")
+        sources[name] = source.resolve()
+    return sources
+
+
+@contextmanager
+def _scratch_directory(settings: SandboxSettings) -> Iterator[Path]:
+    """A fresh directory owned by the sandbox's host uid, removed afterwards whatever it holds."""
+    scratch = Path(tempfile.mkdtemp(prefix="outbox-scratch-", dir=settings.scratch_root))
+    try:
+        if (run_as := settings.run_as()) is not None:
+            os.chown(scratch, *run_as)
+        yield scratch
+    finally:
+        # The command may have left directories without write or search permission.
+        for directory, _, _ in os.walk(scratch):
+            os.chmod(directory, 0o700)
+        shutil.rmtree(scratch)
+
+
+def _memory_file(stack: ExitStack, name: str, content: bytes) -> int:
+    """A memfd holding `content`, positioned at its start; closed when the stack unwinds."""
+    fd = os.memfd_create(f"outbox-{name}", os.MFD_CLOEXEC)
+    stack.callback(os.close, fd)
+    os.write(fd, content)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _read_status(fd: int) -> dict[str, Any]:
+    """Merge bwrap's --json-status-fd documents ({"child-pid": …}, then {"exit-code": …})."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    merged: dict[str, Any] = {}
+    decoder = json.JSONDecoder()
+    text = b"".join(chunks).decode("utf-8", errors="replace")
+    position = 0
+    while (match := _NON_SPACE.search(text, position)) is not None:
+        document, position = decoder.raw_decode(text, match.start())
+        if isinstance(document, dict):
+            merged.update(document)
+    return merged
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+__all__ = [
+    "SandboxConfigurationError",
+    "SandboxError",
+    "SandboxResult",
+    "SandboxSettings",
+    "SandboxUnavailable",
+    "SecretBinding",
+    "run_command",
+    "sandbox_problem",
+]

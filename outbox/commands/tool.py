@@ -1,0 +1,150 @@
+"""`CommandTool`: one definition from `policies/tools/` as a tool agents can call.
+
+At submission the pipeline calls `parse_args`, `targets`, `approval_required_by_blast_radius`,
+`preview` and `dry_run`; a worker later calls `execute`. Each of them re-validates the
+arguments, so a model restored from storage or built by hand gets no shortcut to the argv.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from outbox.commands.arguments import arguments_model, validate_arguments
+from outbox.commands.definitions import CommandToolDefinition
+from outbox.commands.parameters import ArgumentValue
+from outbox.commands.sandbox import SandboxError, SandboxResult, SandboxSettings, run_command
+from outbox.commands.templates import render_argv, render_targets
+from outbox.tools.base import ExecutionContext, Failed, Succeeded, Target, ToolArgumentsError, ToolOutcome
+
+log = structlog.get_logger(__name__)
+
+_REASON_DETAIL_CHARS = 200
+
+
+class CommandTool:
+    """Typed arguments in, one sandboxed argv out, the exact result recorded."""
+
+    def __init__(self, definition: CommandToolDefinition, settings: SandboxSettings) -> None:
+        self.definition = definition
+        self.name: str = definition.name
+        self.description: str = definition.description
+        self._settings = settings
+        self._arguments_model = arguments_model(definition)
+
+    def args_schema(self) -> dict[str, Any]:
+        return self.definition.args_schema()
+
+    def parse_args(self, raw: dict[str, Any]) -> BaseModel:
+        """Validated arguments; ToolArgumentsError naming each offending parameter otherwise."""
+        return self._arguments_model.model_validate(validate_arguments(self.definition, raw))
+
+    def argv(self, args: BaseModel) -> list[str]:
+        """The exact argv `execute` runs."""
+        return render_argv(self.definition.argv, self._values(args))
+
+    def dry_run_argv(self, args: BaseModel) -> list[str] | None:
+        if self.definition.dry_run is None:
+            return None
+        return render_argv(self.definition.dry_run, self._values(args))
+
+    def targets(self, args: BaseModel) -> list[Target]:
+        templates = [(target.object, target.act) for target in self.definition.targets]
+        return render_targets(templates, self._values(args))
+
+    def approval_required_by_blast_radius(self, args: BaseModel) -> str | None:
+        """Why a human must approve because of how many targets one action touches, or None."""
+        bound = self.definition.approval_above_targets
+        count = len(self.targets(args))
+        if bound is None or count <= bound:
+            return None
+        return (
+            f"{self.name} would touch {count} targets in one action; above {bound} a human"
+            " approves before anything runs"
+        )
+
+    def preview(self, args: BaseModel) -> dict[str, Any]:
+        """What would run, for the action record and the approval message."""
+        return {
+            "tool": self.name,
+            "argv": self.argv(args),
+            "dry_run_argv": self.dry_run_argv(args),
+            "targets": [{"object": target.object, "act": target.act} for target in self.targets(args)],
+            "sandbox": self.definition.sandbox,
+            "timeout_seconds": self.definition.timeout_seconds,
+        }
+
+    def dry_run(self, args: BaseModel) -> SandboxResult | None:
+        """Run the definition's dry-run argv in the same sandbox; None when it has none.
+
+        Raises SandboxError when the sandbox cannot run it (the caller decides whether an
+        action without a preview may still go to an approver).
+        """
+        argv = self.dry_run_argv(args)
+        return None if argv is None else self._run(argv)
+
+    def execute(self, ctx: ExecutionContext, args: BaseModel) -> ToolOutcome:
+        try:
+            argv = self.argv(args)
+        except ToolArgumentsError as error:
+            # The definitions were reloaded since submission and no longer accept these values.
+            return Failed(
+                reason=f"not executed: the arguments do not satisfy the tool's current definition ({error})",
+                retryable=False,
+                artifact={"executed": False},
+            )
+        try:
+            result = self._run(argv)
+        except SandboxError as error:
+            log.warning("command.not_executed", action_id=ctx.action_id, tool=self.name, error=str(error))
+            return Failed(
+                reason=f"not executed: {error}",
+                retryable=False,
+                artifact={"argv": argv, "profile": self.definition.sandbox, "executed": False},
+            )
+        artifact, response = result.artifact(), result.response()
+        if result.timed_out:
+            return Failed(
+                reason=(
+                    f"timed out after {self.definition.timeout_seconds} s; the command and every"
+                    " process it started were killed"
+                ),
+                retryable=False,
+                artifact=artifact,
+                response=response,
+            )
+        if result.exit_code == 0:
+            return Succeeded(
+                artifact=artifact,
+                response=response,
+                summary=f"exit code 0 in {result.duration_seconds:.2f} s",
+            )
+        return Failed(
+            reason=_failure_reason(result),
+            retryable=result.exit_code in self.definition.retryable_exit_codes,
+            artifact=artifact,
+            response=response,
+        )
+
+    def _run(self, argv: list[str]) -> SandboxResult:
+        return run_command(
+            argv,
+            settings=self._settings,
+            profile=self.definition.sandbox,
+            timeout_seconds=self.definition.timeout_seconds,
+            output_cap_bytes=self.definition.output_cap_bytes,
+            secrets=self.definition.secrets,
+        )
+
+    def _values(self, args: BaseModel) -> dict[str, ArgumentValue]:
+        return validate_arguments(self.definition, args.model_dump())
+
+
+def _failure_reason(result: SandboxResult) -> str:
+    last_line = next((line for line in reversed(result.stderr.splitlines()) if line.strip()), "")
+    reason = f"exit code {result.exit_code}"
+    if last_line:
+        reason += ": " + last_line.strip()[:_REASON_DETAIL_CHARS]
+    return reason
