@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from outbox.policy.engine import PolicySnapshot, load_policy
+from outbox.policy.engine import PolicySnapshot, content_version, load_policy
 from outbox.sqltypes import utcnow
 from outbox.tools.base import Tool
 from outbox.tools.registry import ToolServices, load_tools
@@ -39,6 +39,25 @@ class ReloadFailure:
     error: str
 
 
+@dataclass(frozen=True)
+class PolicyInfo:
+    """What a server reports about its running policy (`GET /v1/policy`, the info metric)."""
+
+    version: str
+    git_commit: str | None
+    loaded_at: datetime
+    directory: str
+    rules: int
+    indexed: bool
+    tools: tuple[str, ...]
+    last_failure: ReloadFailure | None
+
+
+# A load races with an editor or a `git checkout` writing the files. Rules and version come from
+# one read, but tools read their own files: when the directory changed during the load, load again.
+_CONSISTENT_LOAD_ATTEMPTS = 3
+
+
 class PolicyStore:
     def __init__(self, directory: Path, services: ToolServices) -> None:
         self.directory = directory
@@ -48,13 +67,31 @@ class PolicyStore:
         self.last_failure: ReloadFailure | None = None
 
     def _load(self) -> ActivePolicy:
-        snapshot = load_policy(self.directory)
-        tools = load_tools(snapshot.directory, self.services)
+        for _attempt in range(_CONSISTENT_LOAD_ATTEMPTS):
+            snapshot = load_policy(self.directory)
+            tools = load_tools(snapshot.directory, self.services)
+            if content_version(snapshot.directory) == snapshot.version:
+                break
         return ActivePolicy(snapshot, tools)
 
     @property
     def current(self) -> ActivePolicy:
         return self._current
+
+    def info(self) -> PolicyInfo:
+        """The running version and when it was loaded, from one consistent reference."""
+        active = self._current
+        snapshot = active.snapshot
+        return PolicyInfo(
+            version=snapshot.version,
+            git_commit=snapshot.git_commit,
+            loaded_at=snapshot.loaded_at,
+            directory=str(snapshot.directory),
+            rules=len(snapshot.rules),
+            indexed=snapshot.indexed,
+            tools=tuple(active.tools),
+            last_failure=self.last_failure,
+        )
 
     def reload(self) -> tuple[bool, str]:
         """Load the directory again; on failure keep the running policy. Returns (ok, message)."""
