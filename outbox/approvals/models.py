@@ -1,14 +1,24 @@
-"""Approval requests for actions that policy sends to a human."""
+"""Approval requests, the decisions humans make on them, and the durable queue of deliveries
+(Slack messages, agent callbacks) that tell people and agents what happened."""
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from outbox.sqltypes import JSONColumn, UTCDateTime, utcnow
+
+
+class ApprovalStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
 
 class ApprovalRequest(SQLModel, table=True):
@@ -19,11 +29,81 @@ class ApprovalRequest(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     action_id: str = Field(foreign_key="actions.id", unique=True, max_length=40)
     digest: str = Field(max_length=64)
-    status: str = Field(max_length=16)  # pending | approved | rejected | expired | cancelled
+    status: str = Field(max_length=16)  # ApprovalStatus
+    # The policy lines (and escalations) that demanded a human.
     rules: list[Any] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
     quorum: int = 1
-    decisions: list[Any] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    # The policy version and targets the digest binds, kept so the digest can be recomputed.
+    policy_version: str = Field(default="", max_length=120)
+    requested_by: str = Field(default="", max_length=200)
+    bound_targets: list[Any] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    # Which approvals.yaml gate applied (quorum, expiry, channel and the lines they came from).
+    gate: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONColumn, nullable=False))
+    # The deciding reason (a denial's reason, "expired", ...).
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    decided_by: str | None = Field(default=None, max_length=320)
+    # Whether the human who rejected the call thinks a changed call may be asked again.
+    may_resubmit: bool | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     decided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    # Set when the approved action first runs: an approval authorises one action, once.
+    consumed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+
+    # Slack: where the request was posted, and which action status the message last showed.
+    slack_channel: str | None = Field(default=None, max_length=100)
+    slack_channel_id: str | None = Field(default=None, max_length=40)
+    slack_ts: str | None = Field(default=None, max_length=40)
+    slack_rendered_status: str | None = Field(default=None, max_length=32)
+
+
+class ApprovalDecision(SQLModel, table=True):
+    """One human's approve or deny. One per approver per request: double clicks count once."""
+
+    __tablename__ = "approval_decisions"
+    __table_args__ = (UniqueConstraint("approval_id", "approver", name="uq_approval_decision_approver"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    approval_id: str = Field(foreign_key="approval_requests.id", index=True, max_length=40)
+    approver: str = Field(max_length=320)
+    verdict: str = Field(max_length=16)  # approve | deny
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The digest the approver was shown; a decision counts only for the request's digest.
+    digest: str = Field(max_length=64)
+    via: str = Field(max_length=16)  # slack | cli | api
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class Delivery(SQLModel, table=True):
+    """One outbound call to make (a Slack API call, an agent callback), made durably.
+
+    Rows are written in the transaction that causes them and processed afterwards, by the
+    request that caused them, the embedded sweeper or a Celery task: whoever takes the lease.
+    Failures are retried with backoff (Slack's Retry-After honoured) until `max_attempts`.
+    `pending_key` coalesces work on one subject (one Slack message) while it is pending; a new
+    change bumps `generation`, so a delivery in flight that rendered an older state runs again.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_state_not_before", "state", "not_before"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    kind: str = Field(max_length=40)
+    subject_id: str = Field(max_length=40, index=True)
+    pending_key: str | None = Field(default=None, sa_column=Column(String(120), unique=True, nullable=True))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONColumn, nullable=False))
+    state: str = Field(max_length=16)  # DeliveryState
+    generation: int = 1
+    attempts: int = 0
+    not_before: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    done_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))

@@ -1,0 +1,683 @@
+"""Human approval gates: opening requests, deciding them, expiring them, and checking them
+again right before the tool runs.
+
+Approving is itself a policy decision: the human identity (`slack:U0123ABC`,
+`user:oncall@example.com`) must be allowed act `approve` on every target of the action, with the
+roles `g` rules give it. The agent that asked, and the human it acts for (or any identity linked
+to them by `g` rules), never count. A request needs `quorum` distinct approvers, and every
+decision counts only for the digest it was made on; one deny ends the request; a request past
+its expiry fails closed.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from outbox import metrics
+from outbox.actions.lifecycle import transition
+from outbox.actions.models import Action, ActionStatus
+from outbox.approvals import delivery
+from outbox.approvals.config import approvals_config_for
+from outbox.approvals.digest import approval_digest, bound_targets
+from outbox.approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus
+from outbox.approvals.schemas import ApprovalOut, Verdict
+from outbox.audit.service import record_event
+from outbox.policy.engine import PolicyDecision, PolicyLoadError, PolicySnapshot
+from outbox.policy.matching import Subject
+from outbox.problems import PROBLEM_BASE, Problem
+from outbox.runtime import NullDispatcher, Runtime
+from outbox.slack.client import slack_enabled
+from outbox.sqltypes import new_id, utcnow
+from outbox.tools.base import Target
+
+log = structlog.get_logger(__name__)
+
+APPROVE_ACT = "approve"
+_IDENTITY = re.compile(r"^(?:slack:[A-Z0-9]{2,32}|user:[^\s<>&,|]{1,300})$")
+
+
+class RefusalCode(enum.StrEnum):
+    NOT_FOUND = "not_found"
+    INVALID_IDENTITY = "invalid_identity"
+    SELF_APPROVAL = "self_approval"
+    NOT_AUTHORIZED = "not_authorized"
+    NOT_PENDING = "not_pending"
+    EXPIRED = "expired"
+    DIGEST_MISMATCH = "digest_mismatch"
+    MISSING_REASON = "missing_reason"
+
+
+class ApprovalRefused(Exception):
+    """A decision that was not accepted; nothing about the request changed (except expiry)."""
+
+    def __init__(self, code: RefusalCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Outcome = Literal["approved", "recorded", "rejected", "duplicate"]
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    outcome: Outcome
+    message: str
+    approval: ApprovalOut
+    # Deliveries this decision caused, for the caller to attempt right after the commit.
+    deliveries: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identities and authority
+
+
+def identity_problem(identity: str) -> str | None:
+    if identity.startswith("agent:"):
+        return "agents cannot approve or deny: approvers are humans (`user:…`, `slack:…`)"
+    if not _IDENTITY.match(identity):
+        return f"{identity!r} is not a human identity: use `user:<email or name>` or `slack:<Slack user id>`"
+    return None
+
+
+def normalise_identity(identity: str) -> str:
+    """`user:` identities are e-mail-like and compared in lower case; Slack ids are upper case."""
+    identity = identity.strip()
+    return identity.lower() if identity.lower().startswith("user:") else identity
+
+
+def person_of(snapshot: PolicySnapshot, identity: str) -> frozenset[str]:
+    """Every human identity this one stands for: itself and those `g` rules link it to.
+
+    Two decisions whose persons overlap are by the same human: they count once toward a quorum.
+    """
+    linked = (role for role in snapshot.roles_of(identity) if role.lower().startswith(("user:", "slack:")))
+    return frozenset(name.lower() for name in (identity, *linked))
+
+
+def distinct_people(snapshot: PolicySnapshot, identities: Sequence[str]) -> list[str]:
+    """One identity per person, in order."""
+    counted: list[str] = []
+    seen: set[str] = set()
+    for identity in identities:
+        person = person_of(snapshot, identity)
+        if person & seen:
+            continue
+        seen |= person
+        counted.append(identity)
+    return counted
+
+
+def _person_forms(name: str) -> set[str]:
+    lowered = name.strip().lower()
+    forms = {lowered}
+    if lowered.startswith("user:"):
+        forms.add(lowered.removeprefix("user:"))
+    elif ":" not in lowered:
+        forms.add(f"user:{lowered}")
+    return forms
+
+
+def authority_refusal(
+    snapshot: PolicySnapshot,
+    identity: str,
+    *,
+    agent: str,
+    on_behalf_of: str | None,
+    targets: Sequence[Any],
+    verdict: Verdict,
+) -> ApprovalRefused | None:
+    """Why `identity` may not decide on this call under `snapshot`, or None if it may."""
+    problem = identity_problem(identity)
+    if problem is not None:
+        return ApprovalRefused(RefusalCode.INVALID_IDENTITY, problem)
+    names = {identity.lower(), *(role.lower() for role in snapshot.roles_of(identity))}
+    if verdict == "approve":
+        if agent.lower() in names:
+            return ApprovalRefused(RefusalCode.SELF_APPROVAL, "the agent that asked cannot approve its own call")
+        if on_behalf_of and names & _person_forms(on_behalf_of):
+            return ApprovalRefused(
+                RefusalCode.SELF_APPROVAL,
+                f"{identity} is the person this call is made for ({on_behalf_of}) and cannot approve it",
+            )
+    decision = snapshot.decide(
+        Subject(identity), [Target(pair["object"], APPROVE_ACT) for pair in bound_targets(targets)]
+    )
+    lacking = [t.target.object for t in decision.targets if t.effect != "allow"]
+    if lacking:
+        shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+        return ApprovalRefused(
+            RefusalCode.NOT_AUTHORIZED,
+            f"{identity} may not approve or deny calls on {shown} (policy {snapshot.version}: "
+            "no `approve` rule allows it for this identity or its roles)",
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening a request (called by the actions service, inside the submission transaction)
+
+
+def open_request(
+    runtime: Runtime,
+    session: Session,
+    action: Action,
+    *,
+    agent: str,
+    decision: PolicyDecision,
+    escalations: Sequence[str] = (),
+) -> ApprovalRequest:
+    """Create the approval request for an action policy sends to a human, and its Slack post."""
+    snapshot = runtime.policy.current.snapshot
+    try:
+        config = approvals_config_for(snapshot.directory, decision.policy_version)
+    except PolicyLoadError as exc:
+        # Fail closed: without valid gate terms (quorum, expiry) no request is opened.
+        log.error("approvals.config_invalid", error=str(exc))
+        raise Problem(
+            503,
+            "approvals-misconfigured",
+            "Approvals are misconfigured",
+            "This call needs a human approval, but the approval configuration does not load: nothing was recorded.",
+            hint="Retry later with the same Idempotency-Key; an operator must fix policies/approvals.yaml.",
+            headers={"Retry-After": "60"},
+        ) from exc
+    gate = config.resolve(action.tool, decision)
+    targets = bound_targets(t.target for t in decision.targets)
+    now = utcnow()
+    channel = gate.channel or runtime.settings.slack_default_channel
+    slack_channel = channel if slack_enabled(runtime.settings) else None
+    approval = ApprovalRequest(
+        id=new_id("apr"),
+        action_id=action.id,
+        digest=approval_digest(
+            agent=agent,
+            on_behalf_of=action.on_behalf_of,
+            tool=action.tool,
+            args=action.args,
+            targets=targets,
+            preview=action.preview,
+            policy_version=decision.policy_version,
+        ),
+        status=ApprovalStatus.PENDING.value,
+        rules=[*decision.rules(), *({"escalation": reason} for reason in escalations)],
+        quorum=gate.quorum,
+        policy_version=decision.policy_version,
+        requested_by=agent,
+        bound_targets=targets,
+        gate=gate.record(),
+        created_at=now,
+        expires_at=now + gate.expires_in,
+        slack_channel=slack_channel,
+    )
+    session.add(approval)
+    session.flush()
+    record_event(
+        session,
+        event_type="approval.requested",
+        actor="policy",
+        action_id=action.id,
+        data={
+            "approval_id": approval.id,
+            "digest": approval.digest,
+            "quorum": approval.quorum,
+            "expires_at": approval.expires_at.isoformat(),
+            "rules": approval.rules,
+            "gate": approval.gate,
+        },
+    )
+    if slack_enabled(runtime.settings) and slack_channel is None:
+        log.warning("approval.no_slack_channel", approval_id=approval.id, hint="set OUTBOX_SLACK_DEFAULT_CHANNEL")
+    _touch_slack(session, approval)
+    return approval
+
+
+def _touch_slack(session: Session, approval: ApprovalRequest) -> list[str]:
+    """Queue a render of the approval's Slack message (post it, or update it)."""
+    if approval.slack_channel is None:
+        return []
+    delivery.enqueue(
+        session,
+        kind=delivery.KIND_SLACK_MESSAGE,
+        subject_id=approval.id,
+        coalesce_key=f"{delivery.KIND_SLACK_MESSAGE}:{approval.id}",
+    )
+    return delivery.pending_ids(session, subject_id=approval.id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _find(session: Session, ref: str, *, lock: bool = False) -> ApprovalRequest | None:
+    """An approval by its id, or by the id of its action."""
+    column = ApprovalRequest.action_id if ref.startswith("act_") else ApprovalRequest.id
+    query = select(ApprovalRequest).where(col(column) == ref)
+    if lock:
+        query = query.with_for_update()
+    return session.exec(query).first()
+
+
+def _decisions(session: Session, approval_id: str) -> list[ApprovalDecision]:
+    return list(session.exec(select(ApprovalDecision).where(col(ApprovalDecision.approval_id) == approval_id)).all())
+
+
+def view(session: Session, approval: ApprovalRequest) -> ApprovalOut:
+    action = session.get(Action, approval.action_id)
+    assert action is not None
+    return ApprovalOut.of(approval, action, _decisions(session, approval.id))
+
+
+def get_approval(session: Session, ref: str) -> ApprovalOut:
+    approval = _find(session, ref)
+    if approval is None:
+        raise ApprovalRefused(RefusalCode.NOT_FOUND, f"no approval request {ref!r}")
+    return view(session, approval)
+
+
+def list_approvals(session: Session, *, status: str | None = "pending", limit: int = 100) -> list[ApprovalOut]:
+    query = select(ApprovalRequest)
+    if status is not None:
+        query = query.where(col(ApprovalRequest.status) == status)
+    rows = session.exec(query.order_by(col(ApprovalRequest.created_at).desc()).limit(limit)).all()
+    return [view(session, row) for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding
+
+
+def check_may_decide(
+    runtime: Runtime, ref: str, identity: str, verdict: Verdict, digest: str | None = None
+) -> ApprovalOut:
+    """The request, or ApprovalRefused if `identity` could not decide now (read-only; used
+    before opening a form, so that an unauthorized click never gets one)."""
+    identity = normalise_identity(identity)
+    with runtime.db.session() as session:
+        approval = _find(session, ref)
+        if approval is None:
+            raise ApprovalRefused(RefusalCode.NOT_FOUND, f"no approval request {ref!r}")
+        action = session.get(Action, approval.action_id)
+        assert action is not None
+        refusal = _state_refusal(approval, digest) or authority_refusal(
+            runtime.policy.current.snapshot,
+            identity,
+            agent=approval.requested_by,
+            on_behalf_of=action.on_behalf_of,
+            targets=approval.bound_targets,
+            verdict=verdict,
+        )
+        shown = view(session, approval)
+    if refusal is not None:
+        raise refusal
+    return shown
+
+
+def _state_refusal(approval: ApprovalRequest, digest: str | None) -> ApprovalRefused | None:
+    if approval.status != ApprovalStatus.PENDING.value:
+        who = f" by {approval.decided_by}" if approval.decided_by else ""
+        return ApprovalRefused(RefusalCode.NOT_PENDING, f"this request is already {approval.status}{who}")
+    if approval.expires_at <= utcnow():
+        return ApprovalRefused(
+            RefusalCode.EXPIRED, f"this request expired at {approval.expires_at:%Y-%m-%d %H:%M:%S} UTC; nothing ran"
+        )
+    if digest is not None and digest != approval.digest:
+        return ApprovalRefused(
+            RefusalCode.DIGEST_MISMATCH,
+            "the request you were shown is not the one pending (digest differs); look at it again",
+        )
+    return None
+
+
+def decide(
+    runtime: Runtime,
+    ref: str,
+    identity: str,
+    verdict: Verdict,
+    *,
+    via: str,
+    reason: str | None = None,
+    may_resubmit: bool = False,
+    digest: str | None = None,
+) -> DecisionResult:
+    """Record one human's decision. Idempotent per approver; raises ApprovalRefused otherwise.
+
+    Reaching the quorum moves the action to `queued` and publishes it after the commit; a deny
+    moves it to `rejected` with a problem document the agent reads.
+    """
+    if verdict == "deny" and not (reason and reason.strip()):
+        raise ApprovalRefused(RefusalCode.MISSING_REASON, "a denial needs a reason: the agent receives it")
+    identity = normalise_identity(identity)
+    snapshot = runtime.policy.current.snapshot
+    me = person_of(snapshot, identity)
+    refusal: ApprovalRefused | None = None
+    publish = False
+    result: DecisionResult | None = None
+    try:
+        with runtime.db.session() as session:
+            approval = _find(session, ref, lock=True)
+            if approval is None:
+                raise ApprovalRefused(RefusalCode.NOT_FOUND, f"no approval request {ref!r}")
+            action = session.get(Action, approval.action_id)
+            assert action is not None
+            # The same person, under this identity or one linked to it by `g` rules.
+            previous = next((d for d in _decisions(session, approval.id) if person_of(snapshot, d.approver) & me), None)
+            if previous is not None and previous.verdict == verdict:
+                # A double click, a Slack retry, the same command run twice: counted once.
+                result = DecisionResult(
+                    "duplicate",
+                    f"{identity} already decided ({previous.verdict}"
+                    + (f" as {previous.approver}" if previous.approver != identity else "")
+                    + f") at {previous.created_at:%H:%M:%S} UTC",
+                    view(session, approval),
+                )
+            else:
+                refusal = _state_refusal(approval, digest)
+                if refusal is not None and refusal.code is RefusalCode.EXPIRED:
+                    _expire(session, approval, actor="approvals")
+                if refusal is None:
+                    refusal = authority_refusal(
+                        snapshot,
+                        identity,
+                        agent=approval.requested_by,
+                        on_behalf_of=action.on_behalf_of,
+                        targets=approval.bound_targets,
+                        verdict=verdict,
+                    )
+                if refusal is None and previous is not None:
+                    refusal = ApprovalRefused(
+                        RefusalCode.NOT_PENDING, f"{identity} already decided ({previous.verdict}); a decision is final"
+                    )
+                if refusal is not None:
+                    record_event(
+                        session,
+                        event_type="approval.refused",
+                        actor=identity,
+                        action_id=action.id,
+                        data={"approval_id": approval.id, "verdict": verdict, "via": via, "code": refusal.code.value},
+                    )
+                else:
+                    result, publish = _apply(
+                        runtime,
+                        session,
+                        approval,
+                        action,
+                        snapshot=snapshot,
+                        identity=identity,
+                        verdict=verdict,
+                        via=via,
+                        reason=reason,
+                        may_resubmit=may_resubmit,
+                    )
+    except IntegrityError as exc:
+        # Two concurrent decisions by the same approver: the unique row already exists.
+        raise ApprovalRefused(RefusalCode.NOT_PENDING, f"{identity} already decided on this request") from exc
+    if refusal is not None:
+        raise refusal
+    assert result is not None
+    if publish:
+        runtime.dispatcher.publish([result.approval.action_id])
+    if result.outcome in ("approved", "rejected"):
+        waited = (utcnow() - result.approval.created_at).total_seconds()
+        metrics.observe_approval_wait(waited, result.outcome)
+    return result
+
+
+def _apply(
+    runtime: Runtime,
+    session: Session,
+    approval: ApprovalRequest,
+    action: Action,
+    *,
+    snapshot: PolicySnapshot,
+    identity: str,
+    verdict: Verdict,
+    via: str,
+    reason: str | None,
+    may_resubmit: bool,
+) -> tuple[DecisionResult, bool]:
+    now = utcnow()
+    session.add(
+        ApprovalDecision(
+            id=new_id("apd"),
+            approval_id=approval.id,
+            approver=identity,
+            verdict=verdict,
+            reason=reason,
+            digest=approval.digest,
+            via=via,
+            created_at=now,
+        )
+    )
+    session.flush()
+    approvers = distinct_people(
+        snapshot,
+        [
+            d.approver
+            for d in sorted(_decisions(session, approval.id), key=lambda d: d.created_at)
+            if d.verdict == "approve" and d.digest == approval.digest
+        ],
+    )
+    record_event(
+        session,
+        event_type=f"approval.{'approved' if verdict == 'approve' else 'denied'}_by",
+        actor=identity,
+        action_id=action.id,
+        data={
+            "approval_id": approval.id,
+            "digest": approval.digest,
+            "verdict": verdict,
+            "reason": reason,
+            "via": via,
+            "approvals": len(approvers),
+            "quorum": approval.quorum,
+        },
+    )
+    publish = False
+    if verdict == "deny":
+        approval.status = ApprovalStatus.REJECTED.value
+        approval.decided_at, approval.decided_by = now, identity
+        approval.reason, approval.may_resubmit = reason, may_resubmit
+        transition(
+            session,
+            action.id,
+            from_statuses=[ActionStatus.AWAITING_APPROVAL],
+            to_status=ActionStatus.REJECTED,
+            actor=identity,
+            data={"approval_id": approval.id, "reason": reason, "may_resubmit": may_resubmit},
+            status_reason=f"rejected by {identity}: {reason}",
+            problem=rejection_problem(action.id, identity, reason or "", may_resubmit=may_resubmit),
+        )
+        outcome: Outcome = "rejected"
+        message = f"denied by {identity}; the agent is told why"
+    elif len(approvers) >= approval.quorum:
+        approval.status = ApprovalStatus.APPROVED.value
+        approval.decided_at, approval.decided_by = now, identity
+        publish = not isinstance(runtime.dispatcher, NullDispatcher)
+        transition(
+            session,
+            action.id,
+            from_statuses=[ActionStatus.AWAITING_APPROVAL],
+            to_status=ActionStatus.QUEUED,
+            actor=identity,
+            data={"approval_id": approval.id, "digest": approval.digest, "approvers": approvers},
+            status_reason=f"approved by {', '.join(approvers)}",
+            # Without a dispatcher here (the CLI), the server's sweeper publishes it at once.
+            last_published_at=now if publish else None,
+        )
+        outcome, message = "approved", f"approved ({len(approvers)} of {approval.quorum}); the call is queued"
+    else:
+        outcome = "recorded"
+        message = f"approval recorded ({len(approvers)} of {approval.quorum}); waiting for another approver"
+    session.add(approval)
+    session.flush()
+    deliveries = _touch_slack(session, approval)
+    session.refresh(action)
+    return DecisionResult(outcome, message, view(session, approval), deliveries), publish
+
+
+# ---------------------------------------------------------------------------------------------
+# Expiry
+
+
+def _expire(session: Session, approval: ApprovalRequest, *, actor: str) -> bool:
+    now = utcnow()
+    approval.status = ApprovalStatus.EXPIRED.value
+    approval.decided_at = now
+    approval.reason = "no decision before the request expired"
+    session.add(approval)
+    moved = transition(
+        session,
+        approval.action_id,
+        from_statuses=[ActionStatus.AWAITING_APPROVAL],
+        to_status=ActionStatus.EXPIRED,
+        actor=actor,
+        data={"approval_id": approval.id, "expires_at": approval.expires_at.isoformat()},
+        status_reason="no approval before the request expired; nothing ran",
+        problem=expiry_problem(approval.action_id, approval.expires_at),
+    )
+    _touch_slack(session, approval)
+    return moved
+
+
+def expire_due(runtime: Runtime, *, limit: int = 500) -> int:
+    """Fail closed every pending request past its expiry. Returns how many actions expired."""
+    now = utcnow()
+    expired = 0
+    with runtime.db.session() as session:
+        due = session.exec(
+            select(ApprovalRequest.id)
+            .where(
+                (col(ApprovalRequest.status) == ApprovalStatus.PENDING.value) & (col(ApprovalRequest.expires_at) <= now)
+            )
+            .limit(limit)
+        ).all()
+    for approval_id in due:
+        with runtime.db.session() as session:
+            approval = _find(session, approval_id, lock=True)
+            if approval is None or approval.status != ApprovalStatus.PENDING.value or approval.expires_at > now:
+                continue
+            moved = _expire(session, approval, actor="sweeper")
+        if moved:
+            expired += 1
+            metrics.observe_approval_wait((now - approval.created_at).total_seconds(), "expired")
+    return expired
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution
+
+
+def verify_for_execution(runtime: Runtime, action: Action, *, agent: str, targets: Sequence[Target]) -> str | None:
+    """Why an approved action must not run now, or None. Marks the approval used on first run.
+
+    The digest is recomputed from the action row and the tool's current targets; the approvers
+    are checked against the running policy. Either differing means nothing runs.
+    """
+    snapshot = runtime.policy.current.snapshot
+    with runtime.db.session() as session:
+        approval = _find(session, action.id, lock=True)
+        if approval is None:
+            return "policy required an approval for this call but none exists; nothing ran"
+        if approval.status != ApprovalStatus.APPROVED.value:
+            return f"the approval request is {approval.status}, not approved; nothing ran"
+        recomputed = approval_digest(
+            agent=agent,
+            on_behalf_of=action.on_behalf_of,
+            tool=action.tool,
+            args=action.args,
+            targets=targets,
+            preview=action.preview,
+            policy_version=approval.policy_version,
+        )
+        if recomputed != approval.digest:
+            return (
+                "what would run now differs from what was approved (approval digest "
+                f"{approval.digest[:12]}…, now {recomputed[:12]}…); nothing ran"
+            )
+        valid: list[str] = []
+        refused: list[str] = []
+        for decision in sorted(_decisions(session, approval.id), key=lambda d: d.created_at):
+            if decision.verdict != "approve" or decision.digest != approval.digest:
+                continue
+            refusal = authority_refusal(
+                snapshot,
+                decision.approver,
+                agent=agent,
+                on_behalf_of=action.on_behalf_of,
+                targets=targets,
+                verdict="approve",
+            )
+            (refused if refusal else valid).append(decision.approver)
+        valid = distinct_people(snapshot, valid)
+        if len(valid) < approval.quorum:
+            return (
+                f"policy {snapshot.version} no longer lets {', '.join(refused) or 'the approvers'} approve this "
+                f"call ({len(valid)} of {approval.quorum} approvals still valid); nothing ran"
+            )
+        if approval.consumed_at is None:
+            approval.consumed_at = utcnow()
+            session.add(approval)
+            record_event(
+                session,
+                event_type="approval.used",
+                actor="worker",
+                action_id=action.id,
+                data={"approval_id": approval.id, "digest": approval.digest, "approvers": valid},
+            )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# What the agent reads (RFC 9457 problem documents kept on the action)
+
+
+def rejection_problem(action_id: str, approver: str, reason: str, *, may_resubmit: bool) -> dict[str, Any]:
+    if may_resubmit:
+        hint = (
+            "A human rejected this call as submitted but may accept a changed one. Asking again makes "
+            "sense only after changing the call as the reason says; submit the corrected call with a "
+            "new Idempotency-Key."
+        )
+    else:
+        hint = (
+            "A human rejected this call. Asking again does not make sense: do not resubmit it, changed "
+            "or not, unless the person you act for explicitly asks you to; tell them it was rejected and why."
+        )
+    return {
+        "type": PROBLEM_BASE + "rejected-by-approver",
+        "title": "Rejected by an approver",
+        "status": 403,
+        "detail": f"{approver} rejected this call: {reason}",
+        "hint": hint,
+        "action_id": action_id,
+        "action_status": ActionStatus.REJECTED.value,
+        "approver": approver,
+        "reason": reason,
+        "may_resubmit": may_resubmit,
+    }
+
+
+def expiry_problem(action_id: str, expires_at: datetime) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_BASE + "approval-expired",
+        "title": "Approval expired",
+        "status": 403,
+        "detail": f"No approver decided before {expires_at.isoformat()}; nothing ran.",
+        "hint": (
+            "Nobody rejected the call; nobody approved it in time. Asking again may make sense if the "
+            "call is still needed: submit it again with a new Idempotency-Key, and tell the person you act "
+            "for that it is waiting for an approver."
+        ),
+        "action_id": action_id,
+        "action_status": ActionStatus.EXPIRED.value,
+    }
