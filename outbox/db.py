@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from outbox.config import Settings
@@ -26,11 +26,13 @@ def make_engine(settings: Settings) -> Engine:
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            poolclass=NullPool,
-        )
+        if not path or path == ":memory:":
+            # One in-memory database shared by every thread (tests and one-off tools only).
+            engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+        else:
+            engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10, max_overflow=30
+            )
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -50,7 +52,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers take no write lock; they see a consistent WAL snapshot.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "outbox_read_only"
 
 
 class Database:
@@ -59,6 +65,7 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
+        self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -70,9 +77,24 @@ class Database:
                 session.rollback()
                 raise
 
+    @contextlib.contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it does not queue behind writers."""
+        with Session(self._read_engine, expire_on_commit=False) as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.dispose()

@@ -60,9 +60,7 @@ class Problem(Exception):
         return problem_response(self.status, self.body(), self.headers)
 
 
-def problem_response(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> JSONResponse:
+def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -114,9 +112,7 @@ async def http_exception_handler(_request: Request, exc: Exception) -> JSONRespo
     }
     return problem_response(
         exc.status_code,
-        Problem(
-            exc.status_code, slug, str(exc.detail), str(exc.detail), hint=hints.get(exc.status_code)
-        ).body(),
+        Problem(exc.status_code, slug, str(exc.detail), str(exc.detail), hint=hints.get(exc.status_code)).body(),
         dict(exc.headers or {}),
     )
 

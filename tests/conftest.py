@@ -39,6 +39,22 @@ def _postgres_reachable() -> str | None:
 
 
 @pytest.fixture(scope="session")
+def redis_available() -> None:
+    """Skip (visibly) when Redis is unreachable, unless OUTBOX_TEST_REQUIRE_REDIS=1 (CI)."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("OUTBOX_TEST_REQUIRE_REDIS") == "1":
+            pytest.fail(f"Redis required but unreachable at 127.0.0.1:6379: {exc}")
+        pytest.skip(f"Redis unreachable at 127.0.0.1:6379 ({exc}); broker tests skipped")
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A fresh PostgreSQL database for this run; yields its URL and drops it afterwards."""
     problem = _postgres_reachable()

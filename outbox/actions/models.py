@@ -40,9 +40,7 @@ TERMINAL_STATUSES = frozenset(
         ActionStatus.CANCELLED,
     }
 )
-CANCELLABLE_STATUSES = frozenset(
-    {ActionStatus.QUEUED, ActionStatus.DEFERRED, ActionStatus.AWAITING_APPROVAL}
-)
+CANCELLABLE_STATUSES = frozenset({ActionStatus.QUEUED, ActionStatus.DEFERRED, ActionStatus.AWAITING_APPROVAL})
 
 
 class Action(SQLModel, table=True):
@@ -74,6 +72,10 @@ class Action(SQLModel, table=True):
     artifact: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
     response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
     preview: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
+    # Approvals (migration 0002): where to POST terminal states, and the problem+json document
+    # explaining an outcome decided by a human or by expiry (rejected, expired).
+    callback_url: str | None = Field(default=None, sa_column=Column(String(2048), nullable=True))
+    problem: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
 
     # Execution bookkeeping.
     attempts: int = 0
@@ -84,4 +86,4 @@ class Action(SQLModel, table=True):
 
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
-    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True, index=True))

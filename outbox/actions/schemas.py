@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from outbox.actions.models import Action
@@ -21,6 +22,14 @@ class ActionCreate(BaseModel):
         default=None, min_length=1, max_length=320, description="The human this agent acts for."
     )
     reason: str | None = Field(default=None, max_length=2000, description="Why the agent makes this call.")
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description=(
+            "Optional http(s) URL POSTed with the action when it reaches a terminal state, signed "
+            "with HMAC-SHA256 (header X-Outbox-Signature); retried until it answers 2xx."
+        ),
+    )
 
     @field_validator("on_behalf_of", "tool")
     @classmethod
@@ -28,6 +37,21 @@ class ActionCreate(BaseModel):
         if value is not None and any(ch in _CONTROL for ch in value):
             raise ValueError("control characters (CR, LF, NUL, …) are not allowed")
         return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"not a valid URL: {exc}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("the callback URL must be an absolute http or https URL")
+        if url.userinfo:
+            raise ValueError("credentials in the callback URL are not allowed; verify the signature instead")
+        return str(url)
 
 
 class DecisionOut(BaseModel):
@@ -58,6 +82,9 @@ class ActionOut(BaseModel):
     finished_at: datetime | None
     preview: dict[str, Any] | None
     result: ResultOut | None
+    # RFC 9457 problem document when a human or an expiry decided the outcome (rejected,
+    # expired): the approver's reason, and a hint saying whether asking again makes sense.
+    problem: dict[str, Any] | None = None
     links: dict[str, str]
 
     @classmethod
@@ -84,6 +111,7 @@ class ActionOut(BaseModel):
             finished_at=action.finished_at,
             preview=action.preview,
             result=ResultOut(artifact=action.artifact, response=action.response) if has_result else None,
+            problem=action.problem,
             links={"self": f"/v1/actions/{action.id}", "cancel": f"/v1/actions/{action.id}/cancel"},
         )
 

@@ -8,25 +8,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 
+from outbox import metrics
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import CANCELLABLE_STATUSES, Action, ActionStatus
 from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
 from outbox.agents.service import AuthenticatedAgent
 from outbox.approvals.models import ApprovalRequest
 from outbox.audit.service import record_event
-from outbox.canonical import digest
 from outbox.idempotency import service as idempotency
+from outbox.logs import bind_log_context
 from outbox.policy.engine import PolicyDecision
 from outbox.policy.matching import Subject
 from outbox.problems import Problem, pydantic_errors, validation_problem
 from outbox.runtime import Runtime
 from outbox.sqltypes import new_id, utcnow
-from outbox.tools.base import ToolArgumentsError
-
-APPROVAL_TTL = timedelta(hours=1)
+from outbox.tools.base import Tool, ToolArgumentsError
+from outbox.tools.registry import find_tool
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +37,33 @@ class Answer:
     replayed: bool = False
 
 
-def _contains_nul(value: Any) -> bool:
+MAX_NESTING = 32
+
+
+def _envelope_problem(value: Any, depth: int = 0) -> str | None:
+    """NUL characters (PostgreSQL cannot store them) and absurd nesting are refused up front."""
+    if depth > MAX_NESTING:
+        return f"arguments may nest at most {MAX_NESTING} levels"
     if isinstance(value, str):
-        return "\x00" in value
+        return "NUL characters are not allowed anywhere" if "\x00" in value else None
+    children: list[Any] = []
     if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(v) for v in value)
-    return False
+        children = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        children = value
+    for child in children:
+        problem = _envelope_problem(child, depth + 1)
+        if problem is not None:
+            return problem
+    return None
 
 
 def parse_envelope(payload: Any) -> ActionCreate:
     if not isinstance(payload, dict):
         raise validation_problem([{"field": "body", "message": "the body must be a JSON object"}])
-    if _contains_nul(payload):
-        raise validation_problem([{"field": "body", "message": "NUL characters are not allowed anywhere"}])
+    problem = _envelope_problem(payload)
+    if problem is not None:
+        raise validation_problem([{"field": "body", "message": problem}])
     try:
         return ActionCreate.model_validate(payload)
     except ValidationError as exc:
@@ -94,7 +106,7 @@ def _record(
     claim: idempotency.Claimed,
 ) -> Answer:
     active = runtime.policy.current
-    tool = active.tools.get(envelope.tool)
+    tool = find_tool(active.tools, envelope.tool)
     if tool is None:
         raise validation_problem(
             [{"field": "tool", "message": f"unknown tool {envelope.tool!r}"}],
@@ -110,32 +122,41 @@ def _record(
         ) from exc
     targets = tool.targets(args)
     decision = active.snapshot.decide(Subject(agent.principal, agent.roles), targets)
-    preview_fn = getattr(tool, "preview", None)
-    preview = preview_fn(args) if callable(preview_fn) else None
+    # Config may escalate an allowed call to a human: over a tool's blast-radius bound, say.
+    escalation = _escalation(tool, args) if decision.effect == "allow" else None
+    effect = "approve" if escalation else decision.effect
+    explanation = f"{escalation} (policy alone would allow it)" if escalation else decision.explain()
+    # A denied call runs nothing, not even a dry run.
+    preview = _preview(tool, args, with_dry_run=effect != "deny")
 
     action_id = new_id("act")
+    bind_log_context(action_id=action_id, tool=tool.name)
     status = {
         "allow": ActionStatus.QUEUED,
         "approve": ActionStatus.AWAITING_APPROVAL,
         "deny": ActionStatus.DENIED,
-    }[decision.effect]
+    }[effect]
     normalised_args = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
     with runtime.db.session() as session:
         action = Action(
             id=action_id,
             agent_id=agent.id,
             on_behalf_of=envelope.on_behalf_of,
-            tool=envelope.tool,
+            tool=tool.name,
             args=normalised_args,
             reason=envelope.reason,
             idempotency_key=idempotency_key,
             status=ActionStatus.RECEIVED.value,
-            decision_effect=decision.effect,
+            decision_effect=effect,
             decision_rules=decision.rules(),
-            targets=[{"object": t.object, "act": t.act, "effect": d.effect} for t, d in zip(targets, decision.targets, strict=True)],
+            targets=[
+                {"object": t.object, "act": t.act, "effect": d.effect}
+                for t, d in zip(targets, decision.targets, strict=True)
+            ],
             policy_version=decision.policy_version,
             request=request_record,
             preview=preview,
+            callback_url=envelope.callback_url,
         )
         session.add(action)
         session.flush()
@@ -147,22 +168,23 @@ def _record(
             to_status=ActionStatus.RECEIVED.value,
             data={
                 "request": request_record,
-                "tool": envelope.tool,
+                "tool": tool.name,
                 "args": normalised_args,
                 "on_behalf_of": envelope.on_behalf_of,
-                "decision": _decision_record(decision),
+                "decision": _decision_record(decision, escalation),
+                "preview": preview,
             },
         )
-        if decision.effect == "approve":
-            _open_approval(session, action, agent, decision)
+        if effect == "approve":
+            _open_approval(runtime, session, action, agent, decision, escalation=escalation)
         transition(
             session,
             action_id,
             from_statuses=[ActionStatus.RECEIVED],
             to_status=status,
             actor="policy",
-            data={"decision": _decision_record(decision), "explanation": decision.explain()},
-            status_reason=decision.explain() if decision.effect != "allow" else None,
+            data={"decision": _decision_record(decision, escalation), "explanation": explanation},
+            status_reason=explanation if effect != "allow" else None,
             # Publishing follows the commit; the sweeper re-publishes if that message is lost.
             last_published_at=utcnow() if status is ActionStatus.QUEUED else None,
         )
@@ -170,18 +192,47 @@ def _record(
         if status is ActionStatus.DENIED:
             answer_status = 403
             body = _denied_problem(action, decision).body()
+            # GET /v1/actions/{id} shows the same problem document as the 403 answer.
+            action.problem = body
+            session.add(action)
         else:
             answer_status = 202
             body = ActionOut.of(action).model_dump(mode="json")
         idempotency.complete(session, claim, answer_status, body, action_id)
+    metrics.record_decision(effect, tool.name)
     if status is ActionStatus.QUEUED:
         runtime.dispatcher.publish([action_id])
     return Answer(answer_status, body, action_id)
 
 
-def _decision_record(decision: PolicyDecision) -> dict[str, Any]:
+def _escalation(tool: Tool, args: BaseModel) -> str | None:
+    check = getattr(tool, "approval_required_by_blast_radius", None)
+    return check(args) if callable(check) else None
+
+
+def _preview(tool: Tool, args: BaseModel, *, with_dry_run: bool) -> dict[str, Any] | None:
+    """What an approver (and the audit log) sees: the tool's preview, plus the dry-run output
+    for tools that declare one, run in the same sandbox at submission."""
+    preview_fn = getattr(tool, "preview", None)
+    preview: dict[str, Any] | None = preview_fn(args) if callable(preview_fn) else None
+    dry_run = getattr(tool, "dry_run", None)
+    if with_dry_run and callable(dry_run):
+        try:
+            result = dry_run(args)
+        except Exception as exc:  # a dry run that cannot run is shown, not hidden
+            outcome: dict[str, Any] | None = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            outcome = None if result is None else {**result.artifact(), **result.response()}
+        if outcome is not None:
+            preview = {**(preview or {}), "dry_run": outcome}
+    return preview
+
+
+def _decision_record(decision: PolicyDecision, escalation: str | None = None) -> dict[str, Any]:
     return {
-        "effect": decision.effect,
+        "effect": "approve" if escalation else decision.effect,
+        "policy_effect": decision.effect,
+        "escalation": escalation,
         "policy_version": decision.policy_version,
         "targets": [
             {
@@ -196,27 +247,19 @@ def _decision_record(decision: PolicyDecision) -> dict[str, Any]:
 
 
 def _open_approval(
-    session: Session, action: Action, agent: AuthenticatedAgent, decision: PolicyDecision
+    runtime: Runtime,
+    session: Session,
+    action: Action,
+    agent: AuthenticatedAgent,
+    decision: PolicyDecision,
+    *,
+    escalation: str | None,
 ) -> None:
-    bound = {
-        "agent": agent.principal,
-        "on_behalf_of": action.on_behalf_of,
-        "tool": action.tool,
-        "args": action.args,
-        "targets": [{"object": t.target.object, "act": t.target.act} for t in decision.targets],
-        "preview": action.preview,
-        "policy_version": decision.policy_version,
-    }
-    session.add(
-        ApprovalRequest(
-            id=new_id("apr"),
-            action_id=action.id,
-            digest=digest(bound),
-            status="pending",
-            rules=decision.rules(),
-            expires_at=utcnow() + APPROVAL_TTL,
-        )
-    )
+    """The approval request, bound to a digest of exactly what will run (outbox/approvals)."""
+    from outbox.approvals.service import open_request
+
+    escalations = [escalation] if escalation else []
+    open_request(runtime, session, action, agent=agent.principal, decision=decision, escalations=escalations)
 
 
 def _denied_problem(action: Action, decision: PolicyDecision) -> Problem:

@@ -49,9 +49,7 @@ def normalise_role(role: str) -> str:
 def create_agent(session: Session, name: str, roles: list[str], *, actor: str) -> tuple[Agent, str]:
     """Create an agent and its first API key. The key is returned once and stored hashed."""
     if not _NAME.match(name):
-        raise AgentError(
-            f"invalid agent name {name!r}: 1-63 lower-case letters, digits, '.', '_' or '-'"
-        )
+        raise AgentError(f"invalid agent name {name!r}: 1-63 lower-case letters, digits, '.', '_' or '-'")
     if session.exec(select(Agent).where(Agent.name == name)).first() is not None:
         raise AgentError(f"an agent named {name!r} already exists (names are never reused)")
     agent = Agent(id=new_id("agt"), name=name, roles=sorted({normalise_role(r) for r in roles}))

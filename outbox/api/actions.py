@@ -61,6 +61,14 @@ def _parse_json(raw: bytes, content_type: str | None) -> tuple[Any, str]:
     try:
         text = raw.decode("utf-8")
         return json.loads(text), text
+    except RecursionError as exc:
+        raise Problem(
+            400,
+            "invalid-json",
+            "JSON nested too deeply",
+            "The body nests arrays or objects too deeply to be a tool call.",
+            hint="Flatten the arguments; tool arguments are never nested more than a few levels.",
+        ) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Problem(
             400,
@@ -81,6 +89,7 @@ def _prefer_wait(prefer: str | None, maximum: int) -> int | None:
 
 
 _TERMINAL = {s.value for s in ActionStatus if s.is_terminal}
+_DECIDED_AGAINST = {ActionStatus.REJECTED.value, ActionStatus.EXPIRED.value}
 
 
 async def _wait_for_settled(runtime: Runtime, agent: Any, body: dict[str, Any], seconds: int) -> dict[str, Any]:
@@ -103,7 +112,7 @@ async def _wait_for_settled(runtime: Runtime, agent: Any, body: dict[str, Any], 
 
 
 def _load_action_body(runtime: Runtime, agent: Any, action_id: str) -> dict[str, Any]:
-    with runtime.db.session() as session:
+    with runtime.db.read_session() as session:
         return ActionOut.of(service.get_action(session, agent, action_id)).model_dump(mode="json")
 
 
@@ -158,6 +167,11 @@ async def submit_action(
         headers["Preference-Applied"] = f"wait={wait}"
         if body["status"] in _TERMINAL:
             status = 200
+        if body["status"] in _DECIDED_AGAINST and body.get("problem"):
+            # A human said no (or nobody said yes in time): the agent gets the problem document,
+            # with the approver's reason and whether asking again makes sense.
+            body = body["problem"]
+            status = int(body.get("status", 403))
     media_type = PROBLEM_MEDIA_TYPE if status >= 400 else "application/json"
     return JSONResponse(body, status_code=status, headers=headers, media_type=media_type)
 
@@ -176,10 +190,12 @@ def list_actions(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> ActionPage:
-    with runtime.db.session() as session:
+    with runtime.db.read_session() as session:
         return service.list_actions(session, agent, status=status, tool=tool, cursor=cursor, limit=limit)
 
 
-@router.post("/actions/{action_id}/cancel", response_model=ActionOut, summary="Cancel a queued, deferred or awaiting action")
+@router.post(
+    "/actions/{action_id}/cancel", response_model=ActionOut, summary="Cancel a queued, deferred or awaiting action"
+)
 def cancel_action(action_id: str, runtime: RuntimeDep, agent: CurrentAgent) -> ActionOut:
     return ActionOut.of(service.cancel_action(runtime, agent, action_id))

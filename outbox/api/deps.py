@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from outbox.agents.service import AuthenticatedAgent, authenticate
+from outbox.logs import bind_log_context
 from outbox.problems import Problem
 from outbox.runtime import Runtime
 
@@ -43,10 +44,11 @@ def current_agent(request: Request, runtime: RuntimeDep) -> AuthenticatedAgent:
     token = _bearer(request)
     if token is None:
         raise _unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
-    with runtime.db.session() as session:
+    with runtime.db.read_session() as session:
         agent = authenticate(session, token)
     if agent is None:
         raise _unauthorized("The API key is unknown or has been revoked.")
+    bind_log_context(agent=agent.name)
     return agent
 
 

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from outbox.api.deps import AdminDep, CurrentAgent, RuntimeDep
 from outbox.problems import Problem
+from outbox.tools.registry import function_name
 
 router = APIRouter()
 
@@ -18,11 +19,17 @@ router = APIRouter()
 @router.get("/v1/tools", tags=["tools"], summary="Every tool with the JSON Schema of its arguments")
 def list_tools(runtime: RuntimeDep, _agent: CurrentAgent) -> dict[str, Any]:
     """Each entry has the shape of a function-calling definition (`name`, `description`,
-    `parameters`), so it can be handed to a model as is."""
+    `parameters`), so it can be handed to a model as is. Some model APIs refuse dots in function
+    names: `function_name` is the same tool spelled with `__`, and POST /v1/actions accepts it."""
     tools = runtime.policy.current.tools
     return {
         "tools": [
-            {"name": name, "description": tool.description, "parameters": tool.args_schema()}
+            {
+                "name": name,
+                "function_name": function_name(name),
+                "description": tool.description,
+                "parameters": tool.args_schema(),
+            }
             for name, tool in tools.items()
         ],
         "policy_version": runtime.policy.current.version,
@@ -31,15 +38,17 @@ def list_tools(runtime: RuntimeDep, _agent: CurrentAgent) -> dict[str, Any]:
 
 @router.get("/v1/policy", tags=["policy"], summary="The policy version this server runs")
 def policy_status(runtime: RuntimeDep) -> dict[str, Any]:
-    active = runtime.policy.current
-    failure = runtime.policy.last_failure
+    """`outbox policy status --server …` compares this across replicas to report skew."""
+    info = runtime.policy.info()
+    failure = info.last_failure
     return {
-        "version": active.version,
-        "git_commit": active.snapshot.git_commit,
-        "loaded_at": active.snapshot.loaded_at.isoformat(),
-        "directory": str(active.snapshot.directory),
-        "rules": len(active.snapshot.rules),
-        "tools": list(active.tools),
+        "version": info.version,
+        "git_commit": info.git_commit,
+        "loaded_at": info.loaded_at.isoformat(),
+        "directory": info.directory,
+        "rules": info.rules,
+        "indexed": info.indexed,
+        "tools": list(info.tools),
         "last_reload_error": {"at": failure.at.isoformat(), "error": failure.error} if failure else None,
     }
 
@@ -76,4 +85,6 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks["broker"] = "ok" if runtime.dispatcher.healthy() else "error: unreachable"
     checks["policy"] = runtime.policy.current.version
     ready = checks["database"] == "ok" and checks["broker"] == "ok"
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )

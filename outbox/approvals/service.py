@@ -177,9 +177,14 @@ def open_request(
     escalations: Sequence[str] = (),
 ) -> ApprovalRequest:
     """Create the approval request for an action policy sends to a human, and its Slack post."""
-    snapshot = runtime.policy.current.snapshot
+    active = runtime.policy.current
+    snapshot = active.snapshot
     try:
-        config = approvals_config_for(snapshot.directory, decision.policy_version)
+        config = (
+            active.approvals
+            if active.version == decision.policy_version
+            else approvals_config_for(snapshot.directory, decision.policy_version)
+        )
     except PolicyLoadError as exc:
         # Fail closed: without valid gate terms (quorum, expiry) no request is opened.
         log.error("approvals.config_invalid", error=str(exc))

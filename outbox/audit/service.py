@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, col, select
 
 from outbox.audit.models import AuditEvent
@@ -57,43 +58,57 @@ def record_event(
     from_status: str | None = None,
     to_status: str | None = None,
     data: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one event to the chain, in the caller's transaction.
+) -> None:
+    """Record one event as part of the caller's transaction.
+
+    The event is chained when the transaction commits (`_seal_pending_events`), so it exists if
+    and only if the state change it describes committed.
+    """
+    session.info.setdefault(_PENDING, []).append(
+        {
+            "action_id": action_id,
+            "event_type": event_type,
+            "actor": actor,
+            "from_status": from_status,
+            "to_status": to_status,
+            "data_json": canonical_json(data or {}),
+        }
+    )
+
+
+_PENDING = "outbox_audit_pending"
+
+
+@event.listens_for(Session, "before_commit")
+def _seal_pending_events(session: Session) -> None:
+    """Append the transaction's events to the chain, as the last thing before commit.
 
     Appends are serialised (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite) so that two
-    transactions can never both extend the same tail. The lock is held until the caller commits,
-    so callers append last.
+    transactions never extend the same tail; sealing at commit keeps that lock for the shortest
+    possible time instead of for the whole transaction.
     """
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK_ID})
     last = session.exec(select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)).first()
     prev_hash = last or GENESIS_HASH
-    data_json = canonical_json(data or {})
-    # Microsecond precision survives both backends, so the hash can be recomputed from the row.
-    created_at = utcnow()
-    event = AuditEvent(
-        action_id=action_id,
-        event_type=event_type,
-        actor=actor,
-        from_status=from_status,
-        to_status=to_status,
-        data_json=data_json,
-        created_at=created_at,
-        prev_hash=prev_hash,
-        hash=_event_hash(
-            prev_hash,
-            action_id=action_id,
-            event_type=event_type,
-            actor=actor,
-            from_status=from_status,
-            to_status=to_status,
-            data_json=data_json,
-            created_at=created_at,
-        ),
-    )
-    session.add(event)
+    for fields in pending:
+        # Microsecond precision survives both backends, so the hash can be recomputed from the row.
+        created_at = utcnow()
+        digest = _event_hash(prev_hash, created_at=created_at, **fields)
+        session.add(AuditEvent(created_at=created_at, prev_hash=prev_hash, hash=digest, **fields))
+        prev_hash = digest
     session.flush()
-    return event
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_pending_events(session: Session, transaction: SessionTransaction) -> None:
+    # Only the outermost transaction's end drops unsealed events: a savepoint rolled back inside
+    # it (a refused budget reservation) must not take the transaction's events with it.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +140,8 @@ def verify_chain(session: Session) -> tuple[int, ChainBreak | None]:
         if event.prev_hash != expected_prev:
             return count, ChainBreak(
                 event.id,
-                "prev_hash does not match the preceding event's hash: an event was edited, inserted or deleted just before it",
+                "prev_hash does not match the preceding event's hash: "
+                "an event was edited, inserted or deleted just before it",
             )
         recomputed = _event_hash(
             event.prev_hash,

@@ -61,7 +61,9 @@ def window_start(now: datetime, window: timedelta) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
 
 
-def _insert_ignore(session: Session, table: type[BudgetCounter] | type[ConcurrencySlot], rows: list[dict[str, object]]) -> None:
+def _insert_ignore(
+    session: Session, table: type[BudgetCounter] | type[ConcurrencySlot], rows: list[dict[str, object]]
+) -> None:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(pg_insert(table).values(rows).on_conflict_do_nothing())

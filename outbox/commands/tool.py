@@ -54,6 +54,35 @@ class CommandTool:
         templates = [(target.object, target.act) for target in self.definition.targets]
         return render_targets(templates, self._values(args))
 
+    def target_patterns(self) -> list[Target]:
+        """Every target shape this tool can produce, for `outbox policy check` and `diff`.
+
+        Enum parameters expand to their values (so a rule naming an unknown cluster is caught);
+        other parameters stay `{param}` placeholders, or become a final `/**` when their pattern
+        admits `/` (a path).
+        """
+        patterns: list[Target] = []
+        for template in self.definition.targets:
+            objects = [template.object]
+            for name, parameter in self.definition.parameters.items():
+                placeholder = "{" + name + "}"
+                item = getattr(parameter, "items", None) or parameter
+                enum = getattr(item, "enum", None)
+                pattern = getattr(item, "pattern", None) or ""
+                expanded: list[str] = []
+                for obj in objects:
+                    if placeholder not in obj:
+                        expanded.append(obj)
+                    elif enum:
+                        expanded.extend(obj.replace(placeholder, value) for value in enum)
+                    elif "/" in pattern and obj.endswith("/" + placeholder):
+                        expanded.append(obj.removesuffix("/" + placeholder) + "/**")
+                    else:
+                        expanded.append(obj)
+                objects = expanded
+            patterns.extend(Target(obj, template.act) for obj in objects)
+        return patterns
+
     def approval_required_by_blast_radius(self, args: BaseModel) -> str | None:
         """Why a human must approve because of how many targets one action touches, or None."""
         bound = self.definition.approval_above_targets

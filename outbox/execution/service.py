@@ -11,11 +11,14 @@ import os
 import random
 import socket
 import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlmodel import col
 
+from outbox import metrics
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import Action, ActionStatus
 from outbox.agents.models import Agent
@@ -35,7 +38,7 @@ def worker_identity() -> str:
 def retry_delay(settings_base: float, settings_max: float, attempt: int) -> float:
     """Exponential backoff with full jitter (attempt 1 → up to base, doubling, capped)."""
     ceiling = min(settings_max, settings_base * (2 ** max(attempt - 1, 0)))
-    return random.uniform(ceiling / 2, ceiling)
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
 def claim(runtime: Runtime, action_id: str, worker: str) -> Action | None:
@@ -74,8 +77,12 @@ def run_action(runtime: Runtime, action_id: str) -> str | None:
     if action is None:
         return None
     bound = log.bind(action_id=action_id, tool=action.tool, attempt=action.attempts)
+    metrics.note_worker_policy(runtime.policy.current)
+    started = time.perf_counter()
     outcome = _execute(runtime, action)
+    elapsed = time.perf_counter() - started
     status = _record_outcome(runtime, action, worker, outcome)
+    metrics.observe_execution(action.tool, status, elapsed)
     bound.info("action.executed", status=status)
     return status
 
@@ -93,7 +100,8 @@ def _execute(runtime: Runtime, action: Action) -> ToolOutcome:
         args = tool.parse_args(action.args)
         # Policy is checked again at execution: a call that policy denies now does not run,
         # whatever it was when it was submitted.
-        decision = active.snapshot.decide(Subject(f"agent:{agent.name}", tuple(agent.roles)), tool.targets(args))
+        targets = tool.targets(args)
+        decision = active.snapshot.decide(Subject(f"agent:{agent.name}", tuple(agent.roles)), targets)
     except Exception as exc:  # definitions may have changed under a queued action
         return Failed(f"the arguments no longer validate: {exc}", retryable=False)
     if decision.effect == "deny" or (decision.effect == "approve" and action.decision_effect == "allow"):
@@ -101,6 +109,24 @@ def _execute(runtime: Runtime, action: Action) -> ToolOutcome:
             f"policy {decision.policy_version} no longer allows this call: {decision.explain()}",
             retryable=False,
         )
+    if action.decision_effect == "approve":
+        # What runs must be what was approved (the digest), approved by people the running
+        # policy still accepts as approvers; otherwise nothing runs.
+        from outbox.approvals.service import verify_for_execution
+
+        refusal = verify_for_execution(runtime, action, agent=f"agent:{agent.name}", targets=targets)
+        if refusal is not None:
+            return Failed(refusal, retryable=False)
+    preview_fn = getattr(tool, "preview", None)
+    if callable(preview_fn) and action.preview is not None:
+        recorded = {k: v for k, v in action.preview.items() if k != "dry_run"}
+        if preview_fn(args) != recorded:
+            # A reloaded tool definition would run something other than what was submitted
+            # (another argv, say): what the record, the dry run and any approver saw is binding.
+            return Failed(
+                "the tool's definition changed since submission and would now run something else; submit again",
+                retryable=False,
+            )
     ctx = ExecutionContext(
         action_id=action.id,
         agent_id=action.agent_id,
@@ -120,6 +146,9 @@ def _record_outcome(runtime: Runtime, action: Action, worker: str, outcome: Tool
     settings = runtime.settings
     owned = col(Action.lease_owner) == worker
     actor = f"worker:{worker}"
+    target: ActionStatus
+    values: dict[str, Any]
+    data: dict[str, Any]
     with runtime.db.session() as session:
         if isinstance(outcome, Succeeded):
             target, values, data = (
@@ -151,7 +180,12 @@ def _record_outcome(runtime: Runtime, action: Action, worker: str, outcome: Tool
                     "artifact": outcome.artifact or None,
                     "response": outcome.response or None,
                 },
-                {"reason": outcome.reason, "retry_in_seconds": round(delay, 3), "artifact": outcome.artifact, "response": outcome.response},
+                {
+                    "reason": outcome.reason,
+                    "retry_in_seconds": round(delay, 3),
+                    "artifact": outcome.artifact,
+                    "response": outcome.response,
+                },
             )
         else:
             reason = outcome.reason

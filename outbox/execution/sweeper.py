@@ -16,9 +16,10 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlmodel import col, or_, select
 
+from outbox import metrics
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import Action, ActionStatus
-from outbox.approvals.models import ApprovalRequest
+from outbox.approvals.sweeper import sweep_approvals
 from outbox.idempotency.service import purge_expired
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
@@ -87,24 +88,9 @@ def sweep_once(runtime: Runtime) -> SweepReport:
                 report.exhausted += int(exhausted)
                 report.lease_expired += int(not exhausted)
 
-    with runtime.db.session() as session:
-        for approval in session.exec(
-            select(ApprovalRequest)
-            .where((col(ApprovalRequest.status) == "pending") & (col(ApprovalRequest.expires_at) < now))
-            .limit(BATCH)
-        ).all():
-            approval.status = "expired"
-            approval.decided_at = now
-            session.add(approval)
-            if transition(
-                session,
-                approval.action_id,
-                from_statuses=[ActionStatus.AWAITING_APPROVAL],
-                to_status=ActionStatus.EXPIRED,
-                actor=actor,
-                status_reason="no approval before the request expired; nothing ran",
-            ):
-                report.approvals_expired += 1
+    # Approvals (outbox/approvals/sweeper.py): expiry fails closed; callbacks and Slack message
+    # updates are queued for changed actions and, in the embedded mode, delivered here.
+    report.approvals_expired += sweep_approvals(runtime)
 
     stale = now - timedelta(seconds=settings.republish_after_seconds)
     with runtime.db.session() as session:
@@ -119,11 +105,16 @@ def sweep_once(runtime: Runtime) -> SweepReport:
             .limit(BATCH)
         ).all()
         if due:
-            session.execute(
-                update(Action).where(col(Action.id).in_(due)).values(last_published_at=now)
-            )
+            session.execute(update(Action).where(col(Action.id).in_(due)).values(last_published_at=now))
         report.republished = list(due)
         purge_expired(session)
     if report.republished:
         runtime.dispatcher.publish(report.republished)
+    metrics.record_sweep(
+        republished=len(report.republished),
+        resumed=report.resumed,
+        lease_expired=report.lease_expired,
+        exhausted=report.exhausted,
+        approval_expired=report.approvals_expired,
+    )
     return report

@@ -92,9 +92,7 @@ def _claim(session: Session, agent_id: str, key: str, fp: str, ttl: timedelta) -
         session.flush()
         record = None
     if record is None:
-        fresh = IdempotencyRecord(
-            agent_id=agent_id, key=key, fingerprint=fp, state=PROCESSING, expires_at=now + ttl
-        )
+        fresh = IdempotencyRecord(agent_id=agent_id, key=key, fingerprint=fp, state=PROCESSING, expires_at=now + ttl)
         session.add(fresh)
         session.flush()
         assert fresh.id is not None
@@ -104,21 +102,18 @@ def _claim(session: Session, agent_id: str, key: str, fp: str, ttl: timedelta) -
             422,
             "idempotency-key-reused",
             "Idempotency-Key reused with a different request",
-            "This Idempotency-Key was already used for a different request (tool, args or "
-            "on_behalf_of differ).",
+            "This Idempotency-Key was already used for a different request (tool, args or on_behalf_of differ).",
             hint="Use a new Idempotency-Key for a new action; reuse a key only to retry the exact same request.",
             action_id=record.action_id,
         )
     if record.state == COMPLETED:
-        assert record.response_status is not None and record.response_body is not None
+        assert record.response_status is not None
+        assert record.response_body is not None
         return Replay(record.response_status, record.response_body)
     if record.created_at < now - ABANDONED_AFTER:
         taken = session.execute(
             update(IdempotencyRecord)
-            .where(
-                (col(IdempotencyRecord.id) == record.id)
-                & (col(IdempotencyRecord.created_at) == record.created_at)
-            )
+            .where((col(IdempotencyRecord.id) == record.id) & (col(IdempotencyRecord.created_at) == record.created_at))
             .values(created_at=now)
         )
         if taken.rowcount == 1:  # type: ignore[attr-defined]

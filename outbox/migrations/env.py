@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 from sqlmodel import SQLModel
 
 import outbox.models  # noqa: F401  (registers every table on SQLModel.metadata)
 
 config = context.config
+_MIGRATION_LOCK_ID = 0x0A0D18
 target_metadata = SQLModel.metadata
 
 
@@ -28,6 +29,10 @@ def run_migrations_online() -> None:
     assert url is not None
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together migrate one at a time; the others then find nothing to do.
+            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -36,6 +41,9 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            connection.commit()
     engine.dispose()
 
 

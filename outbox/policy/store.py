@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 
+from outbox.approvals.config import ApprovalsConfig, load_approvals_config
 from outbox.policy.engine import PolicySnapshot, content_version, load_policy
 from outbox.sqltypes import utcnow
 from outbox.tools.base import Tool
@@ -27,6 +28,8 @@ log = structlog.get_logger(__name__)
 class ActivePolicy:
     snapshot: PolicySnapshot
     tools: Mapping[str, Tool]
+    # The approval gates (policies/approvals.yaml) of this very version.
+    approvals: ApprovalsConfig
 
     @property
     def version(self) -> str:
@@ -70,9 +73,11 @@ class PolicyStore:
         for _attempt in range(_CONSISTENT_LOAD_ATTEMPTS):
             snapshot = load_policy(self.directory)
             tools = load_tools(snapshot.directory, self.services)
+            # approvals.yaml is part of the policy: a broken one fails the load like a broken rule.
+            approvals = load_approvals_config(snapshot.directory)
             if content_version(snapshot.directory) == snapshot.version:
                 break
-        return ActivePolicy(snapshot, tools)
+        return ActivePolicy(snapshot, tools, approvals)
 
     @property
     def current(self) -> ActivePolicy:

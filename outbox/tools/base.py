@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -91,8 +91,15 @@ class ExecutionContext:
 class Tool(Protocol):
     """A tool agents may call through the outbox."""
 
-    name: ClassVar[str] | str
-    description: ClassVar[str] | str
+    @property
+    def name(self) -> str:
+        """Dotted tool name agents call, e.g. `http.request`."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """What the tool does, written for an agent choosing tools."""
+        ...
 
     def args_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, usable directly as a function-calling definition."""

@@ -15,7 +15,8 @@ import re
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -139,7 +140,8 @@ class HttpRequestArgs(BaseModel):
             raise ValueError("credentials in the URL are not allowed; they come from server configuration")
         if url.fragment:
             raise ValueError("the URL must not have a #fragment")
-        raw_path = url.raw_path.decode("ascii").split("?", 1)[0]
+        # Check the path as the agent wrote it: httpx would quietly resolve dot segments.
+        raw_path = urlsplit(value).path
         lowered = raw_path.lower()
         if "%2f" in lowered or "%5c" in lowered or "\\" in raw_path:
             raise ValueError("encoded slashes are not allowed in the path")
@@ -195,6 +197,13 @@ class HttpRequestTool:
         url = httpx.URL(args.url)
         return [Target(f"http:{authority_of(url)}{url.path or '/'}", args.method.lower())]
 
+    def target_patterns(self) -> list[Target]:
+        """Every object shape `targets` can produce, for static policy analysis (any host, and
+        each configured host by name); see `outbox.policy.targets`."""
+        methods = [str(m).lower() for m in get_args(HttpRequestArgs.model_fields["method"].annotation)]
+        hosts = ["{authority}", *self.config.hosts]
+        return [Target(f"http:{host}/**", method) for host in hosts for method in methods]
+
     def preview(self, args: BaseModel) -> dict[str, Any]:
         assert isinstance(args, HttpRequestArgs)
         return {"method": args.method, "url": args.url, "json": args.json_body}
@@ -236,9 +245,7 @@ class HttpRequestTool:
             with self.services.db.session() as session:
                 release_slot(session, slot_key, holder)
 
-    def _send(
-        self, ctx: ExecutionContext, args: HttpRequestArgs, url: httpx.URL, limits: HostLimits
-    ) -> ToolOutcome:
+    def _send(self, ctx: ExecutionContext, args: HttpRequestArgs, url: httpx.URL, limits: HostLimits) -> ToolOutcome:
         settings = self.services.settings
         headers = {**args.headers, "Idempotency-Key": f"{ctx.agent_name}:{ctx.idempotency_key}"}
         shown_headers = dict(headers)
@@ -252,7 +259,7 @@ class HttpRequestTool:
             headers[limits.credential.header] = credential
             shown_headers[limits.credential.header] = "[server credential]"
         content: bytes | None = None
-        if args.json_body is not None or "json" in args.model_fields_set:
+        if "json_body" in args.model_fields_set:
             content = canonical_json(args.json_body).encode("utf-8")
             headers.setdefault("Content-Type", "application/json")
             shown_headers.setdefault("Content-Type", "application/json")
@@ -264,9 +271,10 @@ class HttpRequestTool:
         }
         started = time.monotonic()
         try:
-            with httpx.Client(
-                timeout=settings.http_timeout_seconds, follow_redirects=False, trust_env=False
-            ) as client, client.stream(args.method, url, headers=headers, content=content) as reply:
+            with (
+                httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False, trust_env=False) as client,
+                client.stream(args.method, url, headers=headers, content=content) as reply,
+            ):
                 body, truncated = _read_capped(reply, settings.http_max_response_bytes)
         except httpx.TimeoutException as exc:
             return Failed(f"timed out: {type(exc).__name__}", retryable=True, artifact=artifact)

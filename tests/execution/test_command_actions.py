@@ -112,3 +112,16 @@ def test_a_denied_command_runs_not_even_its_dry_run(command_runtime: Runtime) ->
     assert action.status == "denied"
     assert action.preview is not None
     assert "dry_run" not in action.preview
+
+
+def test_a_definition_change_after_submission_runs_nothing(command_runtime: Runtime) -> None:
+    key = make_agent(command_runtime.db, "repo-bot-2", ["repo-reader"])
+    action_id = submit_call(command_runtime, key, "git.log", {"max_count": 3})
+    tools = command_runtime.settings.policy_dir / "tools" / "quickstart.yaml"
+    tools.write_text(tools.read_text().replace("--date=short", "--date=iso"))
+    assert command_runtime.policy.reload()[0]
+
+    assert run_action(command_runtime, action_id) == "failed"
+    action = load(command_runtime, action_id)
+    assert "definition changed since submission" in (action.status_reason or "")
+    assert action.response is None
