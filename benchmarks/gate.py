@@ -71,7 +71,9 @@ def start_target() -> ThreadingHTTPServer:
     return server
 
 
-async def load(url: str, key: str, body: dict[str, object], duration: float, concurrency: int) -> tuple[int, list[float], int]:
+async def load(
+    url: str, key: str, body: dict[str, object], duration: float, concurrency: int
+) -> tuple[int, list[float], int]:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + duration
@@ -106,7 +108,10 @@ def measure(name: str, url: str, key: str, body: dict[str, object], args: argpar
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "errors": float(errors),
     }
-    print(f"{name:<28} {result['rps']:>9.1f} req/s   p50 {result['p50_ms']:>7.2f} ms   p99 {result['p99_ms']:>7.2f} ms   errors {errors}")
+    print(
+        f"{name:<28} {result['rps']:>9.1f} req/s   p50 {result['p50_ms']:>7.2f} ms"
+        f"   p99 {result['p99_ms']:>7.2f} ms   errors {errors}"
+    )
     return result
 
 
@@ -130,23 +135,49 @@ def main() -> None:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{database_name}"'))
         env["OUTBOX_DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + f"/{database_name}"
-        subprocess.run([sys.executable, "-m", "outbox.cli.main", "db", "upgrade"], env=env, cwd=workdir, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "outbox.cli.main", "db", "upgrade"],
+            env=env,
+            cwd=workdir,
+            check=True,
+            capture_output=True,
+        )
     target = start_target()
     key = subprocess.run(
         [sys.executable, "-m", "outbox.cli.main", "agents", "create", "bench", "--role", "http-reader"],
-        env=env, cwd=workdir, check=True, capture_output=True, text=True,
+        env=env,
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
-    body = {"tool": "http.request", "args": {"method": "GET", "url": f"http://127.0.0.1:{target.server_address[1]}/ping"}}
+    body = {
+        "tool": "http.request",
+        "args": {"method": "GET", "url": f"http://127.0.0.1:{target.server_address[1]}/ping"},
+    }
 
     gate_port, bare_port = free_port(), free_port()
     servers = []
     try:
         bare = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "benchmarks._bare_app:app", "--port", str(bare_port), "--log-level", "warning", "--no-access-log"],
-            env=env, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "benchmarks._bare_app:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            cwd=REPO,
         )
         servers.append(bare)
-        gate = subprocess.Popen([sys.executable, "-m", "outbox.cli.main", "serve", "--port", str(gate_port)], env=env, cwd=workdir)
+        gate = subprocess.Popen(
+            [sys.executable, "-m", "outbox.cli.main", "serve", "--port", str(gate_port)], env=env, cwd=workdir
+        )
         servers.append(gate)
         wait_ready(f"http://127.0.0.1:{bare_port}", bare)
         wait_ready(f"http://127.0.0.1:{gate_port}", gate)
@@ -154,7 +185,10 @@ def main() -> None:
         baseline = measure("bare FastAPI endpoint", f"http://127.0.0.1:{bare_port}", key, body, args)
         gated = measure("outbox gate (full pipeline)", f"http://127.0.0.1:{gate_port}", key, body, args)
         print()
-        print(f"throughput ratio gate/bare: {gated['rps'] / baseline['rps']:.3f}  ({baseline['rps'] / gated['rps']:.1f}x slower)")
+        print(
+            f"throughput ratio gate/bare: {gated['rps'] / baseline['rps']:.3f}"
+            f"  ({baseline['rps'] / gated['rps']:.1f}x slower)"
+        )
         print(f"p50 latency ratio gate/bare: {gated['p50_ms'] / baseline['p50_ms']:.1f}x")
         print(f"p99 latency ratio gate/bare: {gated['p99_ms'] / baseline['p99_ms']:.1f}x")
     finally:

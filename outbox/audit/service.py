@@ -134,26 +134,26 @@ def verify_chain(session: Session) -> tuple[int, ChainBreak | None]:
     """Walk the chain from the start; return how many events were checked and the first break."""
     expected_prev = GENESIS_HASH
     count = 0
-    for event in iter_events(session):
-        assert event.id is not None
+    for audit_event in iter_events(session):
+        assert audit_event.id is not None
         count += 1
-        if event.prev_hash != expected_prev:
+        if audit_event.prev_hash != expected_prev:
             return count, ChainBreak(
-                event.id,
+                audit_event.id,
                 "prev_hash does not match the preceding event's hash: "
                 "an event was edited, inserted or deleted just before it",
             )
         recomputed = _event_hash(
-            event.prev_hash,
-            action_id=event.action_id,
-            event_type=event.event_type,
-            actor=event.actor,
-            from_status=event.from_status,
-            to_status=event.to_status,
-            data_json=event.data_json,
-            created_at=event.created_at,
+            audit_event.prev_hash,
+            action_id=audit_event.action_id,
+            event_type=audit_event.event_type,
+            actor=audit_event.actor,
+            from_status=audit_event.from_status,
+            to_status=audit_event.to_status,
+            data_json=audit_event.data_json,
+            created_at=audit_event.created_at,
         )
-        if recomputed != event.hash:
-            return count, ChainBreak(event.id, "content does not match its hash: the event was edited")
-        expected_prev = event.hash
+        if recomputed != audit_event.hash:
+            return count, ChainBreak(audit_event.id, "content does not match its hash: the event was edited")
+        expected_prev = audit_event.hash
     return count, None

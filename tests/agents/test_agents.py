@@ -56,7 +56,12 @@ def test_revoke_stops_the_key_at_once(cli: CliRunner, runtime: Runtime) -> None:
 def test_names_and_roles_are_validated_and_names_never_reused(runtime: Runtime) -> None:
     with runtime.db.session() as session:
         create_agent(session, "unique-bot", ["reader"], actor="test")
-    for name, roles in [("unique-bot", ["reader"]), ("Bad Name", ["reader"]), ("x" * 80, ["reader"]), ("ok", ["bad role!"])]:
+    for name, roles in [
+        ("unique-bot", ["reader"]),
+        ("Bad Name", ["reader"]),
+        ("x" * 80, ["reader"]),
+        ("ok", ["bad role!"]),
+    ]:
         with pytest.raises(AgentError), runtime.db.session() as session:
             create_agent(session, name, roles, actor="test")
 

@@ -259,7 +259,9 @@ def test_tools_are_listed_as_function_calling_definitions(client: TestClient, re
 
 
 def test_a_tool_may_be_called_by_its_function_name(client: TestClient, reader_key: str) -> None:
-    response = post(client, reader_key, {"tool": "http__request", "args": {"method": "GET", "url": "http://127.0.0.1:9/"}}, "fn")
+    response = post(
+        client, reader_key, {"tool": "http__request", "args": {"method": "GET", "url": "http://127.0.0.1:9/"}}, "fn"
+    )
     assert response.status_code == 202
     assert response.json()["tool"] == "http.request"
 

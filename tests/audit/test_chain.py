@@ -138,9 +138,14 @@ def test_events_exist_exactly_when_their_transaction_commits(runtime: Runtime) -
         session.execute(text("SELECT 1"))
         savepoint.rollback()  # a refused budget reservation, say
         record_event(session, event_type="kept.after_savepoint", actor="test")
-    with pytest.raises(RuntimeError), runtime.db.session() as session:
-        record_event(session, event_type="rolled.back", actor="test")
-        raise RuntimeError("the state change failed")
+
+    def failing_transition() -> None:
+        with runtime.db.session() as session:
+            record_event(session, event_type="rolled.back", actor="test")
+            raise RuntimeError("the state change failed")
+
+    with pytest.raises(RuntimeError):
+        failing_transition()
 
     with runtime.db.session() as session:
         types = [e.event_type for e in session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()]

@@ -55,4 +55,8 @@ def test_json_body_null_is_kept_distinct_from_no_body() -> None:
     with_null = tool().parse_args({"method": "POST", "url": "http://a/", "json": None})
     assert "json_body" not in without.model_fields_set
     assert "json_body" in with_null.model_fields_set
-    assert with_null.model_dump(by_alias=True, exclude_unset=True) == {"method": "POST", "url": "http://a/", "json": None}
+    assert with_null.model_dump(by_alias=True, exclude_unset=True) == {
+        "method": "POST",
+        "url": "http://a/",
+        "json": None,
+    }
