@@ -58,6 +58,70 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Approvals and Slack (docs/approvals.md). Without a bot token no Slack message is posted;
+    # without a signing secret /slack/interactions answers 503. The CLI and admin API always work.
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    # The Web API base URL: Slack's, or a Slack-compatible gateway, or a local fake in tests.
+    slack_api_url: str = "https://slack.com/api/"
+    # Channel for approval requests whose approvals.yaml gate names none.
+    slack_default_channel: str | None = None
+    slack_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Durable deliveries (Slack calls, agent callbacks): attempts and backoff before giving up.
+    delivery_max_attempts: int = Field(default=12, ge=1)
+    delivery_retry_base_seconds: float = Field(default=2.0, gt=0)
+    delivery_retry_max_seconds: float = Field(default=600.0, gt=0)
+    # HMAC-SHA256 key for the X-Outbox-Signature header of per-action callbacks; without it
+    # callbacks are not sent (the delivery is recorded as dead with the reason).
+    callback_secret: SecretStr | None = None
+    callback_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    # Command tools and their sandbox (policies/tools/, outbox sandbox check).
+    # Development only: run commands without bubblewrap when it cannot work here; refused in
+    # production and recorded on every action that runs that way.
+    allow_unsandboxed: bool = False
+    sandbox_bwrap_path: Path | None = None
+    sandbox_prlimit_path: Path = Path("/usr/bin/prlimit")
+    sandbox_scratch_root: Path | None = None
+    # The unprivileged host uid/gid commands run as (root is exempt from process limits).
+    sandbox_host_uid: int = Field(default=65534, ge=1)
+    sandbox_host_gid: int = Field(default=65534, ge=1)
+    # Secrets tools may receive inside the sandbox only: JSON name→value, or a directory with one
+    # file per secret (a Kubernetes Secret volume), re-read at each run.
+    sandbox_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    sandbox_secrets_dir: Path | None = None
+    # Directories tools may see read-only (JSON name→path). `repo` defaults to the working
+    # directory so that the quickstart's git and filesystem tools have something to read.
+    sandbox_mounts: dict[str, Path] = Field(default_factory=lambda: {"repo": Path()})
+
+    # Mail (docs/mail.md): the `email.send` tool, its feedback endpoints and the local sink.
+    # The mail configuration; None means <policy_dir>/mail.yaml (no such file: no email tool).
+    mail_config: Path | None = None
+    # Resolver for the SPF/DKIM/DMARC checks: "ip", "ip:port" or "[ipv6]:port"; None: the system's.
+    dns_resolver: str | None = None
+    dns_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # How often every subdomain's DNS is checked again (the result is stored for every process).
+    mail_dns_check_interval_seconds: float = Field(default=900.0, ge=10)
+    # HMAC key of the RFC 8058 unsubscribe tokens, at least 32 bytes. Required in production; in
+    # development it is generated once into <data_dir>/unsubscribe-secret.
+    unsubscribe_secret: SecretStr | None = None
+    # Relative DKIM `key_file` paths in mail.yaml resolve against this (the working directory).
+    dkim_key_dir: Path | None = None
+    # The local SMTP sink (`outbox mail sink`; `outbox serve` starts it when a relay points at
+    # 127.0.0.1:<mail_sink_port>). None means <data_dir>/maildir.
+    mail_sink_dir: Path | None = None
+    mail_sink_port: int = Field(default=2525, ge=1, le=65535)
+    mail_embedded_sink: bool = True
+    # The externally reachable URL of the API; unsubscribe links become
+    # <public_base_url>/unsubscribe/<token>. Unset: mail.yaml's unsubscribe.base_url.
+    public_base_url: str | None = None
+    # Bearer token of POST /v1/mail/events and /v1/mail/dsn; unset, both answer 503.
+    mail_events_token: SecretStr | None = None
+    # A send that cannot go within this many hours of its submission fails with its reason.
+    mail_max_deferral_hours: float = Field(default=72.0, gt=0)
+    # Paused (kill switch, breaker) and DNS-blocked mail is looked at again this often.
+    mail_pause_recheck_seconds: float = Field(default=60.0, gt=0)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -70,10 +134,12 @@ class Settings(BaseSettings):
     def _normalise_database_url(self) -> Settings:
         # `postgresql://` would pick psycopg2, which we do not ship; psycopg 3 is the driver.
         if self.database_url.startswith("postgresql://"):
-            self.database_url = "postgresql+psycopg://" + self.database_url.removeprefix(
-                "postgresql://"
-            )
+            self.database_url = "postgresql+psycopg://" + self.database_url.removeprefix("postgresql://")
         return self
+
+    def _mail_configured(self) -> bool:
+        """Mail is configured (the email tool exists) when its configuration file does."""
+        return (self.mail_config or self.policy_dir / "mail.yaml").is_file()
 
     def check_production_safety(self) -> None:
         """Refuse to run production on defaults that are only safe for a single developer."""
@@ -84,11 +150,19 @@ class Settings(BaseSettings):
             problems.append("OUTBOX_ADMIN_TOKEN must be set to a secret of at least 24 characters")
         if self.is_sqlite and self.worker_processes > 1:
             problems.append(
-                "SQLite cannot be shared by several worker processes: "
-                "set OUTBOX_DATABASE_URL=postgresql+psycopg://…"
+                "SQLite cannot be shared by several worker processes: set OUTBOX_DATABASE_URL=postgresql+psycopg://…"
             )
         if self.is_embedded:
             problems.append("production needs a broker: set OUTBOX_BROKER_URL=redis://…")
+        if self._mail_configured() and (
+            self.unsubscribe_secret is None or len(self.unsubscribe_secret.get_secret_value().encode()) < 32
+        ):
+            problems.append(
+                "OUTBOX_UNSUBSCRIBE_SECRET must be set to a secret of at least 32 bytes: it signs the "
+                "unsubscribe links of agent mail, and every replica must share it"
+            )
+        if self.allow_unsandboxed:
+            problems.append("OUTBOX_ALLOW_UNSANDBOXED is for development only: commands must run sandboxed")
         if problems:
             raise UnsafeConfigurationError("; ".join(problems))
 

@@ -2,18 +2,34 @@
 
 from outbox.actions.models import Action
 from outbox.agents.models import Agent, ApiKey
-from outbox.approvals.models import ApprovalRequest
+from outbox.approvals.models import ApprovalDecision, ApprovalRequest, Delivery
 from outbox.audit.models import AuditEvent
 from outbox.budgets.models import BudgetCounter, ConcurrencySlot
 from outbox.idempotency.models import IdempotencyRecord
+from outbox.mail.models import (
+    MailDelivery,
+    MailFeedbackEvent,
+    MailPause,
+    MailSubdomainState,
+    MailSuppression,
+)
+from outbox.slack.models import SlackSeenRequest
 
 __all__ = [
     "Action",
     "Agent",
     "ApiKey",
+    "ApprovalDecision",
     "ApprovalRequest",
     "AuditEvent",
     "BudgetCounter",
     "ConcurrencySlot",
+    "Delivery",
     "IdempotencyRecord",
+    "MailDelivery",
+    "MailFeedbackEvent",
+    "MailPause",
+    "MailSubdomainState",
+    "MailSuppression",
+    "SlackSeenRequest",
 ]

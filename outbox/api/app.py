@@ -12,9 +12,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from outbox.api import actions, system
+from outbox.api import actions, metrics, system
+from outbox.api.middleware import RequestContextMiddleware
+from outbox.approvals import api as approvals_api
 from outbox.config import Settings, get_settings
 from outbox.logs import configure_logging
+from outbox.mail import api as mail_api
 from outbox.problems import (
     Problem,
     http_exception_handler,
@@ -23,6 +26,7 @@ from outbox.problems import (
     unhandled_handler,
 )
 from outbox.runtime import Dispatcher, Runtime
+from outbox.slack import interactions as slack_interactions
 
 
 def _dispatcher_for(settings: Settings) -> Dispatcher:
@@ -52,9 +56,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             active = Runtime.build(resolved, _dispatcher_for(resolved))
         app.state.runtime = active
         stop = threading.Event()
+        from outbox.mail.embedded import start_embedded_mail
         from workers.embedded import EmbeddedDispatcher
 
-        if isinstance(active.dispatcher, EmbeddedDispatcher) and not active.dispatcher.healthy():
+        # Mail in the embedded server: the local sink, dev DKIM keys, DNS checks (docs/mail.md).
+        embedded_mail = start_embedded_mail(active) if runtime is None and active.settings.is_embedded else None
+        # Start the embedded workers unless the caller runs them already; stop what we started.
+        started = isinstance(active.dispatcher, EmbeddedDispatcher) and not active.dispatcher.healthy()
+        if isinstance(active.dispatcher, EmbeddedDispatcher) and started:
             active.dispatcher.start(active)
         if active.settings.policy_watch:
             active.policy.watch(stop)
@@ -67,9 +76,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             stop.set()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
+            if isinstance(active.dispatcher, EmbeddedDispatcher) and started:
+                active.dispatcher.stop()
+            if embedded_mail is not None:
+                embedded_mail.stop()
             if runtime is None:
-                if isinstance(active.dispatcher, EmbeddedDispatcher):
-                    active.dispatcher.stop()
                 active.db.dispose()
 
     app = FastAPI(
@@ -84,4 +95,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_exception_handler(Exception, unhandled_handler)
     app.include_router(actions.router)
     app.include_router(system.router)
+    app.include_router(approvals_api.router)
+    app.include_router(slack_interactions.router)
+    app.include_router(metrics.router)
+    app.include_router(mail_api.router)
+    app.add_middleware(RequestContextMiddleware)
     return app

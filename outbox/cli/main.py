@@ -10,7 +10,13 @@ from typing import Annotated
 
 import typer
 
+from outbox.approvals.cli import approvals_app
+from outbox.cli.policy import policy_app
+from outbox.cli.sandbox import sandbox_app
+from outbox.cli.status import status as status_command
 from outbox.config import Settings, get_settings
+from outbox.db import Database
+from outbox.mail.cli import mail_app
 
 app = typer.Typer(no_args_is_help=True, help="agent-outbox: the gate between AI agents and the real world.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -19,16 +25,27 @@ audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log."
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
 app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(mail_app, name="mail")
 
 CLI_ACTOR = "cli"
+
+
+@app.callback()
+def _configure() -> None:
+    """Logs go to stderr as configured (OUTBOX_LOG_LEVEL, OUTBOX_LOG_JSON); output to stdout."""
+    from outbox.logs import configure_logging
+
+    configure_logging(get_settings())
 
 
 def _settings() -> Settings:
     return get_settings()
 
 
-def _database():  # type: ignore[no-untyped-def]
-    from outbox.db import Database
+def _database() -> Database:
     from outbox.migrations import upgrade
 
     settings = _settings()
@@ -52,13 +69,17 @@ def serve(
     settings.check_production_safety()
     mode = "embedded (in-process workers)" if settings.is_embedded else f"broker {settings.broker_url}"
     typer.echo(f"agent-outbox on http://{host}:{port} — database {settings.database_url}, {mode}", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's own lines go through our structured logging too.
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    hostname: Annotated[
+        str | None, typer.Option(help="Celery node name, unique per worker on one machine, e.g. w1@%h.")
+    ] = None,
 ) -> None:
     """Run a Celery worker on OUTBOX_BROKER_URL."""
     settings = _settings()
@@ -68,9 +89,9 @@ def worker(
     settings.check_production_safety()
     from workers.celery_app import app as celery
 
-    celery.worker_main(
-        ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "-Q", "outbox", "--without-gossip", "--without-mingle"]
-    )
+    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "-Q", "outbox"]
+    argv += ["--without-gossip", "--without-mingle"]
+    celery.worker_main([*argv, f"--hostname={hostname}"] if hostname else argv)
 
 
 @app.command()
@@ -105,9 +126,8 @@ def agents_create(
     """Create an agent and print its API key once. Only a hash of the key is stored."""
     from outbox.agents.service import AgentError, create_agent
 
-    db = _database()
     try:
-        with db.session() as session:
+        with _database() as db, db.session() as session:
             agent, key = create_agent(session, name, role, actor=CLI_ACTOR)
     except AgentError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -122,8 +142,7 @@ def agents_list() -> None:
     """List agents, their roles and whether they are revoked."""
     from outbox.agents.service import list_agents
 
-    db = _database()
-    with db.session() as session:
+    with _database() as db, db.session() as session:
         rows = list_agents(session)
     typer.echo(f"{'NAME':<24} {'ROLES':<40} {'KEYS':<16} STATUS")
     for agent, keys in rows:
@@ -137,9 +156,8 @@ def agents_revoke(name: Annotated[str, typer.Argument(help="Agent name.")]) -> N
     """Revoke an agent and all its keys; they stop working at once."""
     from outbox.agents.service import AgentError, revoke_agent
 
-    db = _database()
     try:
-        with db.session() as session:
+        with _database() as db, db.session() as session:
             revoke_agent(session, name, actor=CLI_ACTOR)
     except AgentError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -152,8 +170,7 @@ def audit_verify() -> None:
     """Check the hash chain; exit 1 naming the first bad event."""
     from outbox.audit.service import verify_chain
 
-    db = _database()
-    with db.session() as session:
+    with _database() as db, db.session() as session:
         count, broken = verify_chain(session)
     if broken is not None:
         typer.echo(f"audit chain BROKEN at event {broken.event_id}: {broken.problem}", err=True)
@@ -169,19 +186,21 @@ def audit_export(
     """Write every event as JSON Lines, with each action's request, artifact and response."""
     from outbox.audit.export import export_jsonl
 
-    db = _database()
     if since is not None and since.tzinfo is None:
         from datetime import UTC
 
         since = since.replace(tzinfo=UTC)
     stream = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
-        with db.session() as session:
+        with _database() as db, db.session() as session:
             count = export_jsonl(session, stream, since=since)
     finally:
         if output:
             stream.close()
     typer.echo(json.dumps({"exported_events": count}), err=True)
+
+
+app.command("status")(status_command)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ fail, so a reload keeps the previous, complete set.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +24,15 @@ class ToolServices:
     db: Database
 
 
-ToolProvider = Callable[[Path, ToolServices], list[Tool]]
+ToolProvider = Callable[[Path, ToolServices], Sequence[Tool]]
 
 
 def _providers() -> list[ToolProvider]:
+    from outbox.commands.provider import provide_command_tools
+    from outbox.mail.provider import provide_mail_tools
     from outbox.tools.http_request import provide_http_tools
 
-    return [provide_http_tools]
+    return [provide_http_tools, provide_command_tools, provide_mail_tools]
 
 
 def load_tools(policy_dir: Path, services: ToolServices) -> Mapping[str, Tool]:
@@ -41,3 +43,16 @@ def load_tools(policy_dir: Path, services: ToolServices) -> Mapping[str, Tool]:
                 raise ValueError(f"tool {tool.name!r} is defined twice")
             tools[str(tool.name)] = tool
     return dict(sorted(tools.items()))
+
+
+def function_name(tool_name: str) -> str:
+    """The tool's name as function-calling APIs accept it (`[A-Za-z0-9_-]`): dots become `__`."""
+    return tool_name.replace(".", "__")
+
+
+def find_tool(tools: Mapping[str, Tool], requested: str) -> Tool | None:
+    """A tool by its name or by its function name."""
+    tool = tools.get(requested)
+    if tool is None and "__" in requested:
+        tool = tools.get(requested.replace("__", "."))
+    return tool

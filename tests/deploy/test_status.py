@@ -46,11 +46,12 @@ def queued_actions(runtime: Runtime) -> list[str]:
 def mail_health() -> Iterator[None]:
     def collect(_runtime: Runtime) -> list[metrics.Reading]:
         return [
-            metrics.SubdomainHealth("agents.mail.example.com", breaker_tripped=False, paused=False, dns_ok=True),
-            metrics.BudgetUse("agents.mail.example.com", "hour", used=3, limit=200),
+            metrics.SubdomainHealth("status-test.mail.example.com", breaker_tripped=False, paused=False, dns_ok=True),
+            metrics.BudgetUse("status-test.mail.example.com", "hour", used=3, limit=200),
             metrics.SubdomainHealth("promo.mail.example.com", breaker_tripped=True, paused=True, detail="bounces 9%"),
         ]
 
+    # Subdomains the shipped mail.yaml does not have, beside what the real mail collector reports.
     metrics.register_collector("test-status-mail", collect)
     yield
     metrics.unregister_collector("test-status-mail")
@@ -67,7 +68,7 @@ def test_status_reports_queue_workers_policy_and_mail(settings: Settings, runtim
     assert report.workers["running_lease_owners"] == ["worker-host:4242:1"]
     assert report.workers["celery_ping"]["ok"] is None  # embedded mode: nothing to ping
     assert report.policy["version"] == runtime.policy.current.version
-    agents = report.mail["subdomains"]["agents.mail.example.com"]
+    agents = report.mail["subdomains"]["status-test.mail.example.com"]
     assert agents["budgets"] == {"hour": {"used": 3, "limit": 200}}
     assert report.mail["subdomains"]["promo.mail.example.com"]["breaker_tripped"] is True
     assert report.problems == []
@@ -76,7 +77,7 @@ def test_status_reports_queue_workers_policy_and_mail(settings: Settings, runtim
     assert "queued                    2" in text
     assert "holding running actions: 1 (worker-host:4242:1)" in text
     assert runtime.policy.current.version in text
-    assert "agents.mail.example.com: breaker ok, sending, dns ok; hour 3/200" in text
+    assert "status-test.mail.example.com: breaker ok, sending, dns ok; hour 3/200" in text
     assert "promo.mail.example.com: BREAKER TRIPPED, PAUSED — bounces 9%" in text
 
 

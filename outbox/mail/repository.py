@@ -1,0 +1,312 @@
+"""Every SQL query of the mail ledger. Callers own the transaction (`Database.session()`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, SQLModel, col, select
+
+from outbox.budgets.models import BudgetCounter
+from outbox.mail.models import (
+    EVERY_SUBDOMAIN,
+    DeliveryOutcome,
+    MailDelivery,
+    MailFeedbackEvent,
+    MailPause,
+    MailSubdomainState,
+    MailSuppression,
+    PauseScope,
+)
+
+
+def insert_ignore(session: Session, table: type[SQLModel], rows: Sequence[dict[str, Any]]) -> int:
+    """Insert rows whose primary key is new; return how many were inserted.
+
+    Counted with RETURNING: a multi-row insert's rowcount is not reliable on every driver."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = pg_insert(table).values(list(rows)).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite_insert(table).values(list(rows)).on_conflict_do_nothing()
+    else:  # pragma: no cover - only the two supported backends exist
+        statement = insert(table).values(list(rows))
+    keys = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    return len(session.execute(statement.returning(*keys)).all())
+
+
+# --- Deliveries ----------------------------------------------------------------------------
+
+
+def deliveries_of(session: Session, action_id: str) -> dict[str, MailDelivery]:
+    rows = session.exec(select(MailDelivery).where(col(MailDelivery.action_id) == action_id)).all()
+    return {row.recipient: row for row in rows}
+
+
+def delivery_by_message_id(session: Session, message_id: str, recipient: str | None = None) -> MailDelivery | None:
+    query = select(MailDelivery).where(col(MailDelivery.message_id) == message_id)
+    if recipient is not None:
+        query = query.where(col(MailDelivery.recipient) == recipient)
+    return session.exec(query.limit(1)).first()
+
+
+def upsert_delivery_result(
+    session: Session,
+    row: MailDelivery,
+    *,
+    outcome: DeliveryOutcome,
+    code: int | None,
+    message: str,
+    stage: str,
+    at: datetime,
+) -> None:
+    """Record one attempt's answer for a recipient; the row exists unless it was never charged."""
+    values = {"outcome": outcome.value, "code": code, "message": message, "stage": stage, "at": at}
+    moved = session.execute(
+        update(MailDelivery)
+        .where(and_(col(MailDelivery.action_id) == row.action_id, col(MailDelivery.recipient) == row.recipient))
+        .values(attempts=col(MailDelivery.attempts) + 1, **values)
+    )
+    if moved.rowcount == 0:  # type: ignore[attr-defined]
+        insert_ignore(
+            session,
+            MailDelivery,
+            [
+                {
+                    "action_id": row.action_id,
+                    "recipient": row.recipient,
+                    "subdomain": row.subdomain,
+                    "agent_name": row.agent_name,
+                    "message_id": row.message_id,
+                    "charged_at": None,
+                    "attempts": 1,
+                    **values,
+                }
+            ],
+        )
+
+
+def delivery_counts(session: Session, subdomain: str, since: datetime) -> dict[str, int]:
+    """Recipients by outcome whose last answer came after `since`."""
+    rows = session.execute(
+        select(MailDelivery.outcome, func.count())
+        .where(and_(col(MailDelivery.subdomain) == subdomain, col(MailDelivery.at) >= since))
+        .group_by(col(MailDelivery.outcome))
+    ).all()
+    return {str(outcome): int(count) for outcome, count in rows}
+
+
+# --- Suppressions --------------------------------------------------------------------------
+
+
+def suppression_address(address: str) -> str:
+    """Suppressions are kept and matched in lower case. Local parts may in theory be case
+    sensitive, but a bounce that reports `Ann@` for a message sent to `ann@` is about the same
+    mailbox, and suppressing too much is the safe mistake."""
+    return address.strip().lower()
+
+
+def suppressions_among(session: Session, recipients: Iterable[str], subdomain: str) -> dict[str, MailSuppression]:
+    """The suppressions that stop any of `recipients` from receiving mail from `subdomain`,
+    keyed by the recipient as given."""
+    by_key = {suppression_address(r): r for r in recipients}
+    if not by_key:
+        return {}
+    rows = session.exec(
+        select(MailSuppression).where(
+            col(MailSuppression.recipient).in_(list(by_key)),
+            col(MailSuppression.scope).in_([EVERY_SUBDOMAIN, subdomain]),
+        )
+    ).all()
+    found: dict[str, MailSuppression] = {}
+    for row in rows:
+        found.setdefault(by_key[row.recipient], row)
+    return found
+
+
+def add_suppression(session: Session, suppression: MailSuppression) -> bool:
+    row = {**suppression.model_dump(), "recipient": suppression_address(suppression.recipient)}
+    return insert_ignore(session, MailSuppression, [row]) == 1
+
+
+def remove_suppression(session: Session, recipient: str, scope: str | None) -> list[MailSuppression]:
+    """Delete the recipient's suppression for `scope`, or every one of them when scope is None."""
+    query = select(MailSuppression).where(col(MailSuppression.recipient) == suppression_address(recipient))
+    if scope is not None:
+        query = query.where(col(MailSuppression.scope) == scope)
+    rows = list(session.exec(query).all())
+    for row in rows:
+        session.delete(row)
+    return rows
+
+
+def list_suppressions(
+    session: Session,
+    *,
+    recipient: str | None = None,
+    scope: str | None = None,
+    reason: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[MailSuppression]:
+    query = select(MailSuppression)
+    if recipient is not None:
+        query = query.where(col(MailSuppression.recipient) == suppression_address(recipient))
+    if scope is not None:
+        query = query.where(col(MailSuppression.scope) == scope)
+    if reason is not None:
+        query = query.where(col(MailSuppression.reason) == reason)
+    query = query.order_by(col(MailSuppression.created_at).desc(), col(MailSuppression.recipient))
+    return list(session.exec(query.offset(offset).limit(limit)).all())
+
+
+def suppression_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(MailSuppression.reason, func.count()).group_by(col(MailSuppression.reason))).all()
+    return {str(reason): int(count) for reason, count in rows}
+
+
+# --- Pauses --------------------------------------------------------------------------------
+
+
+def pauses_stopping(session: Session, subdomain: str, agent_name: str) -> list[MailPause]:
+    """The pauses that hold back mail from `agent_name` through `subdomain`."""
+    return list(
+        session.exec(
+            select(MailPause).where(
+                or_(
+                    col(MailPause.scope) == PauseScope.ALL.value,
+                    and_(col(MailPause.scope) == PauseScope.SUBDOMAIN.value, col(MailPause.target) == subdomain),
+                    and_(col(MailPause.scope) == PauseScope.AGENT.value, col(MailPause.target) == agent_name),
+                )
+            )
+        ).all()
+    )
+
+
+def add_pause(session: Session, pause: MailPause) -> bool:
+    return insert_ignore(session, MailPause, [pause.model_dump()]) == 1
+
+
+def remove_pause(session: Session, scope: PauseScope, target: str) -> MailPause | None:
+    row = session.get(MailPause, (scope.value, target))
+    if row is not None:
+        session.execute(
+            delete(MailPause).where(and_(col(MailPause.scope) == scope.value, col(MailPause.target) == target))
+        )
+    return row
+
+
+def list_pauses(session: Session) -> list[MailPause]:
+    return list(session.exec(select(MailPause).order_by(col(MailPause.scope), col(MailPause.target))).all())
+
+
+# --- Feedback ------------------------------------------------------------------------------
+
+
+def add_feedback_event(session: Session, event: MailFeedbackEvent) -> bool:
+    """Store the event unless its id was seen before (providers redeliver webhooks)."""
+    return insert_ignore(session, MailFeedbackEvent, [event.model_dump()]) == 1
+
+
+def feedback_counts(session: Session, subdomain: str, since: datetime) -> dict[str, int]:
+    rows = session.execute(
+        select(MailFeedbackEvent.kind, func.count())
+        .where(and_(col(MailFeedbackEvent.subdomain) == subdomain, col(MailFeedbackEvent.received_at) >= since))
+        .group_by(col(MailFeedbackEvent.kind))
+    ).all()
+    return {str(kind): int(count) for kind, count in rows}
+
+
+# --- Subdomain state -----------------------------------------------------------------------
+
+
+def ensure_states(session: Session, subdomains: Iterable[str]) -> None:
+    insert_ignore(session, MailSubdomainState, [{"subdomain": s} for s in subdomains])
+
+
+def subdomain_state(session: Session, subdomain: str) -> MailSubdomainState | None:
+    return session.get(MailSubdomainState, subdomain)
+
+
+def subdomain_states(session: Session) -> dict[str, MailSubdomainState]:
+    return {row.subdomain: row for row in session.exec(select(MailSubdomainState)).all()}
+
+
+def claim_dns_check(session: Session, subdomain: str, now: datetime, interval: timedelta) -> bool:
+    """Take the periodic DNS check of `subdomain` unless another process took it within
+    `interval`; the conditional update makes exactly one process win."""
+    ensure_states(session, [subdomain])
+    result = session.execute(
+        update(MailSubdomainState)
+        .where(
+            and_(
+                col(MailSubdomainState.subdomain) == subdomain,
+                or_(
+                    col(MailSubdomainState.dns_claimed_at).is_(None),
+                    col(MailSubdomainState.dns_claimed_at) <= now - interval,
+                ),
+            )
+        )
+        .values(dns_claimed_at=now)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def dns_checks_due(session: Session, subdomains: Sequence[str], now: datetime, interval: timedelta) -> bool:
+    """Whether any subdomain has no check, or none claimed within `interval` (cheap, no lock)."""
+    states = {
+        row.subdomain: row
+        for row in session.exec(
+            select(MailSubdomainState).where(col(MailSubdomainState.subdomain).in_(list(subdomains)))
+        ).all()
+    }
+    for subdomain in subdomains:
+        state = states.get(subdomain)
+        if state is None or state.dns_claimed_at is None or state.dns_claimed_at <= now - interval:
+            return True
+    return False
+
+
+def store_dns_verdict(
+    session: Session, subdomain: str, *, ok: bool, reason: str, report: dict[str, Any], checked_at: datetime
+) -> bool | None:
+    """Store a check's result; return the verdict it replaces (None: never checked)."""
+    ensure_states(session, [subdomain])
+    state = session.get(MailSubdomainState, subdomain, with_for_update=True)
+    assert state is not None
+    previous = state.dns_ok
+    session.execute(
+        update(MailSubdomainState)
+        .where(col(MailSubdomainState.subdomain) == subdomain)
+        .values(dns_ok=ok, dns_reason=reason, dns_report=report, dns_checked_at=checked_at)
+    )
+    return previous
+
+
+def reset_breaker(session: Session, subdomain: str, since: datetime) -> None:
+    ensure_states(session, [subdomain])
+    session.execute(
+        update(MailSubdomainState).where(col(MailSubdomainState.subdomain) == subdomain).values(breaker_since=since)
+    )
+
+
+# --- Budget counters (read-only; outbox.budgets owns and charges them) -----------------------
+
+
+def counters_with_prefix(session: Session, prefix: str, window_start: datetime) -> dict[str, int]:
+    """Units used in one window by every counter whose key starts with `prefix`, for status
+    output (which agents and recipient domains have used a cap this window)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = session.execute(
+        select(BudgetCounter.key, BudgetCounter.used).where(
+            col(BudgetCounter.key).like(escaped + "%", escape="\\"),
+            col(BudgetCounter.window_start) == window_start,
+        )
+    ).all()
+    return {str(key): int(value) for key, value in rows}
