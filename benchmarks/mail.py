@@ -39,35 +39,15 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _servers import PG_ADMIN, free_port, wait_ready  # noqa: E402
+
 from outbox.mail.config import DkimConfig  # noqa: E402
 from outbox.mail.dkim_signing import generate_key, load_signing_key, sign_message, write_private_key  # noqa: E402
 from outbox.mail.message import EmailSendArgs, build_mime, message_id_for  # noqa: E402
 from outbox.mail.sink import MaildirSink  # noqa: E402
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SUBDOMAIN = "agents.mail.example.com"
 SELECTOR = "agents2026"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("server did not become ready")
 
 
 def stored(maildir: Path) -> int:

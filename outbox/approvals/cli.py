@@ -8,36 +8,15 @@ decision still stands and the server retries the message update.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from outbox.approvals.schemas import ApprovalOut
-
-if TYPE_CHECKING:
-    from outbox.runtime import Runtime
+from outbox.cli.context import cli_runtime
 
 approvals_app = typer.Typer(no_args_is_help=True, help="Human approval requests: list, show, approve, deny.")
-
-
-@contextlib.contextmanager
-def _runtime() -> Iterator[Runtime]:
-    from outbox.config import get_settings
-    from outbox.runtime import Runtime
-
-    settings = get_settings()
-    if settings.is_sqlite:
-        from outbox.migrations import upgrade
-
-        upgrade(settings)
-    runtime = Runtime.build(settings)
-    try:
-        yield runtime
-    finally:
-        runtime.db.dispose()
 
 
 def _line(approval: ApprovalOut) -> str:
@@ -84,7 +63,7 @@ def list_command(
     """List approval requests, newest first."""
     from outbox.approvals.service import list_approvals
 
-    with _runtime() as runtime, runtime.db.session() as session:
+    with cli_runtime() as runtime, runtime.db.session() as session:
         items = list_approvals(session, status=None if status == "all" else status)
     if as_json:
         for item in items:
@@ -104,7 +83,7 @@ def show_command(
     from outbox.approvals.service import ApprovalRefused, get_approval
 
     try:
-        with _runtime() as runtime, runtime.db.session() as session:
+        with cli_runtime() as runtime, runtime.db.session() as session:
             approval = get_approval(session, ref)
     except ApprovalRefused as refusal:
         typer.echo(f"error: {refusal.message}", err=True)
@@ -116,7 +95,7 @@ def _decide(ref: str, identity: str, *, reason: str | None, may_resubmit: bool, 
     from outbox.approvals import delivery
     from outbox.approvals.service import ApprovalRefused, decide
 
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         try:
             result = decide(
                 runtime,

@@ -11,11 +11,11 @@ from typing import Annotated
 import typer
 
 from outbox.approvals.cli import approvals_app
+from outbox.cli.context import cli_database
 from outbox.cli.policy import policy_app
 from outbox.cli.sandbox import sandbox_app
 from outbox.cli.status import status as status_command
 from outbox.config import Settings, get_settings
-from outbox.db import Database
 from outbox.mail.cli import mail_app
 
 app = typer.Typer(no_args_is_help=True, help="agent-outbox: the gate between AI agents and the real world.")
@@ -43,16 +43,6 @@ def _configure() -> None:
 
 def _settings() -> Settings:
     return get_settings()
-
-
-def _database() -> Database:
-    from outbox.migrations import upgrade
-
-    settings = _settings()
-    if settings.is_sqlite:
-        # The embedded database is created on first use; PostgreSQL is migrated explicitly.
-        upgrade(settings)
-    return Database(settings)
 
 
 @app.command()
@@ -127,7 +117,7 @@ def agents_create(
     from outbox.agents.service import AgentError, create_agent
 
     try:
-        with _database() as db, db.session() as session:
+        with cli_database() as db, db.session() as session:
             agent, key = create_agent(session, name, role, actor=CLI_ACTOR)
     except AgentError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -142,7 +132,7 @@ def agents_list() -> None:
     """List agents, their roles and whether they are revoked."""
     from outbox.agents.service import list_agents
 
-    with _database() as db, db.session() as session:
+    with cli_database() as db, db.session() as session:
         rows = list_agents(session)
     typer.echo(f"{'NAME':<24} {'ROLES':<40} {'KEYS':<16} STATUS")
     for agent, keys in rows:
@@ -157,7 +147,7 @@ def agents_revoke(name: Annotated[str, typer.Argument(help="Agent name.")]) -> N
     from outbox.agents.service import AgentError, revoke_agent
 
     try:
-        with _database() as db, db.session() as session:
+        with cli_database() as db, db.session() as session:
             revoke_agent(session, name, actor=CLI_ACTOR)
     except AgentError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -170,7 +160,7 @@ def audit_verify() -> None:
     """Check the hash chain; exit 1 naming the first bad event."""
     from outbox.audit.service import verify_chain
 
-    with _database() as db, db.session() as session:
+    with cli_database() as db, db.session() as session:
         count, broken = verify_chain(session)
     if broken is not None:
         typer.echo(f"audit chain BROKEN at event {broken.event_id}: {broken.problem}", err=True)
@@ -192,7 +182,7 @@ def audit_export(
         since = since.replace(tzinfo=UTC)
     stream = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
-        with _database() as db, db.session() as session:
+        with cli_database() as db, db.session() as session:
             count = export_jsonl(session, stream, since=since)
     finally:
         if output:

@@ -10,18 +10,17 @@ import contextlib
 import json
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from outbox.cli.context import cli_runtime
 from outbox.mail.models import SuppressionReason
 
 if TYPE_CHECKING:
     from outbox.mail.config import MailConfig, SubdomainConfig
     from outbox.mail.schemas import MailStatusOut
-    from outbox.runtime import Runtime
 
 mail_app = typer.Typer(no_args_is_help=True, help="Agent mail: status, DNS, DKIM keys, suppressions, kill switches.")
 suppression_app = typer.Typer(no_args_is_help=True, help="Recipients who must not be mailed.")
@@ -29,23 +28,6 @@ mail_app.add_typer(suppression_app, name="suppression")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 AsOption = Annotated[str, typer.Option("--as", help="Who is acting (recorded in the audit log).")]
-
-
-@contextlib.contextmanager
-def _runtime() -> Iterator[Runtime]:
-    from outbox.config import get_settings
-    from outbox.runtime import Runtime
-
-    settings = get_settings()
-    if settings.is_sqlite:
-        from outbox.migrations import upgrade
-
-        upgrade(settings)
-    runtime = Runtime.build(settings)
-    try:
-        yield runtime
-    finally:
-        runtime.db.dispose()
 
 
 def _config() -> MailConfig:
@@ -122,7 +104,7 @@ def status_command(as_json: JsonOption = False) -> None:
     """Usage against every cap, warm-up day, breaker, pause and DNS state per subdomain."""
     from outbox.mail.service import MailOperationError, mail_status
 
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         try:
             status = mail_status(runtime)
         except MailOperationError as exc:
@@ -140,7 +122,7 @@ def check_dns_command(as_json: JsonOption = False) -> None:
     Exits 1 when a subdomain that enforces its checks fails (it is blocked from sending)."""
     from outbox.mail.service import check_dns, mail_config
 
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         config = mail_config(runtime)
         reports = check_dns(runtime)
     if as_json:
@@ -242,7 +224,7 @@ def suppression_list(
     """List suppressed recipients, newest first."""
     from outbox.mail.service import list_suppressions
 
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         page = list_suppressions(runtime, recipient=recipient, subdomain=subdomain, reason=reason, limit=limit)
     if as_json:
         typer.echo(page.model_dump_json(indent=2))
@@ -277,7 +259,7 @@ def suppression_add(
         request = SuppressionIn(recipient=recipient, subdomain=subdomain, reason=reason, detail=detail)
     except ValidationError as exc:
         _fail(exc.errors()[0]["msg"])
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         try:
             row, added = add_suppression(runtime, request, f"cli:{actor}")
         except MailOperationError as exc:
@@ -294,7 +276,7 @@ def suppression_remove(
     """Remove a recipient's suppression (all of them unless --subdomain is given)."""
     from outbox.mail.service import remove_suppression
 
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         removed = remove_suppression(runtime, recipient, subdomain, f"cli:{actor}")
     if not removed:
         _fail(f"{recipient} is not suppressed" + (f" for {subdomain}" if subdomain else ""))
@@ -326,7 +308,7 @@ def pause_command(
     from outbox.mail.service import MailOperationError, pause
 
     _one_scope(subdomain, agent, everything)
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         try:
             result = pause(runtime, subdomain=subdomain, agent=agent, reason=reason, actor=f"cli:{actor}")
         except MailOperationError as exc:
@@ -345,7 +327,7 @@ def resume_command(
     from outbox.mail.service import MailOperationError, resume
 
     _one_scope(subdomain, agent, everything)
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         try:
             result = resume(runtime, subdomain=subdomain, agent=agent, actor=f"cli:{actor}")
         except MailOperationError as exc:
@@ -365,7 +347,7 @@ def ingest_dsn_command(
 
     from outbox.mail.service import ingest_dsn
 
-    with _runtime() as runtime:
+    with cli_runtime() as runtime:
         for file in files:
             raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
             report = ingest_dsn(runtime, raw, "cli")
