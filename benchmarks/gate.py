@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-from _servers import PG_ADMIN, free_port, wait_ready
+from _servers import create_database, drop_database, free_port, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,15 +105,10 @@ def main() -> None:
     shutil.copytree(REPO / "policies", workdir / "policies")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
     env.update({"OUTBOX_LOG_LEVEL": "WARNING", "OUTBOX_POLICY_WATCH": "false", "PYTHONPATH": str(REPO)})
-    database_name = None
+    database_url = None
     if args.database == "postgresql":
-        from sqlalchemy import create_engine, text
-
-        database_name = f"outbox_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database_name}"'))
-        env["OUTBOX_DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + f"/{database_name}"
+        database_url = create_database("outbox_bench")
+        env["OUTBOX_DATABASE_URL"] = database_url
         subprocess.run(
             [sys.executable, "-m", "outbox.cli.main", "db", "upgrade"],
             env=env,
@@ -175,9 +170,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         target.shutdown()
-        if database_name is not None:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)'))
+        if database_url is not None:
+            drop_database(database_url)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from _servers import PG_ADMIN, free_port, wait_ready  # noqa: E402
+from _servers import create_database, drop_database, free_port, wait_ready  # noqa: E402
 
 from outbox.mail.config import DkimConfig  # noqa: E402
 from outbox.mail.dkim_signing import generate_key, load_signing_key, sign_message, write_private_key  # noqa: E402
@@ -159,16 +158,10 @@ def main() -> None:
             "PYTHONPATH": str(REPO),
         }
     )
-    database_name = None
-    admin: Any = None
+    database_url = None
     if args.database == "postgresql":
-        from sqlalchemy import create_engine, text
-
-        database_name = f"outbox_mail_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database_name}"'))
-        env["OUTBOX_DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + f"/{database_name}"
+        database_url = create_database("outbox_mail_bench")
+        env["OUTBOX_DATABASE_URL"] = database_url
         upgrade = [sys.executable, "-m", "outbox.cli.main", "db", "upgrade"]
         subprocess.run(upgrade, env=env, cwd=workdir, check=True, capture_output=True)
     key = subprocess.run(
@@ -202,11 +195,8 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
         sink.stop()
-        if database_name is not None:
-            from sqlalchemy import text
-
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)'))
+        if database_url is not None:
+            drop_database(database_url)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
