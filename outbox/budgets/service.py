@@ -33,6 +33,9 @@ class Cap:
     limit: int
     window: timedelta
     now: datetime
+    # Units one reservation charges this cap, times `reserve`'s amount: a message to three
+    # recipients at one domain owes that domain's cap three units and the sender's cap one.
+    units: int = 1
 
     @property
     def window_start(self) -> datetime:
@@ -81,7 +84,7 @@ def reserve(session: Session, caps: Sequence[Cap], amount: int = 1) -> Reservati
     """
     ordered = sorted(caps, key=lambda c: (c.key, c.window_start))
     for cap in ordered:
-        if cap.limit < amount:
+        if cap.limit < amount * cap.units:
             return Reservation(False, cap)
     if not ordered:
         return Reservation(True)
@@ -98,10 +101,10 @@ def reserve(session: Session, caps: Sequence[Cap], amount: int = 1) -> Reservati
                 and_(
                     col(BudgetCounter.key) == cap.key,
                     col(BudgetCounter.window_start) == cap.window_start,
-                    col(BudgetCounter.used) + amount <= cap.limit,
+                    col(BudgetCounter.used) + amount * cap.units <= cap.limit,
                 )
             )
-            .values(used=col(BudgetCounter.used) + amount)
+            .values(used=col(BudgetCounter.used) + amount * cap.units)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             savepoint.rollback()

@@ -7,9 +7,9 @@ sender by what reaches their users, so that is what is counted.
 
 Charging goes through `outbox.budgets.service.reserve`, once per send and for every cap at once:
 all or nothing, exact across any number of workers, in the database so that it survives a restart
-of anything. `reserve` charges the same `amount` to each cap it is given, so a cap owed k units is
-listed k times: each listing is one more conditional `UPDATE … WHERE used + 1 <= limit` inside
-the same savepoint, and the reservation still succeeds whole or not at all.
+of anything. Each cap carries the units this send owes it (`Cap.units`), charged with one
+conditional `UPDATE … WHERE used + units <= limit` per cap inside one savepoint: the reservation
+succeeds whole or not at all.
 
 Windows are the budgets module's fixed windows: hours on the hour and days from 00:00 UTC. The
 warm-up ramp (`outbox.mail.windows.warmup_daily_cap`) counts days in UTC as well.
@@ -18,7 +18,7 @@ warm-up ramp (`outbox.mail.windows.warmup_daily_cap`) counts days in UTC as well
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlmodel import Session
@@ -150,8 +150,7 @@ def reserve_send_budget(session: Session, caps: list[SendCap]) -> BudgetVerdict:
     for send_cap in caps:
         if send_cap.units > send_cap.cap.limit:
             return BudgetVerdict(False, impossible=send_cap)
-    listed = [send_cap.cap for send_cap in caps for _ in range(send_cap.units)]
-    if reserve(session, listed, amount=1).granted:
+    if reserve(session, [replace(c.cap, units=c.units) for c in caps]).granted:
         return BudgetVerdict(True)
     # Which caps lack room (reserve names only the first it met); the send waits for the last
     # of them to reopen.
