@@ -18,6 +18,7 @@ from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
 from outbox.agents.service import AuthenticatedAgent
 from outbox.approvals.models import ApprovalRequest
 from outbox.audit.service import record_event
+from outbox.canonical import value_problems
 from outbox.idempotency import service as idempotency
 from outbox.logs import bind_log_context
 from outbox.policy.engine import PolicyDecision
@@ -37,37 +38,28 @@ class Answer:
     replayed: bool = False
 
 
-MAX_NESTING = 32
-
-
-def _envelope_problem(value: Any, depth: int = 0) -> str | None:
-    """NUL characters (PostgreSQL cannot store them) and absurd nesting are refused up front."""
-    if depth > MAX_NESTING:
-        return f"arguments may nest at most {MAX_NESTING} levels"
-    if isinstance(value, str):
-        return "NUL characters are not allowed anywhere" if "\x00" in value else None
-    children: list[Any] = []
-    if isinstance(value, dict):
-        children = [*value.keys(), *value.values()]
-    elif isinstance(value, list):
-        children = value
-    for child in children:
-        problem = _envelope_problem(child, depth + 1)
-        if problem is not None:
-            return problem
-    return None
+ON_BEHALF_OF_HINT = (
+    "Send the person as a bare e-mail address like ada@example.com, or as user:<name> or "
+    "slack:<Slack user id>: no display name, no mailto:, no invisible characters. Then send the "
+    "request again with a new Idempotency-Key."
+)
 
 
 def parse_envelope(payload: Any) -> ActionCreate:
+    """Validate `{tool, args, …}`. The JSON rules of `outbox.canonical` (finite numbers, integers
+    within ±(2^53 - 1), no lone surrogates or NUL, bounded nesting) hold for payloads built in
+    Python too, so every face refuses what the HTTP edge refuses, before anything is recorded."""
     if not isinstance(payload, dict):
         raise validation_problem([{"field": "body", "message": "the body must be a JSON object"}])
-    problem = _envelope_problem(payload)
-    if problem is not None:
-        raise validation_problem([{"field": "body", "message": problem}])
+    problems = value_problems(payload)
+    if problems:
+        raise validation_problem([{"field": p.path, "message": p.message} for p in problems])
     try:
         return ActionCreate.model_validate(payload)
     except ValidationError as exc:
-        raise validation_problem(pydantic_errors(exc.errors())) from exc
+        errors = pydantic_errors(exc.errors())
+        hint = ON_BEHALF_OF_HINT if any(e["field"] == "on_behalf_of" for e in errors) else None
+        raise validation_problem(errors, hint=hint) from exc
 
 
 def submit(

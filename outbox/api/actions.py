@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from outbox.actions import service
 from outbox.actions.models import ActionStatus
 from outbox.actions.schemas import ActionOut, ActionPage
+from outbox.api.client_input import ParsedBody, parse_body, parsed_body, read_limited
 from outbox.api.deps import CurrentAgent, RuntimeDep
 from outbox.idempotency.service import validate_key
 from outbox.problems import PROBLEM_MEDIA_TYPE, Problem
@@ -28,28 +28,13 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECA
 _RECORDED_HEADERS = ("content-type", "user-agent", "idempotency-key", "prefer", "x-request-id")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    too_large = Problem(
-        413,
-        "request-too-large",
-        "Request body too large",
-        f"The request body exceeds {limit} bytes.",
-        hint="Send smaller arguments; large payloads belong in storage the tool reads, not in the call.",
-    )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_json(raw: bytes, content_type: str | None) -> tuple[Any, str]:
+async def _json_body(request: Request, limit: int) -> ParsedBody:
+    """The body as parsed by the strict JSON middleware; a body sent without a Content-Type is
+    parsed here by the same rules."""
+    parsed = parsed_body(request)
+    if parsed is not None:
+        return parsed
+    content_type = request.headers.get("content-type")
     if content_type is not None and "json" not in content_type.lower():
         raise Problem(
             415,
@@ -58,25 +43,7 @@ def _parse_json(raw: bytes, content_type: str | None) -> tuple[Any, str]:
             f"The body must be JSON, not {content_type}.",
             hint="Send `Content-Type: application/json`.",
         )
-    try:
-        text = raw.decode("utf-8")
-        return json.loads(text), text
-    except RecursionError as exc:
-        raise Problem(
-            400,
-            "invalid-json",
-            "JSON nested too deeply",
-            "The body nests arrays or objects too deeply to be a tool call.",
-            hint="Flatten the arguments; tool arguments are never nested more than a few levels.",
-        ) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(
-            400,
-            "invalid-json",
-            "Invalid JSON",
-            f"The body is not valid UTF-8 JSON: {exc}.",
-            hint='Send a JSON object like {"tool": "...", "args": {...}}.',
-        ) from exc
+    return parse_body(await read_limited(request.receive, request.headers, limit))
 
 
 def _prefer_wait(prefer: str | None, maximum: int) -> int | None:
@@ -142,15 +109,14 @@ async def submit_action(
     `Prefer: wait=N` (N ≤ 60) holds the answer until the action is terminal or N seconds pass.
     """
     key = validate_key(idempotency_key)
-    raw = await _read_body(request, runtime.settings.max_request_bytes)
-    payload, text = _parse_json(raw, request.headers.get("content-type"))
-    envelope = service.parse_envelope(payload)
+    received = await _json_body(request, runtime.settings.max_request_bytes)
+    envelope = service.parse_envelope(received.value)
     record = {
         "method": request.method,
         "path": request.url.path,
         "query": request.url.query,
         "headers": {h: request.headers[h] for h in _RECORDED_HEADERS if h in request.headers},
-        "body": text,
+        "body": received.text,
         "received_at": utcnow().isoformat(),
         "client": request.client.host if request.client else None,
     }

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outbox.api import actions, metrics, system
+from outbox.api.client_input import ClientInputMiddleware
 from outbox.api.middleware import RequestContextMiddleware
 from outbox.approvals import api as approvals_api
 from outbox.config import Settings, get_settings
@@ -99,5 +100,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(slack_interactions.router)
     app.include_router(metrics.router)
     app.include_router(mail_api.router)
+    # Added first, so it runs inside the request context (its problems carry the request id).
+    app.add_middleware(ClientInputMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app
