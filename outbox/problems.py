@@ -72,7 +72,8 @@ def validation_problem(errors: list[dict[str, Any]], *, hint: str | None = None)
         "validation-error",
         "Invalid request",
         f"The request has {len(errors)} invalid field(s): {fields}.",
-        hint=hint or "Fix the listed fields and send the request again with a new Idempotency-Key.",
+        # Not every endpoint takes an Idempotency-Key: callers that do pass their own hint.
+        hint=hint or "Fix the listed fields and send the request again.",
         errors=errors,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -55,9 +56,31 @@ def current_agent(request: Request, runtime: RuntimeDep) -> AuthenticatedAgent:
 CurrentAgent = Annotated[AuthenticatedAgent, Depends(current_agent)]
 
 
-def require_admin(request: Request, runtime: RuntimeDep) -> str:
+def _admin_unauthorized(detail: str) -> Problem:
+    return Problem(
+        401,
+        "unauthorized",
+        "Unauthorized",
+        detail,
+        hint=(
+            "Admin endpoints take the server's admin token, not an agent key: send "
+            "`Authorization: Bearer <OUTBOX_ADMIN_TOKEN>` with the value this server was started with."
+        ),
+        headers={"WWW-Authenticate": 'Bearer realm="agent-outbox admin"'},
+    )
+
+
+def _is_admin_token(runtime: Runtime, token: str | None) -> bool:
     configured = runtime.settings.admin_token
-    if configured is None:
+    return (
+        configured is not None
+        and token is not None
+        and hmac.compare_digest(token.encode(), configured.get_secret_value().encode())
+    )
+
+
+def require_admin(request: Request, runtime: RuntimeDep) -> str:
+    if runtime.settings.admin_token is None:
         raise Problem(
             401,
             "admin-disabled",
@@ -66,9 +89,31 @@ def require_admin(request: Request, runtime: RuntimeDep) -> str:
             hint="Set OUTBOX_ADMIN_TOKEN and send it as `Authorization: Bearer <token>`.",
         )
     token = _bearer(request)
-    if token is None or not hmac.compare_digest(token.encode(), configured.get_secret_value().encode()):
-        raise _unauthorized("The admin token is missing or wrong.")
+    if token is None:
+        raise _admin_unauthorized("The admin token is missing: no `Authorization: Bearer` header.")
+    if not _is_admin_token(runtime, token):
+        raise _admin_unauthorized("The admin token is wrong.")
     return "admin"
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An agent or the admin: for endpoints both may read, showing admins more."""
+
+    agent: AuthenticatedAgent | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.agent is None
+
+
+def agent_or_admin(request: Request, runtime: RuntimeDep) -> Caller:
+    if _is_admin_token(runtime, _bearer(request)):
+        return Caller(agent=None)
+    return Caller(agent=current_agent(request, runtime))
+
+
+AgentOrAdmin = Annotated[Caller, Depends(agent_or_admin)]

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from outbox.api.deps import AdminDep, CurrentAgent, RuntimeDep
+from outbox.api.deps import AdminDep, AgentOrAdmin, CurrentAgent, RuntimeDep
 from outbox.problems import Problem
 from outbox.tools.registry import function_name
 
@@ -37,20 +37,27 @@ def list_tools(runtime: RuntimeDep, _agent: CurrentAgent) -> dict[str, Any]:
 
 
 @router.get("/v1/policy", tags=["policy"], summary="The policy version this server runs")
-def policy_status(runtime: RuntimeDep) -> dict[str, Any]:
-    """`outbox policy status --server …` compares this across replicas to report skew."""
+def policy_status(runtime: RuntimeDep, caller: AgentOrAdmin) -> dict[str, Any]:
+    """`outbox policy status --server …` compares this across replicas to report skew.
+
+    Takes an agent key or the admin token. Where the policy lives on the server (`directory`,
+    `git_commit`) and the text of a failed reload (which quotes files) are shown to admins only."""
     info = runtime.policy.info()
     failure = info.last_failure
-    return {
+    body: dict[str, Any] = {
         "version": info.version,
-        "git_commit": info.git_commit,
         "loaded_at": info.loaded_at.isoformat(),
-        "directory": info.directory,
         "rules": info.rules,
         "indexed": info.indexed,
         "tools": list(info.tools),
-        "last_reload_error": {"at": failure.at.isoformat(), "error": failure.error} if failure else None,
+        "last_reload_error": {"at": failure.at.isoformat()} if failure else None,
     }
+    if caller.is_admin:
+        body["directory"] = info.directory
+        body["git_commit"] = info.git_commit
+        if failure:
+            body["last_reload_error"]["error"] = failure.error
+    return body
 
 
 @router.post("/v1/admin/policy/reload", tags=["admin"], summary="Reload the policy directory")

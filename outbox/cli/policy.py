@@ -203,11 +203,18 @@ def status(
         str | None, typer.Option(help="The version every server should run (e.g. from `outbox policy version`).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each server.")] = 5.0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OUTBOX_ADMIN_TOKEN",
+            help="The servers' admin token (GET /v1/policy takes a key; an agent key does not see git commits).",
+        ),
+    ] = None,
 ) -> None:
     """GET /v1/policy from each server and report version skew. Exit 1 on skew, 2 if unreachable."""
     from outbox.policy.status import SkewReport, fetch_all
 
-    report = SkewReport(tuple(fetch_all(server, timeout=timeout)), expected=expect)
+    report = SkewReport(tuple(fetch_all(server, timeout=timeout, token=token)), expected=expect)
     typer.echo(report.format_text())
     if report.skewed:
         raise typer.Exit(1)

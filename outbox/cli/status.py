@@ -136,11 +136,13 @@ def _mail_section(runtime: Runtime) -> dict[str, Any]:
     return section
 
 
-def _api_policy(api: str, timeout: float) -> dict[str, Any]:
+def _api_policy(api: str, timeout: float, admin_token: str | None) -> dict[str, Any]:
     import httpx
 
+    # GET /v1/policy takes a key; the operator running `outbox status` holds the admin token.
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
     try:
-        response = httpx.get(api.rstrip("/") + "/v1/policy", timeout=timeout)
+        response = httpx.get(api.rstrip("/") + "/v1/policy", timeout=timeout, headers=headers)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
     except Exception as exc:
@@ -203,7 +205,8 @@ def collect_status(settings: Settings, *, api: str | None = None, timeout: float
             finally:
                 runtime.db.dispose()
         if api:
-            served = _api_policy(api, timeout)
+            token = settings.admin_token.get_secret_value() if settings.admin_token else None
+            served = _api_policy(api, timeout, token)
             report.policy["api"] = {"url": api, **served}
             if "error" in served:
                 report.problems.append(f"the API at {api} did not answer: {served['error']}")

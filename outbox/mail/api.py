@@ -215,7 +215,7 @@ def get_suppressions(
     subdomain: Annotated[str | None, Query(description='A subdomain, or "*" for all-subdomain entries')] = None,
     reason: SuppressionReason | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> SuppressionPage:
     page: SuppressionPage = _call(
         service.list_suppressions,

@@ -25,10 +25,12 @@ class ServerPolicy:
     unreachable: str | None = None
 
 
-def fetch_server_policy(url: str, *, timeout: float = 5.0) -> ServerPolicy:
+def fetch_server_policy(url: str, *, timeout: float = 5.0, token: str | None = None) -> ServerPolicy:
+    """`token`: the admin token (or an agent key, which does not see the git commit)."""
     endpoint = url.rstrip("/") + "/v1/policy"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(endpoint, timeout=timeout, follow_redirects=False, trust_env=False)
+        response = httpx.get(endpoint, timeout=timeout, follow_redirects=False, trust_env=False, headers=headers)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
     except (httpx.HTTPError, ValueError) as exc:
@@ -43,9 +45,9 @@ def fetch_server_policy(url: str, *, timeout: float = 5.0) -> ServerPolicy:
     )
 
 
-def fetch_all(urls: Sequence[str], *, timeout: float = 5.0) -> list[ServerPolicy]:
+def fetch_all(urls: Sequence[str], *, timeout: float = 5.0, token: str | None = None) -> list[ServerPolicy]:
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(urls)))) as pool:
-        return list(pool.map(lambda url: fetch_server_policy(url, timeout=timeout), urls))
+        return list(pool.map(lambda url: fetch_server_policy(url, timeout=timeout, token=token), urls))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from outbox.api.app import create_app
 from outbox.cli.main import app
 from outbox.policy.engine import content_version
 from outbox.runtime import Runtime
+from tests.support.agents import bearer, make_agent
 from tests.support.dispatchers import RecordingDispatcher
 
-runner = CliRunner()
+runner = CliRunner(env={"OUTBOX_ADMIN_TOKEN": None})
+ADMIN_TOKEN = "admin-token-for-policy-status-0123456789"
 
 
 class RunningServer:
@@ -49,8 +52,8 @@ def two_servers(
 ) -> Iterator[tuple[Runtime, Runtime, Path, list[str]]]:
     second_dir = tmp_path / "second-policies"
     shutil.copytree(policy_dir, second_dir)
-    first = make_runtime(RecordingDispatcher())
-    second = make_runtime(RecordingDispatcher(), policy_dir=second_dir)
+    first = make_runtime(RecordingDispatcher(), admin_token=SecretStr(ADMIN_TOKEN))
+    second = make_runtime(RecordingDispatcher(), policy_dir=second_dir, admin_token=SecretStr(ADMIN_TOKEN))
     with RunningServer(first) as a, RunningServer(second) as b:
         yield first, second, second_dir, [a, b]
 
@@ -60,7 +63,7 @@ def test_servers_on_the_same_policy_agree_and_a_reload_on_one_shows_as_skew(
     two_servers: tuple[Runtime, Runtime, Path, list[str]],
 ) -> None:
     _first, second, second_dir, urls = two_servers
-    args = ["policy", "status", "--server", urls[0], "--server", urls[1]]
+    args = ["policy", "status", "--server", urls[0], "--server", urls[1], "--token", ADMIN_TOKEN]
     agreed = runner.invoke(app, args)
     assert agreed.exit_code == 0, agreed.output
     version = content_version(second_dir)
@@ -82,7 +85,9 @@ def test_a_failed_reload_is_reported_next_to_the_version_still_running(
     _first, second, second_dir, urls = two_servers
     (second_dir / "rules.csv").write_text("p, broken\n")
     assert not second.policy.reload()[0]
-    result = runner.invoke(app, ["policy", "status", "--server", urls[0], "--server", urls[1]])
+    result = runner.invoke(
+        app, ["policy", "status", "--server", urls[0], "--server", urls[1]], env={"OUTBOX_ADMIN_TOKEN": ADMIN_TOKEN}
+    )
     assert result.exit_code == 0, result.output  # both still run the same (previous) version
     assert "last reload failed: rules.csv:1" in result.output
 
@@ -97,8 +102,9 @@ def test_an_unreachable_server_is_not_silently_ignored() -> None:
 def test_the_policy_endpoint_reports_version_load_time_and_index(runtime: Runtime) -> None:
     from fastapi.testclient import TestClient
 
+    key = make_agent(runtime.db, "policy-reader", ["http-reader"])
     with TestClient(create_app(runtime=runtime)) as client:
-        body = client.get("/v1/policy").json()
+        body = client.get("/v1/policy", headers=bearer(key)).json()
     info = runtime.policy.info()
     assert body["version"] == info.version == content_version(runtime.settings.policy_dir)
     assert body["loaded_at"] == info.loaded_at.isoformat()
