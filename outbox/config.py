@@ -122,6 +122,19 @@ class Settings(BaseSettings):
     # Paused (kill switch, breaker) and DNS-blocked mail is looked at again this often.
     mail_pause_recheck_seconds: float = Field(default=60.0, gt=0)
 
+    # Audit checkpoints (docs/audit.md): the chain head, signed with a key the database does not
+    # hold, written to sinks the database writer cannot rewrite. The key: PEM (PKCS#8 Ed25519) or
+    # the base64/base64url raw 32-byte seed, in a variable or in a file (a mounted secret). Neither
+    # set: development keeps one in <data_dir>/audit-signing.key (0600); production refuses.
+    audit_signing_key: SecretStr | None = None
+    audit_signing_key_file: Path | None = None
+    audit_checkpoint_sinks: list[Literal["file", "log"]] = ["file", "log"]  # pydantic copies the default
+    # The append-only file sink; None means <data_dir>/audit-checkpoints.jsonl.
+    audit_checkpoint_file: Path | None = None
+    audit_checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # `outbox audit verify` fails when events older than this are covered by no checkpoint.
+    audit_checkpoint_tolerance_seconds: float = Field(default=60.0, gt=0)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -160,6 +173,16 @@ class Settings(BaseSettings):
             problems.append(
                 "OUTBOX_UNSUBSCRIBE_SECRET must be set to a secret of at least 32 bytes: it signs the "
                 "unsubscribe links of agent mail, and every replica must share it"
+            )
+        if self.audit_signing_key is None and self.audit_signing_key_file is None:
+            problems.append(
+                "OUTBOX_AUDIT_SIGNING_KEY (or OUTBOX_AUDIT_SIGNING_KEY_FILE, a mounted secret) must be set: "
+                "it signs the audit checkpoints and must not live beside the database"
+            )
+        if "log" in self.audit_checkpoint_sinks and self.log_level.upper() not in {"DEBUG", "INFO"}:
+            problems.append(
+                f"OUTBOX_LOG_LEVEL={self.log_level} drops the audit.checkpoint lines of the log sink: "
+                "use INFO, or remove log from OUTBOX_AUDIT_CHECKPOINT_SINKS"
             )
         if self.allow_unsandboxed:
             problems.append("OUTBOX_ALLOW_UNSANDBOXED is for development only: commands must run sandboxed")

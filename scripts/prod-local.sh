@@ -12,6 +12,7 @@
 #   OUTBOX_BROKER_URL         [redis://127.0.0.1:6379/0]
 #   OUTBOX_ADMIN_TOKEN        [generated, written to $PROD_LOCAL_DIR/admin-token]
 #   OUTBOX_UNSUBSCRIBE_SECRET [generated, written to $PROD_LOCAL_DIR/unsubscribe-secret]
+#   OUTBOX_AUDIT_SIGNING_KEY  [generated, written to $PROD_LOCAL_DIR/audit-signing-key]
 #   OUTBOX_POLICY_DIR         [policies]
 #   API_PORT                  [8000]        WORKER_METRICS_PORTS  ["9101 9102"]
 #   WORKER_CONCURRENCY        [2]           PROD_LOCAL_DIR        [.outbox/prod-local]
@@ -51,6 +52,8 @@ secret() {  # secret VARIABLE FILE
 }
 secret OUTBOX_ADMIN_TOKEN admin-token
 secret OUTBOX_UNSUBSCRIBE_SECRET unsubscribe-secret
+# The Ed25519 seed that signs audit checkpoints (docs/audit.md): 32 random bytes, base64url.
+secret OUTBOX_AUDIT_SIGNING_KEY audit-signing-key
 
 export OUTBOX_ENVIRONMENT=production
 export OUTBOX_BROKER_URL="${OUTBOX_BROKER_URL:-redis://127.0.0.1:6379/0}"

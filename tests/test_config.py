@@ -42,6 +42,7 @@ def test_safe_production_settings_start() -> None:
         broker_url="redis://redis:6379/0",
         worker_processes=4,
         unsubscribe_secret=SecretStr("u" * 32),  # mail is configured (policies/mail.yaml)
+        audit_signing_key=SecretStr("k" * 43),  # checkpoints are signed (docs/audit.md)
     )
     settings.check_production_safety()
     assert settings.database_url == "postgresql+psycopg://db/outbox"

@@ -16,6 +16,7 @@ from outbox.config import get_settings
 
 EXECUTE_TASK = "outbox.execute_action"
 SWEEP_TASK = "outbox.sweep"
+CHECKPOINT_TASK = "outbox.audit_checkpoint"
 
 
 def make_celery(broker_url: str | None = None) -> Celery:
@@ -38,7 +39,13 @@ def make_celery(broker_url: str | None = None) -> Celery:
                 "task": SWEEP_TASK,
                 "schedule": timedelta(seconds=settings.sweep_interval_seconds),
                 "options": {"expires": settings.sweep_interval_seconds * 5},
-            }
+            },
+            # Signed audit checkpoints (docs/audit.md); a tick that finds the head unmoved writes nothing.
+            "audit-checkpoint": {
+                "task": CHECKPOINT_TASK,
+                "schedule": timedelta(seconds=settings.audit_checkpoint_interval_seconds),
+                "options": {"expires": settings.audit_checkpoint_interval_seconds * 5},
+            },
         },
         include=["workers.tasks"],
     )

@@ -12,6 +12,7 @@ import threading
 
 import structlog
 
+from outbox.audit.checkpointer import Checkpointer, run_checkpointer
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime
@@ -36,6 +37,7 @@ class EmbeddedDispatcher:
         for n in range(runtime.settings.embedded_worker_threads):
             self._spawn(f"outbox-worker-{n}", self._work, runtime)
         self._spawn("outbox-sweeper", self._sweep, runtime)
+        self._spawn("outbox-audit-checkpointer", self._checkpoint, runtime)
 
     def _spawn(self, name: str, target: object, runtime: Runtime) -> None:
         thread = threading.Thread(target=target, args=(runtime,), name=name, daemon=True)  # type: ignore[arg-type]
@@ -60,6 +62,15 @@ class EmbeddedDispatcher:
                 sweep_once(runtime)
             except Exception:
                 log.exception("sweeper.failed")
+
+    def _checkpoint(self, runtime: Runtime) -> None:
+        # Signed checkpoints of the audit chain's head, about a second after events commit.
+        try:
+            checkpointer = Checkpointer.from_settings(runtime.settings, runtime.db)
+        except Exception:
+            log.exception("audit.checkpointer_failed")
+            return
+        run_checkpointer(checkpointer, runtime.settings.audit_checkpoint_interval_seconds, self._stop)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

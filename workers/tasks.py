@@ -11,13 +11,14 @@ from celery.signals import setup_logging, worker_init, worker_process_init, work
 
 from outbox import metrics
 from outbox.approvals.delivery import any_due, deliver_due
+from outbox.audit.checkpointer import Checkpointer
 from outbox.config import get_settings
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.logs import configure_logging, log_context
 from outbox.mail.service import dns_checks_due, run_due_dns_checks
 from outbox.runtime import Runtime
-from workers.celery_app import EXECUTE_TASK, SWEEP_TASK, CeleryDispatcher, app
+from workers.celery_app import CHECKPOINT_TASK, EXECUTE_TASK, SWEEP_TASK, CeleryDispatcher, app
 
 
 @cache
@@ -36,6 +37,7 @@ def runtime() -> Runtime:
 def _fresh_runtime_per_child(**_: object) -> None:
     # Forked children must not share the parent's database connections.
     runtime.cache_clear()
+    checkpointer.cache_clear()
 
 
 @setup_logging.connect
@@ -89,6 +91,23 @@ def sweep() -> dict[str, int]:
     except Exception as exc:  # broker down: the next sweep asks again
         structlog.get_logger(__name__).warning("mail_dns.publish_failed", error=str(exc))
     return {"republished": len(report.republished), "resumed": report.resumed, "lease_expired": report.lease_expired}
+
+
+@cache
+def checkpointer() -> Checkpointer:
+    return Checkpointer.from_settings(runtime().settings, runtime().db)
+
+
+@app.task(name=CHECKPOINT_TASK)
+def audit_checkpoint() -> dict[str, int]:
+    """Sign and write a checkpoint of the audit chain's head if it moved (docs/audit.md); one
+    process writes at a time, the others find the lock taken and return."""
+    written = 0
+    while (outcome := checkpointer().checkpoint_once()) is not None:
+        written += 1
+        if not outcome.more:
+            break
+    return {"written": written}
 
 
 MAIL_DNS_TASK = "outbox.check_mail_dns"

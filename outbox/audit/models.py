@@ -28,3 +28,22 @@ class AuditEvent(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64, unique=True)
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """Bookkeeping of the checkpoints written to the sinks: which one was last, so that every
+    process continues one checkpoint chain. It is not the anchor (the database writer could
+    rewrite it); the signed lines in the sinks are. Tampering with it only shows as a break in
+    the sinks' chain."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: int = Field(sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    event_count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_event_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_hash: str = Field(max_length=64)
+    # SHA-256 of the checkpoint's RFC 8785 form: the next checkpoint's `prev`.
+    digest: str = Field(max_length=64)
+    # The signed line exactly as written to the sinks.
+    line: str = Field(sa_column=Column(Text, nullable=False))

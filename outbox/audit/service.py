@@ -49,6 +49,20 @@ def _event_hash(
     return sha256_hex(f"{prev_hash}\n{header}\n{data_json}")
 
 
+def event_hash(audit_event: AuditEvent) -> str:
+    """The hash a stored event should carry, recomputed from its columns (docs/audit.md)."""
+    return _event_hash(
+        audit_event.prev_hash,
+        action_id=audit_event.action_id,
+        event_type=audit_event.event_type,
+        actor=audit_event.actor,
+        from_status=audit_event.from_status,
+        to_status=audit_event.to_status,
+        data_json=audit_event.data_json,
+        created_at=audit_event.created_at,
+    )
+
+
 def record_event(
     session: Session,
     *,
@@ -143,17 +157,7 @@ def verify_chain(session: Session) -> tuple[int, ChainBreak | None]:
                 "prev_hash does not match the preceding event's hash: "
                 "an event was edited, inserted or deleted just before it",
             )
-        recomputed = _event_hash(
-            audit_event.prev_hash,
-            action_id=audit_event.action_id,
-            event_type=audit_event.event_type,
-            actor=audit_event.actor,
-            from_status=audit_event.from_status,
-            to_status=audit_event.to_status,
-            data_json=audit_event.data_json,
-            created_at=audit_event.created_at,
-        )
-        if recomputed != audit_event.hash:
+        if event_hash(audit_event) != audit_event.hash:
             return count, ChainBreak(audit_event.id, "content does not match its hash: the event was edited")
         expected_prev = audit_event.hash
     return count, None

@@ -156,16 +156,47 @@ def agents_revoke(name: Annotated[str, typer.Argument(help="Agent name.")]) -> N
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the hash chain; exit 1 naming the first bad event."""
-    from outbox.audit.service import verify_chain
+def audit_verify(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="A copy of the checkpoints kept elsewhere (a witness): the file sink's lines or the "
+            "audit.checkpoint lines of the structured log. Default: the configured checkpoint file.",
+        ),
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option("--public-key", help="A PEM public key checkpoints may be signed with (repeatable)."),
+    ] = None,
+) -> None:
+    """Check the chain, the chain against its signed checkpoints, and each action against its events.
 
-    with cli_database() as db, db.session() as session:
-        count, broken = verify_chain(session)
-    if broken is not None:
-        typer.echo(f"audit chain BROKEN at event {broken.event_id}: {broken.problem}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"audit chain intact: {count} events verified")
+    Exit 1 naming what is wrong: an edited event, missing events, a rewritten chain, an altered
+    checkpoint, an edited action row.
+    """
+    from outbox.audit.cli import run_verify
+
+    with cli_database() as db, db.read_session() as session:
+        code = run_verify(session, _settings(), checkpoint=checkpoint, public_keys=public_key or [])
+    raise typer.Exit(code)
+
+
+@audit_app.command("public-key")
+def audit_public_key(
+    jwk: Annotated[bool, typer.Option("--jwk", help="Print a JWK (RFC 8037) instead of PEM.")] = False,
+) -> None:
+    """Print the public key that verifies the audit checkpoints; its key id goes to stderr."""
+    from outbox.audit.signing import SigningKeyError, load_signer, public_key_jwk, public_key_pem
+
+    try:
+        signer = load_signer(_settings(), create=True)
+    except SigningKeyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    assert signer is not None
+    typer.echo(f"key id {signer.key_id}", err=True)
+    typer.echo(json.dumps(public_key_jwk(signer.public_key)) if jwk else public_key_pem(signer.public_key).rstrip())
 
 
 @audit_app.command("export")

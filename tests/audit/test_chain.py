@@ -88,6 +88,7 @@ def test_cli_verify_exits_non_zero_and_names_the_event(
     from outbox.config import get_settings
 
     monkeypatch.setenv("OUTBOX_DATABASE_URL", runtime.settings.database_url)
+    monkeypatch.setenv("OUTBOX_DATA_DIR", str(runtime.settings.data_dir))
     get_settings.cache_clear()
     try:
         ok = CliRunner().invoke(app, ["audit", "verify"])

@@ -39,6 +39,7 @@ def test_production_with_mail_configured_refuses_to_start_without_an_unsubscribe
         "database_url": "postgresql://db/outbox",
         "broker_url": "redis://redis:6379/0",
         "policy_dir": POLICIES,
+        "audit_signing_key": SecretStr("k" * 43),
     }
     with pytest.raises(UnsafeConfigurationError, match="OUTBOX_UNSUBSCRIBE_SECRET"):
         Settings(_env_file=None, **safe).check_production_safety()  # type: ignore[call-arg, arg-type]

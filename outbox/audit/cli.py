@@ -1,0 +1,79 @@
+"""The output of `outbox audit verify` (the command itself is in outbox/cli/main.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlmodel import Session
+
+from outbox.audit.checkpointer import checkpoint_file
+from outbox.audit.signing import SigningKeyError, key_id, load_signer, parse_public_key
+from outbox.audit.verification import load_checkpoint_log, verify_audit
+from outbox.config import Settings
+from outbox.sqltypes import utcnow
+
+
+def _public_keys(settings: Settings, files: list[Path], problems: list[str]) -> dict[str, Ed25519PublicKey]:
+    keys: dict[str, Ed25519PublicKey] = {}
+    try:
+        signer = load_signer(settings, create=False)
+    except SigningKeyError as exc:
+        signer = None
+        if not files:
+            problems.append(f"the configured signing key cannot be used ({exc}); pass --public-key")
+    if signer is not None:
+        keys[signer.key_id] = signer.public_key
+    for path in files:
+        try:
+            key = parse_public_key(path.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError, SigningKeyError) as exc:
+            problems.append(f"--public-key {path}: {exc}")
+            continue
+        keys[key_id(key)] = key
+    return keys
+
+
+def run_verify(session: Session, settings: Settings, *, checkpoint: Path | None, public_keys: list[Path]) -> int:
+    """Verify and print the report; the exit code is 1 on any failure."""
+    problems: list[str] = []
+    keys = _public_keys(settings, public_keys, problems)
+    witness = checkpoint is not None
+    path = checkpoint if checkpoint is not None else checkpoint_file(settings)
+    if witness or "file" in settings.audit_checkpoint_sinks:
+        log = load_checkpoint_log(path, keys)
+        source = str(path)
+        if log is None and witness:
+            problems.append(f"no checkpoint file at {path}")
+    else:
+        log, source = None, "no checkpoint file (the file sink is off: pass --checkpoint)"
+    # Read the checkpoints before the events: whatever they cover was committed before.
+    report = verify_audit(
+        session,
+        log,
+        source=source,
+        now=utcnow(),
+        tolerance_seconds=None if witness else settings.audit_checkpoint_tolerance_seconds,
+    )
+    failures = [*problems, *report.failures]
+
+    if report.chain_break is not None:
+        typer.echo(f"audit chain BROKEN at event {report.chain_break.event_id}: {report.chain_break.problem}", err=True)
+    else:
+        typer.echo(f"audit chain intact: {report.events} events verified")
+    latest = report.latest_checkpoint
+    if latest is not None:
+        typer.echo(f"latest {latest.describe()} ({report.checkpoints_read} checkpoints read from {source})")
+    elif log is None and not witness:
+        typer.echo(f"no checkpoints yet ({source})")
+    for note in report.notes:
+        typer.echo(note)
+    for failure in failures:
+        typer.echo(f"FAILED: {failure}", err=True)
+    for mismatch in report.action_mismatches:
+        typer.echo(f"FAILED: {mismatch}", err=True)
+    if report.chain_break is None and not failures and not report.action_mismatches:
+        typer.echo("audit log verified: chain, checkpoints and action rows agree")
+        return 0
+    return 1
