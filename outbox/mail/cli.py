@@ -222,10 +222,13 @@ def suppression_list(
     as_json: JsonOption = False,
 ) -> None:
     """List suppressed recipients, newest first."""
-    from outbox.mail.service import list_suppressions
+    from outbox.mail.service import MailOperationError, list_suppressions
 
     with cli_runtime() as runtime:
-        page = list_suppressions(runtime, recipient=recipient, subdomain=subdomain, reason=reason, limit=limit)
+        try:
+            page = list_suppressions(runtime, recipient=recipient, subdomain=subdomain, reason=reason, limit=limit)
+        except MailOperationError as exc:
+            _fail(str(exc))
     if as_json:
         typer.echo(page.model_dump_json(indent=2))
         return
@@ -274,10 +277,13 @@ def suppression_remove(
     actor: AsOption = "cli",
 ) -> None:
     """Remove a recipient's suppression (all of them unless --subdomain is given)."""
-    from outbox.mail.service import remove_suppression
+    from outbox.mail.service import MailOperationError, remove_suppression
 
     with cli_runtime() as runtime:
-        removed = remove_suppression(runtime, recipient, subdomain, f"cli:{actor}")
+        try:
+            removed = remove_suppression(runtime, recipient, subdomain, f"cli:{actor}")
+        except MailOperationError as exc:
+            _fail(str(exc))
     if not removed:
         _fail(f"{recipient} is not suppressed" + (f" for {subdomain}" if subdomain else ""))
     for row in removed:

@@ -17,6 +17,8 @@ from enum import StrEnum
 
 from flufl.bounce import all_failures
 
+from outbox.mail.addresses import RecipientAddressError, recipient_key
+
 
 class BounceKind(StrEnum):
     HARD = "hard"
@@ -44,10 +46,15 @@ class DsnReport:
 
 
 def _address(value: bytes | str) -> str:
+    """The recipient key of a reported address (`ERIN@Example.NET` → `erin@example.net`), so that
+    the bounce names the mailbox we sent to however the reporting MTA spelled it. Text that is not
+    an address is kept (trimmed, lower case): it is reported, but matches no recipient of ours."""
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     text = text.strip().removeprefix("<").removesuffix(">")
-    local, _, domain = text.rpartition("@")
-    return f"{local}@{domain.lower()}" if local else text.lower()
+    try:
+        return recipient_key(text)
+    except RecipientAddressError:
+        return text.lower()
 
 
 def _unfold(value: str) -> str:

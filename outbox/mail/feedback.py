@@ -5,6 +5,11 @@ the recipient), attributed to the sending subdomain when it can be (the event sa
 Message-ID is one we sent), and acted on: hard bounces and complaints suppress the recipient from
 every subdomain, unsubscribes from the subdomain that mailed them. Bounces and complaints then
 count towards that subdomain's breaker, which may pause it.
+
+Recipients are matched as mailboxes (`outbox.mail.addresses.recipient_key`): a bounce for
+`ERIN@example.net` suppresses the message sent to `erin@example.net`, and every other spelling.
+A report naming something that is not an address is stored but suppresses nothing: no message
+of ours can have gone to it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from sqlmodel import Session
 from outbox.audit.service import record_event
 from outbox.db import Database
 from outbox.mail import repository
+from outbox.mail.addresses import RecipientAddressError, recipient_key
 from outbox.mail.breakers import evaluate_breaker
 from outbox.mail.config import MailConfig
 from outbox.mail.dsn import BounceKind, parse_dsn
@@ -62,6 +68,8 @@ class IngestReport:
     suppressed: list[str] = field(default_factory=list)
     unattributed: int = 0
     breakers_tripped: list[str] = field(default_factory=list)
+    # Reports whose recipient is not an address (stored, but nothing to suppress).
+    not_addresses: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +78,7 @@ class IngestReport:
             "suppressed": self.suppressed,
             "unattributed": self.unattributed,
             "breakers_tripped": self.breakers_tripped,
+            "not_addresses": self.not_addresses,
         }
 
 
@@ -125,8 +134,8 @@ def _attribute(session: Session, config: MailConfig, item: FeedbackInput) -> tup
     subdomain = item.sender_domain if item.sender_domain and config.subdomain(item.sender_domain) else None
     action_id = None
     if item.message_id:
-        row = repository.delivery_by_message_id(session, item.message_id.strip(), item.recipient)
-        row = row or repository.delivery_by_message_id(session, item.message_id.strip())
+        rows = repository.deliveries_by_message_id(session, item.message_id.strip())
+        row = next((r for r in rows if _same_mailbox(r.recipient, item.recipient)), rows[0] if rows else None)
         if row is not None:
             subdomain, action_id = subdomain or row.subdomain, row.action_id
         elif subdomain is None:
@@ -134,6 +143,20 @@ def _attribute(session: Session, config: MailConfig, item: FeedbackInput) -> tup
             domain = item.message_id.strip().removesuffix(">").rpartition("@")[2].lower()
             subdomain = domain if config.subdomain(domain) else None
     return subdomain, action_id
+
+
+def _same_mailbox(address: str, other: str) -> bool:
+    try:
+        return recipient_key(address) == recipient_key(other)
+    except RecipientAddressError:
+        return False
+
+
+def _key_or_none(recipient: str) -> str | None:
+    try:
+        return recipient_key(recipient)
+    except RecipientAddressError:
+        return None
 
 
 def suppress(
@@ -146,8 +169,9 @@ def suppress(
     detail: str | None = None,
     actor: str,
 ) -> bool:
-    """Add a suppression (with its audit event) unless the same one exists; True if added."""
-    recipient = repository.suppression_address(recipient)
+    """Add a suppression of the mailbox `recipient` names (with its audit event) unless the same
+    one exists; True if added. Raises `RecipientAddressError` when `recipient` is not an address."""
+    recipient = recipient_key(recipient)
     added = repository.add_suppression(
         session,
         MailSuppression(
@@ -172,12 +196,13 @@ def ingest(db: Database, config: MailConfig, items: Iterable[FeedbackInput], act
     with db.session() as session:
         for item in items:
             subdomain, action_id = _attribute(session, config, item)
+            key = _key_or_none(item.recipient)
             stored = repository.add_feedback_event(
                 session,
                 MailFeedbackEvent(
                     event_id=item.event_id,
                     kind=item.kind.value,
-                    recipient=item.recipient,
+                    recipient=key or item.recipient[:320],
                     subdomain=subdomain,
                     message_id=item.message_id,
                     action_id=action_id,
@@ -197,16 +222,18 @@ def ingest(db: Database, config: MailConfig, items: Iterable[FeedbackInput], act
                 # An address that does not exist, or a person who called us spam, is not mailed
                 # from any subdomain again; an unsubscribe is from the subdomain that mailed them.
                 scope = subdomain if item.kind is FeedbackKind.UNSUBSCRIBE and subdomain else EVERY_SUBDOMAIN
-                if suppress(
+                if key is None:
+                    report.not_addresses.append(item.recipient)
+                elif suppress(
                     session,
-                    recipient=item.recipient,
+                    recipient=key,
                     scope=scope,
                     reason=reason,
                     source=item.source,
                     detail=str(item.detail.get("diagnostic") or item.detail.get("status") or "") or None,
                     actor=actor,
                 ):
-                    report.suppressed.append(repository.suppression_address(item.recipient))
+                    report.suppressed.append(key)
             if subdomain is not None and item.kind in (FeedbackKind.HARD_BOUNCE, FeedbackKind.COMPLAINT):
                 affected.add(subdomain)
         for domain in sorted(affected):

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from outbox.mail.addresses import recipient_key
 from outbox.mail.delivery import RecipientResult
 from outbox.mail.message import EmailSendArgs
 from outbox.tools.base import Deferred, ExecutionContext, Failed
@@ -70,7 +71,7 @@ class AllowAllGate:
     """Admits everything and remembers results in memory. For tests of the mail layer only."""
 
     def __init__(self, suppressed: Mapping[str, str] | None = None) -> None:
-        self.suppressed = dict(suppressed or {})
+        self.suppressed = {recipient_key(address): reason for address, reason in (suppressed or {}).items()}
         self.attempts: list[SendAttempt] = []
         self._settled: dict[str, dict[str, RecipientResult]] = {}
         self._lock = threading.Lock()
@@ -85,7 +86,8 @@ class AllowAllGate:
         args: EmailSendArgs,
         recipients: Sequence[str],
     ) -> Admitted:
-        return Admitted({r: self.suppressed[r] for r in recipients if r in self.suppressed})
+        keys = {r: recipient_key(r) for r in recipients}
+        return Admitted({r: self.suppressed[key] for r, key in keys.items() if key in self.suppressed})
 
     def record_results(
         self,

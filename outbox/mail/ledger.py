@@ -5,6 +5,10 @@ and daily caps and of the agent's daily cap, one unit of each recipient's daily 
 units of a recipient domain's hourly cap as it has recipients there. Mailbox providers judge a
 sender by what reaches their users, so that is what is counted.
 
+A recipient is a mailbox, not a spelling: per-recipient and per-recipient-domain caps are keyed
+by `outbox.mail.addresses.recipient_key`, so `Erin@example.net` and `ERIN@EXAMPLE.NET` use one
+daily cap, and `exämple.net` and `xn--exmple-cua.net` one domain cap.
+
 Charging goes through `outbox.budgets.service.reserve`, once per send and for every cap at once:
 all or nothing, exact across any number of workers, in the database so that it survives a restart
 of anything. Each cap carries the units this send owes it (`Cap.units`), charged with one
@@ -24,6 +28,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlmodel import Session
 
 from outbox.budgets.service import Cap, reserve, used
+from outbox.mail.addresses import recipient_domain, recipient_key
 from outbox.mail.config import SubdomainConfig
 from outbox.mail.windows import warmup_daily_cap
 
@@ -69,8 +74,9 @@ def recipient_domain_key(subdomain: str, domain: str) -> str:
     return f"mail:{subdomain}:domain:{domain}:hour"
 
 
-def recipient_key(subdomain: str, recipient: str) -> str:
-    return f"mail:{subdomain}:recipient:{recipient}:day"
+def recipient_cap_key(subdomain: str, recipient: str) -> str:
+    """The per-recipient daily counter of `recipient` (any spelling of the mailbox)."""
+    return f"mail:{subdomain}:recipient:{recipient_key(recipient)}:day"
 
 
 def agent_key(subdomain: str, agent_name: str) -> str:
@@ -97,6 +103,9 @@ def warmup_day(sub: SubdomainConfig, today: date) -> int | None:
 def send_caps(sub: SubdomainConfig, recipients: list[str], agent_name: str, now: datetime) -> list[SendCap]:
     """Every cap a send of `recipients` by `agent_name` is charged against, now."""
     count = len(recipients)
+    # `EmailSendArgs` refuses two spellings of one mailbox in a message; were they to reach
+    # here, the mailbox would be charged once per copy it receives.
+    mailboxes = Counter(recipient_key(r) for r in recipients)
     domain = sub.domain
     today = now.astimezone(UTC).date()
     day_limit = daily_limit(sub, today)
@@ -112,26 +121,29 @@ def send_caps(sub: SubdomainConfig, recipients: list[str], agent_name: str, now:
             count,
         ),
     ]
-    for recipient_domain, units in sorted(Counter(r.rpartition("@")[2].lower() for r in recipients).items()):
-        limit = sub.recipient_domain_hourly_cap(recipient_domain)
+    domains: Counter[str] = Counter()
+    for mailbox, copies in mailboxes.items():
+        domains[recipient_domain(mailbox)] += copies
+    for to_domain, units in sorted(domains.items()):
+        limit = sub.recipient_domain_hourly_cap(to_domain)
         if limit is not None:
             caps.append(
                 SendCap(
-                    f"hourly cap for recipients at {recipient_domain}",
+                    f"hourly cap for recipients at {to_domain}",
                     "recipient_domain_hour",
-                    Cap(recipient_domain_key(domain, recipient_domain), limit, HOUR, now),
+                    Cap(recipient_domain_key(domain, to_domain), limit, HOUR, now),
                     units,
                 )
             )
     if sub.per_recipient_daily is not None:
         caps.extend(
             SendCap(
-                f"daily cap per recipient ({recipient})",
+                f"daily cap per recipient ({mailbox})",
                 "recipient_day",
-                Cap(recipient_key(domain, recipient), sub.per_recipient_daily, DAY, now),
-                1,
+                Cap(recipient_cap_key(domain, mailbox), sub.per_recipient_daily, DAY, now),
+                copies,
             )
-            for recipient in recipients
+            for mailbox, copies in sorted(mailboxes.items())
         )
     if sub.per_agent_daily is not None:
         caps.append(

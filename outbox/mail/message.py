@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from outbox.mail.addresses import display_name_problem, recipient_key, refused_character
 from outbox.mail.config import validate_timezone
 
 # RFC 5322 §2.1.1: a line is at most 998 characters; a subject longer than that is not a subject.
@@ -91,7 +92,11 @@ def check_header_text(value: str) -> str:
 
 
 class Mailbox(BaseModel):
-    """A normalised address (ASCII, lowercase domain) with an optional display name."""
+    """A normalised address (ASCII, lowercase domain) with an optional display name.
+
+    `address` keeps the local part as written: it is what the envelope and headers carry. `key`
+    is the mailbox it names (`outbox.mail.addresses.recipient_key`), which is what is compared
+    and counted."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -102,12 +107,19 @@ class Mailbox(BaseModel):
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
 
+    @property
+    def key(self) -> str:
+        return recipient_key(self.address)
+
     def header_address(self) -> Address:
         return Address(display_name=self.name or "", addr_spec=self.address)
 
 
 def _validated_address(text: str, *, allow_display_name: bool) -> tuple[str, str | None]:
     check_header_text(text)
+    bad = refused_character(text)
+    if bad is not None:
+        raise ValueError(f"contains {bad}; an address never needs it and it can make one address look like another")
     try:
         valid = validate_email(
             text,
@@ -211,6 +223,15 @@ class EmailSendArgs(BaseModel):
             raise ValueError("contains a NUL character")
         return value
 
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _name_is_not_an_address(cls, value: Mailbox | None) -> Mailbox | None:
+        # A From or Reply-To display name is what most clients show instead of the address.
+        problem = None if value is None or value.name is None else display_name_problem(value.name)
+        if problem is not None:
+            raise ValueError(f"display name {problem}")
+        return value
+
     @field_validator("recipient_timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
@@ -220,11 +241,17 @@ class EmailSendArgs(BaseModel):
     def _cross_field_rules(self) -> EmailSendArgs:
         if not self.text and not self.html:
             raise _field_error(("text",), "give a body: text and/or html", self.text)
-        seen: set[str] = set()
+        # One mailbox, however it is spelled (Erin@ and erin@), is one recipient: a second
+        # spelling is refused rather than mailed twice or counted as two against its budget.
+        seen: dict[str, str] = {}
         for field, index, mailbox in self._recipient_entries():
-            if mailbox.address in seen:
-                raise _field_error((field, index), f"{mailbox.address} is already a recipient", mailbox.address)
-            seen.add(mailbox.address)
+            if mailbox.key in seen:
+                raise _field_error(
+                    (field, index),
+                    f"{mailbox.address} is the same mailbox as {seen[mailbox.key]}: name each recipient once",
+                    mailbox.address,
+                )
+            seen[mailbox.key] = f"{mailbox.address} in {field}[{index}]"
         if self.category == "bulk" and (len(self.to) != 1 or self.cc or self.bcc):
             # Each bulk message carries its recipient's own unsubscribe token (RFC 8058), so a
             # bulk message has exactly one recipient.
@@ -242,8 +269,12 @@ class EmailSendArgs(BaseModel):
                 yield field, index, mailbox
 
     def recipients(self) -> list[str]:
-        """Every envelope recipient (to, cc and bcc), in order."""
+        """Every envelope recipient (to, cc and bcc), in order, as written."""
         return [mailbox.address for _, _, mailbox in self._recipient_entries()]
+
+    def recipient_keys(self) -> dict[str, str]:
+        """Each envelope recipient as written → the mailbox it is (its recipient key)."""
+        return {mailbox.address: mailbox.key for _, _, mailbox in self._recipient_entries()}
 
     def body_bytes(self) -> int:
         return len((self.text or "").encode()) + len((self.html or "").encode())

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, col, select
 
 from outbox.budgets.models import BudgetCounter
+from outbox.mail.addresses import recipient_key
 from outbox.mail.models import (
     EVERY_SUBDOMAIN,
     DeliveryOutcome,
@@ -49,11 +50,10 @@ def deliveries_of(session: Session, action_id: str) -> dict[str, MailDelivery]:
     return {row.recipient: row for row in rows}
 
 
-def delivery_by_message_id(session: Session, message_id: str, recipient: str | None = None) -> MailDelivery | None:
+def deliveries_by_message_id(session: Session, message_id: str) -> list[MailDelivery]:
+    """Every recipient row of the message (deliveries keep the recipient as it was written)."""
     query = select(MailDelivery).where(col(MailDelivery.message_id) == message_id)
-    if recipient is not None:
-        query = query.where(col(MailDelivery.recipient) == recipient)
-    return session.exec(query.limit(1)).first()
+    return list(session.exec(query.order_by(col(MailDelivery.recipient))).all())
 
 
 def upsert_delivery_result(
@@ -105,17 +105,17 @@ def delivery_counts(session: Session, subdomain: str, since: datetime) -> dict[s
 # --- Suppressions --------------------------------------------------------------------------
 
 
-def suppression_address(address: str) -> str:
-    """Suppressions are kept and matched in lower case. Local parts may in theory be case
-    sensitive, but a bounce that reports `Ann@` for a message sent to `ann@` is about the same
-    mailbox, and suppressing too much is the safe mistake."""
-    return address.strip().lower()
+# Suppressions are kept and matched by recipient key (`outbox.mail.addresses.recipient_key`):
+# a bounce that reports `Ann@` for a message sent to `ann@` is about the same mailbox, and
+# suppressing too much is the safe mistake. Callers pass keys where a function says `key`.
 
 
 def suppressions_among(session: Session, recipients: Iterable[str], subdomain: str) -> dict[str, MailSuppression]:
-    """The suppressions that stop any of `recipients` from receiving mail from `subdomain`,
-    keyed by the recipient as given."""
-    by_key = {suppression_address(r): r for r in recipients}
+    """The suppressions that stop any of `recipients` (addresses as written) from receiving mail
+    from `subdomain`, keyed by the recipient as given."""
+    by_key: dict[str, list[str]] = {}
+    for recipient in recipients:
+        by_key.setdefault(recipient_key(recipient), []).append(recipient)
     if not by_key:
         return {}
     rows = session.exec(
@@ -126,18 +126,20 @@ def suppressions_among(session: Session, recipients: Iterable[str], subdomain: s
     ).all()
     found: dict[str, MailSuppression] = {}
     for row in rows:
-        found.setdefault(by_key[row.recipient], row)
+        for recipient in by_key[row.recipient]:
+            found.setdefault(recipient, row)
     return found
 
 
 def add_suppression(session: Session, suppression: MailSuppression) -> bool:
-    row = {**suppression.model_dump(), "recipient": suppression_address(suppression.recipient)}
+    """Insert the suppression, its recipient stored as its key; False if it was there."""
+    row = {**suppression.model_dump(), "recipient": recipient_key(suppression.recipient)}
     return insert_ignore(session, MailSuppression, [row]) == 1
 
 
-def remove_suppression(session: Session, recipient: str, scope: str | None) -> list[MailSuppression]:
-    """Delete the recipient's suppression for `scope`, or every one of them when scope is None."""
-    query = select(MailSuppression).where(col(MailSuppression.recipient) == suppression_address(recipient))
+def remove_suppression(session: Session, key: str, scope: str | None) -> list[MailSuppression]:
+    """Delete the mailbox's suppression for `scope`, or every one of them when scope is None."""
+    query = select(MailSuppression).where(col(MailSuppression.recipient) == key)
     if scope is not None:
         query = query.where(col(MailSuppression.scope) == scope)
     rows = list(session.exec(query).all())
@@ -149,15 +151,15 @@ def remove_suppression(session: Session, recipient: str, scope: str | None) -> l
 def list_suppressions(
     session: Session,
     *,
-    recipient: str | None = None,
+    key: str | None = None,
     scope: str | None = None,
     reason: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[MailSuppression]:
     query = select(MailSuppression)
-    if recipient is not None:
-        query = query.where(col(MailSuppression.recipient) == suppression_address(recipient))
+    if key is not None:
+        query = query.where(col(MailSuppression.recipient) == key)
     if scope is not None:
         query = query.where(col(MailSuppression.scope) == scope)
     if reason is not None:

@@ -15,6 +15,7 @@ from outbox.agents.models import Agent
 from outbox.audit.service import record_event
 from outbox.budgets.service import window_start
 from outbox.mail import dns_state, feedback, repository
+from outbox.mail.addresses import RecipientAddressError, recipient_key
 from outbox.mail.breakers import read_breaker
 from outbox.mail.config import MailConfig, SubdomainConfig
 from outbox.mail.db_gate import describe_pause
@@ -149,6 +150,14 @@ def resume(runtime: Runtime, *, subdomain: str | None = None, agent: str | None 
 # --- Suppressions --------------------------------------------------------------------------
 
 
+def _mailbox(recipient: str) -> str:
+    """The recipient key suppressions are stored under (any spelling finds the one entry)."""
+    try:
+        return recipient_key(recipient.strip())
+    except RecipientAddressError as exc:
+        raise MailOperationError(f"{recipient!r} is not an email address: {exc}") from None
+
+
 def add_suppression(runtime: Runtime, request: SuppressionIn, actor: str) -> tuple[SuppressionOut, bool]:
     config = mail_config(runtime)
     scope = _subdomain(config, request.subdomain).domain if request.subdomain else EVERY_SUBDOMAIN
@@ -162,15 +171,16 @@ def add_suppression(runtime: Runtime, request: SuppressionIn, actor: str) -> tup
             detail=request.detail,
             actor=actor,
         )
-        rows = repository.list_suppressions(session, recipient=request.recipient, scope=scope, limit=1)
+        rows = repository.list_suppressions(session, key=_mailbox(request.recipient), scope=scope, limit=1)
     return SuppressionOut.of(rows[0]), added
 
 
 def remove_suppression(runtime: Runtime, recipient: str, subdomain: str | None, actor: str) -> list[SuppressionOut]:
     """Remove the recipient's suppression for one scope (`subdomain`, or "*" for every
     subdomain), or all of their suppressions when `subdomain` is None."""
+    key = _mailbox(recipient)
     with runtime.db.session() as session:
-        rows = repository.remove_suppression(session, recipient, subdomain)
+        rows = repository.remove_suppression(session, key, subdomain)
         for row in rows:
             record_event(
                 session,
@@ -190,10 +200,11 @@ def list_suppressions(
     limit: int = 100,
     offset: int = 0,
 ) -> SuppressionPage:
+    key = None if recipient is None else _mailbox(recipient)
     with runtime.db.session() as session:
         rows = repository.list_suppressions(
             session,
-            recipient=recipient,
+            key=key,
             scope=subdomain,
             reason=reason.value if reason else None,
             limit=limit,

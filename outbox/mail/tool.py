@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from outbox.mail.addresses import display_name_problem, display_part
 from outbox.mail.config import DkimConfig, MailConfig, SubdomainConfig
 from outbox.mail.delivery import RecipientResult, SmtpDelivery
 from outbox.mail.dkim_signing import (
@@ -98,6 +99,7 @@ class EmailSendTool:
 
     def parse_args(self, raw: dict[str, Any]) -> EmailSendArgs:
         """Validate the shape (pydantic), then against the mail config (ToolArgumentsError)."""
+        _refuse_address_like_names(raw)
         args = EmailSendArgs.model_validate(raw)
         allowed = ", ".join(self.config.allowed_sender_domains())
         domain = args.sender.domain
@@ -127,10 +129,13 @@ class EmailSendTool:
         return args
 
     def targets(self, args: BaseModel) -> list[Target]:
+        # Policy sees the mailbox (its recipient key), not the spelling: a rule on
+        # `*@example.net` or on `ceo@example.net` also decides `CEO@EXAMPLE.NET`, and a rule on
+        # an internationalised domain is written, and matched, as its A-label (xn--…).
         mail_args = _mail_args(args)
         return [
-            Target(object=f"mail:{mail_args.sender.domain}/{recipient}", act="send")
-            for recipient in mail_args.recipients()
+            Target(object=f"mail:{mail_args.sender.domain}/{key}", act="send")
+            for key in mail_args.recipient_keys().values()
         ]
 
     def execute(self, ctx: ExecutionContext, args: BaseModel) -> ToolOutcome:
@@ -209,10 +214,28 @@ class EmailSendTool:
 
     def _unsubscribe_headers(self, args: EmailSendArgs, sub: SubdomainConfig) -> dict[str, str]:
         settings = self.config.unsubscribe
-        recipient = args.to[0].address  # bulk mail has exactly one recipient
-        token = sign_unsubscribe_token(self._secret, recipient=recipient, subdomain=sub.domain)
+        # Bulk mail has exactly one recipient; the token names the mailbox, so unsubscribing
+        # stops mail to every spelling of it.
+        token = sign_unsubscribe_token(self._secret, recipient=args.to[0].key, subdomain=sub.domain)
         mailto = f"{settings.mailto_local_part}@{sub.domain}" if settings.mailto else None
         return list_unsubscribe_headers(token=token, base_url=settings.base_url, mailto_address=mailto)
+
+
+def _refuse_address_like_names(raw: dict[str, Any]) -> None:
+    """Refuse a From or Reply-To display name that looks like an address, in every form an agent
+    can send it (quoted or not, `{name: …}`), before the address parser gives a vaguer reason."""
+    field_names = {"from": "From", "reply_to": "Reply-To"}
+    for field, header in field_names.items():
+        name = display_part(raw.get(field))
+        problem = None if name is None else display_name_problem(name)
+        if problem is not None:
+            raise ToolArgumentsError(
+                [FieldProblem(field, f"the {header} display name {problem}")],
+                hint=(
+                    f'use a plain name for {field} (for example "Billing team"), without an '
+                    "address or an at-sign; recipients see the sending address next to it"
+                ),
+            )
 
 
 def _mail_args(args: BaseModel) -> EmailSendArgs:

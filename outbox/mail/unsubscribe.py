@@ -15,6 +15,8 @@ import hmac
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from outbox.mail.addresses import RecipientAddressError, recipient_key
+
 TOKEN_VERSION = "v1"  # noqa: S105 - a format version, not a secret
 MIN_SECRET_BYTES = 32
 
@@ -25,7 +27,8 @@ class InvalidUnsubscribeTokenError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class UnsubscribeRequest:
-    """Who asked to stop receiving mail, and from which subdomain."""
+    """Who asked to stop receiving mail (a recipient key: the mailbox, whatever spelling the
+    message was sent to), and from which subdomain."""
 
     recipient: str
     subdomain: str
@@ -49,11 +52,11 @@ def _mac(secret: bytes, version: str, payload: str) -> bytes:
 
 
 def sign_unsubscribe_token(secret: bytes, *, recipient: str, subdomain: str) -> str:
-    """A URL-safe token `v1.<payload>.<mac>` for one recipient of one subdomain."""
+    """A URL-safe token `v1.<payload>.<mac>` for one mailbox (the recipient's key) of one subdomain."""
     _check_secret(secret)
-    if "\n" in recipient or "\n" in subdomain:
-        raise ValueError("recipient and subdomain cannot contain a newline")
-    payload = _b64(f"{subdomain.lower()}\n{recipient}".encode())
+    if "\n" in subdomain:
+        raise ValueError("the subdomain cannot contain a newline")
+    payload = _b64(f"{subdomain.lower()}\n{recipient_key(recipient)}".encode())
     return f"{TOKEN_VERSION}.{payload}.{_b64(_mac(secret, TOKEN_VERSION, payload))}"
 
 
@@ -72,7 +75,12 @@ def verify_unsubscribe_token(secret: bytes, token: str) -> UnsubscribeRequest:
     if not hmac.compare_digest(given, _mac(secret, version, payload)):
         raise InvalidUnsubscribeTokenError("signature does not match")
     subdomain, _, recipient = decoded.partition("\n")
-    return UnsubscribeRequest(recipient=recipient, subdomain=subdomain)
+    try:
+        # Tokens issued before recipients were keyed name the address as written.
+        key = recipient_key(recipient)
+    except RecipientAddressError:
+        raise InvalidUnsubscribeTokenError("the token names no address") from None
+    return UnsubscribeRequest(recipient=key, subdomain=subdomain)
 
 
 def list_unsubscribe_headers(*, token: str, base_url: str, mailto_address: str | None) -> dict[str, str]:

@@ -81,7 +81,7 @@ def test_a_postfix_dsn_gives_hard_and_soft_failures_with_their_status() -> None:
     assert report.is_bounce
     assert report.recipients == (
         BouncedRecipient(
-            "Nobody@example.net",
+            "nobody@example.net",  # the mailbox (recipient key) the MTA spelled Nobody@
             BounceKind.HARD,
             "5.1.1",
             "550 5.1.1 <nobody@example.net>: Recipient address rejected: User unknown in local recipient table",

@@ -91,7 +91,10 @@ def test_bulk_mail_has_exactly_one_recipient() -> None:
 
 def test_a_recipient_listed_twice_is_refused() -> None:
     errors = error_locations(args(to=["ann@example.net"], bcc=["Ann <ann@EXAMPLE.net>"]))
-    assert errors[("bcc", 0)] == "ann@example.net is already a recipient"
+    assert (
+        errors[("bcc", 0)]
+        == "ann@example.net is the same mailbox as ann@example.net in to[0]: name each recipient once"
+    )
 
 
 def test_recipient_timezone_must_be_an_iana_zone() -> None:

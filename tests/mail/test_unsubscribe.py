@@ -19,9 +19,10 @@ def token() -> str:
     return sign_unsubscribe_token(SECRET, recipient="Ann@example.net", subdomain="Agents.Mail.Example.com")
 
 
-def test_a_token_round_trips_to_its_recipient_and_subdomain() -> None:
+def test_a_token_round_trips_to_its_mailbox_and_subdomain() -> None:
+    # The token names the mailbox (its recipient key), whatever spelling the message went to.
     assert verify_unsubscribe_token(SECRET, token()) == UnsubscribeRequest(
-        recipient="Ann@example.net", subdomain="agents.mail.example.com"
+        recipient="ann@example.net", subdomain="agents.mail.example.com"
     )
 
 

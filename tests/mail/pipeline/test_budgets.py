@@ -12,7 +12,7 @@ from sqlmodel import col
 from outbox.actions.models import Action
 from outbox.budgets.service import used, window_start
 from outbox.execution.sweeper import sweep_once
-from outbox.mail.ledger import DAY, HOUR, agent_key, day_key, hour_key, recipient_domain_key, recipient_key
+from outbox.mail.ledger import DAY, HOUR, agent_key, day_key, hour_key, recipient_cap_key, recipient_domain_key
 from outbox.mail.models import MailDelivery
 from outbox.mail.sink import SinkScript
 from outbox.sqltypes import utcnow
@@ -91,7 +91,7 @@ def test_a_recipient_gets_at_most_their_daily_cap_and_then_waits_for_tomorrow(wo
     action = load(world.rt, again)
     assert action.not_before == tomorrow()
     assert "daily cap per recipient (ann@example.net)" in (action.status_reason or "")
-    assert used_now(world, recipient_key(SUBDOMAIN, "ann@example.net"), DAY) == 1
+    assert used_now(world, recipient_cap_key(SUBDOMAIN, "ann@example.net"), DAY) == 1
 
 
 def test_an_agent_over_its_daily_cap_waits_while_other_agents_still_send(world: MailWorld) -> None:
