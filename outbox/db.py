@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -19,14 +18,16 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from outbox.config import Settings
+from outbox.state_files import secure_state
 
 
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
+    # The database holds every action and the API key hashes: 0600 in a 0700 data directory,
+    # created so before SQLite opens it, tightened (and logged) if an older install left it open.
+    secure_state(settings)
     if settings.is_sqlite:
         path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         if not path or path == ":memory:":
             # One in-memory database shared by every thread (tests and one-off tools only).
             engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)

@@ -25,6 +25,7 @@ from outbox.mail.dkim_signing import dkim_record_name, generate_key, write_priva
 from outbox.mail.environment import key_base_dir, sink_dir
 from outbox.mail.sink import MaildirSink
 from outbox.runtime import Runtime
+from outbox.state_files import private_directory
 
 log = structlog.get_logger(__name__)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -45,6 +46,7 @@ def ensure_development_keys(runtime: Runtime, subdomains: list[SubdomainConfig])
         if path.exists():
             continue
         key = generate_key(sub.dkim.algorithm)
+        private_directory(path.parent)  # the key's directory (.outbox/dkim) is 0700, the key 0600
         try:
             write_private_key(path, key)
         except FileExistsError:  # another process wrote it first

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from outbox.state_files import PRIVATE_FILE_MODE, private_directory, private_parents
 
 DEFAULT_MAILDIR = Path(".outbox/maildir")
 _ENVELOPE_END = "X-Outbox-Sink"
@@ -116,6 +119,8 @@ class _MaildirHandler:
         head += "".join(f"Delivered-To: {r}\r\n" for r in envelope.rcpt_tos)
         head += f"X-Outbox-Sink: from {peer} at {datetime.now(UTC).isoformat()}\r\n"
         key = self._maildir.add(head.encode("utf-8", "surrogateescape") + content)
+        # mailbox writes 0666 & ~umask; a stored message is the outbox's data, for its uid only.
+        os.chmod(os.path.join(self._maildir._path, "new", key), PRIVATE_FILE_MODE)
         return f"250 2.0.0 Ok: queued as {key}"
 
     def authenticate(
@@ -159,7 +164,9 @@ class MaildirSink:
         idle_timeout: float = 300.0,
     ) -> None:
         self.directory = directory
-        self.maildir = mailbox.Maildir(directory, create=True)
+        # mailbox makes the Maildir and its tmp/new/cur 0700 only when it creates them itself.
+        self.maildir = mailbox.Maildir(private_parents(directory), create=True)
+        private_directory(directory)
         self._handler = _MaildirHandler(self.maildir, script or SinkScript(), credentials)
         handler = self._handler
         options: dict[str, Any] = {

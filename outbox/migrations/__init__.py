@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 from outbox.config import Settings
+from outbox.state_files import secure_state
 
 HERE = Path(__file__).parent
 
@@ -22,10 +23,7 @@ def alembic_config(settings: Settings) -> Config:
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
-    if settings.is_sqlite:
-        path = settings.database_url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    secure_state(settings)  # a new SQLite database is created 0600 in a 0700 directory
     command.upgrade(alembic_config(settings), revision)
 
 
