@@ -90,9 +90,15 @@ class Settings(BaseSettings):
     # file per secret (a Kubernetes Secret volume), re-read at each run.
     sandbox_secrets: dict[str, SecretStr] = Field(default_factory=dict)
     sandbox_secrets_dir: Path | None = None
-    # Directories tools may see read-only (JSON name→path). `repo` defaults to the working
-    # directory so that the quickstart's git and filesystem tools have something to read.
-    sandbox_mounts: dict[str, Path] = Field(default_factory=lambda: {"repo": Path()})
+    # Directories tools may see read-only (JSON name→path). Nothing by default: the working
+    # directory holds the outbox's own data. `sandbox_repo_dir` names the `repo` mount (the
+    # quickstart's fs and git tools); unset, those tools are unavailable and say why. A mount
+    # that is, contains or lies inside the outbox's state is refused at start.
+    sandbox_mounts: dict[str, Path] = Field(default_factory=dict)
+    sandbox_repo_dir: Path | None = None
+    # Profiles sharing the host network (kubectl, terraform) reach no service on this host but
+    # these ports (JSON list; DNS for a local stub resolver). The outbox's own ports are refused.
+    sandbox_network_allowed_local_ports: list[int] = Field(default_factory=lambda: [53])
 
     # Mail (docs/mail.md): the `email.send` tool, its feedback endpoints and the local sink.
     # The mail configuration; None means <policy_dir>/mail.yaml (no such file: no email tool).

@@ -12,17 +12,24 @@ sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox command tools 
 @sandbox_app.command("check")
 def check() -> None:
     """Probe bubblewrap and each namespace; exit 1 when commands could not run sandboxed."""
-    from outbox.commands import check_isolation
+    from outbox.commands import SandboxConfigurationError, check_isolation
     from outbox.commands.provider import sandbox_settings
 
     settings = get_settings()
-    report = check_isolation(sandbox_settings(settings))
+    try:
+        configured = sandbox_settings(settings)
+    except SandboxConfigurationError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    report = check_isolation(configured)
     rows = report.rows()
     width = max(len(name) for name, _status, _detail in rows)
     for name, status, detail in rows:
         typer.echo(f"{name:<{width}}  {status:<5}  {detail}")
     if report.sandbox_available:
         typer.echo("commands run sandboxed")
+        for name in sorted(report.unavailable_profiles):
+            typer.echo(f"tools of profile {name!r} are unavailable (see above)")
         return
     if settings.allow_unsandboxed:
         typer.echo("sandbox unavailable: commands run UNSANDBOXED (OUTBOX_ALLOW_UNSANDBOXED=true, development only)")

@@ -2,27 +2,68 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from outbox.commands.loader import load_command_tools
-from outbox.commands.sandbox import SandboxSettings
+from outbox.commands.sandbox import SandboxConfigurationError, SandboxSettings
 from outbox.commands.tool import CommandTool
 from outbox.config import Settings
+from outbox.state_files import state_paths
 from outbox.tools.registry import ToolServices
+
+# `outbox serve --port` defaults to this; the API's port is not a setting.
+DEFAULT_API_PORT = 8000
 
 
 def sandbox_settings(settings: Settings) -> SandboxSettings:
-    return SandboxSettings(
-        allow_unsandboxed=settings.allow_unsandboxed,
-        bwrap_path=settings.sandbox_bwrap_path,
-        prlimit_path=settings.sandbox_prlimit_path,
-        scratch_root=settings.sandbox_scratch_root,
-        host_uid=settings.sandbox_host_uid,
-        host_gid=settings.sandbox_host_gid,
-        secrets=settings.sandbox_secrets,
-        secrets_dir=settings.sandbox_secrets_dir,
-        mounts={name: path.resolve() for name, path in settings.sandbox_mounts.items()},
-    )
+    """The sandbox as configured; SandboxConfigurationError (at start) when it would show state."""
+    mounts = dict(settings.sandbox_mounts)
+    if settings.sandbox_repo_dir is not None:
+        mounts.setdefault("repo", settings.sandbox_repo_dir)
+    # Absolute against today's working directory; symlinks are resolved (and checked) at each run.
+    mounts = {name: Path(os.path.abspath(path)) for name, path in mounts.items()}
+    try:
+        return SandboxSettings(
+            allow_unsandboxed=settings.allow_unsandboxed,
+            bwrap_path=settings.sandbox_bwrap_path,
+            prlimit_path=settings.sandbox_prlimit_path,
+            scratch_root=settings.sandbox_scratch_root,
+            host_uid=settings.sandbox_host_uid,
+            host_gid=settings.sandbox_host_gid,
+            secrets=settings.sandbox_secrets,
+            secrets_dir=settings.sandbox_secrets_dir,
+            mounts=mounts,
+            protected_paths=tuple(state_paths(settings)),
+            network_allowed_local_ports=tuple(settings.sandbox_network_allowed_local_ports),
+            network_reserved_ports=tuple(_own_ports(settings)),
+        )
+    except ValidationError as error:
+        problems = "; ".join(str(detail["msg"]).removeprefix("Value error, ") for detail in error.errors())
+        raise SandboxConfigurationError(f"sandbox settings refused: {problems}") from None
+
+
+def _own_ports(settings: Settings) -> list[int]:
+    """The ports the outbox listens on or keeps its state behind."""
+    ports = [DEFAULT_API_PORT, settings.mail_sink_port]
+    for url in (settings.database_url, settings.broker_url):
+        if url is None:
+            continue
+        try:
+            port = urlsplit(url).port
+        except ValueError:
+            continue
+        if port is not None:
+            ports.append(port)
+    defaults = {"postgresql": 5432, "redis": 6379}
+    for url in (settings.database_url, settings.broker_url or ""):
+        for scheme, port in defaults.items():
+            if url.startswith(scheme):
+                ports.append(port)
+    return sorted(set(ports))
 
 
 def provide_command_tools(policy_dir: Path, services: ToolServices) -> list[CommandTool]:

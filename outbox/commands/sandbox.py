@@ -43,6 +43,7 @@ from outbox.commands.bwrap import (
     system_binds,
 )
 from outbox.commands.capture import CapturedRun, run_captured
+from outbox.commands.network_guard import find_nft, install_host_fence
 from outbox.commands.profiles import SECRETS_DIR, SandboxProfile, builtin_profiles
 
 log = structlog.get_logger(__name__)
@@ -117,9 +118,38 @@ class SandboxSettings(BaseModel):
     # Docker secrets volume). Read at each run, so a rotated secret is used without a restart.
     # `secrets` wins when a name is in both.
     secrets_dir: Path | None = None
-    # Mount name -> host directory, bound read-only where a profile says (e.g. "repo").
+    # Mount name -> host directory, bound read-only where a profile says (e.g. "repo"). Nothing
+    # is mounted that the operator did not name.
     mounts: dict[str, Path] = Field(default_factory=dict)
     profiles: dict[str, SandboxProfile] = Field(default_factory=builtin_profiles)
+    # The outbox's own state (data directory, database, secrets; `outbox.state_files`): no mount
+    # may be, contain or lie inside one of these, however it is spelled.
+    protected_paths: tuple[Path, ...] = ()
+    # Profiles sharing the host network reach no service of this host (`network_guard`) except
+    # on these ports (DNS, for a local stub resolver).
+    network_allowed_local_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = (53,)
+    # The outbox's own listening ports (API, SMTP sink, database, broker): never allowed above.
+    network_reserved_ports: tuple[int, ...] = ()
+    # nftables' `nft`, which installs those rules (None: looked up on PATH and in sbin).
+    nft_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_state_is_not_mounted(self) -> SandboxSettings:
+        problems = [
+            problem
+            for name, source in sorted(self.mounts.items())
+            if (problem := state_mount_problem(name, source, self.protected_paths)) is not None
+        ]
+        reserved = sorted(set(self.network_allowed_local_ports) & set(self.network_reserved_ports))
+        if reserved:
+            problems.append(
+                f"network_allowed_local_ports includes {', '.join(map(str, reserved))}, a port the outbox itself"
+                " listens on (API, SMTP sink, database or broker): a sandboxed command could reach the"
+                " outbox's own services; remove it"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def profile(self, name: str) -> SandboxProfile:
         try:
@@ -137,6 +167,20 @@ class SandboxSettings(BaseModel):
     def run_as(self) -> tuple[int, int] | None:
         """The host identity to drop to, or None when the outbox is already unprivileged."""
         return (self.host_uid, self.host_gid) if os.geteuid() == 0 else None
+
+    def profile_problem(self, name: str) -> str | None:
+        """Why commands of this profile cannot run on this server as configured, or None."""
+        profile = self.profile(name)
+        for mount in profile.mounts:
+            if mount not in self.mounts:
+                return _unnamed_mount(profile.name, mount)
+        if profile.network and self.run_as() is None:
+            return (
+                f"sandbox profile {profile.name!r} shares the host network, and only commands running as a"
+                " host uid of their own can be fenced off from this host's services (the outbox's API"
+                " among them): run the outbox as root, so that commands run as OUTBOX_SANDBOX_HOST_UID"
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +252,8 @@ def run_command(
     chosen = settings.profile(profile)
     values = _secret_values(settings, secrets)
     mounts = _mount_sources(settings, chosen)
+    if chosen.network:
+        _fence_host_services(settings, chosen)
     problem = sandbox_problem(settings)
     if problem is not None and not settings.allow_unsandboxed:
         raise SandboxUnavailable(f"{problem}; refusing to run commands unsandboxed")
@@ -446,7 +492,7 @@ def _applied_isolation(status: Mapping[str, Any], plan: _RunPlan) -> tuple[str, 
         if isinstance(inode, int) and inode != os.stat(f"/proc/self/ns/{kind}").st_ino:
             applied.append(f"{label}-namespace")
     if plan.profile.network:
-        applied.append("network:shared")
+        applied += ["network:shared", "host-services:blocked"]
     applied += [
         "cap-drop:ALL",
         "no-nested-userns",
@@ -483,18 +529,70 @@ def _usable_as_env(value: bytes) -> bool:
     return b"\0" not in value and _is_utf8(value)
 
 
+def state_mount_problem(name: str, source: Path, protected: Sequence[Path]) -> str | None:
+    """Why mounting `source` would show the outbox's own state, or None.
+
+    Both sides are compared as real paths (symlinks and `..` resolved, relative paths against
+    the working directory), so `.`, `./x/..`, a trailing slash or a symlink to the data
+    directory are all seen for what they are.
+    """
+    real = Path(os.path.realpath(source))
+    for state in protected:
+        state_real = Path(os.path.realpath(state))
+        if real == state_real:
+            relation = "is"
+        elif state_real.is_relative_to(real):
+            relation = "contains"
+        elif real.is_relative_to(state_real):
+            relation = "is inside"
+        else:
+            continue
+        shown = str(source) if str(source) == str(real) else f"{source} -> {real}"
+        return (
+            f"mount {name!r} ({shown}) {relation} the outbox's own state {state_real}: a sandboxed command"
+            " could read the database, keys or secrets; name a directory that holds none of the"
+            " outbox's data (or move the data directory, OUTBOX_DATA_DIR, out of it)"
+        )
+    return None
+
+
+def _unnamed_mount(profile: str, mount: str) -> str:
+    variable = "OUTBOX_SANDBOX_REPO_DIR" if mount == "repo" else "OUTBOX_SANDBOX_MOUNTS"
+    return (
+        f"sandbox profile {profile!r} needs the host directory {mount!r}, which the operator has not named"
+        f" (set {variable}); nothing is mounted by default"
+    )
+
+
 def _mount_sources(settings: SandboxSettings, profile: SandboxProfile) -> dict[str, Path]:
     sources: dict[str, Path] = {}
     for name in profile.mounts:
         source = settings.mounts.get(name)
         if source is None:
-            raise SandboxConfigurationError(
-                f"sandbox profile {profile.name!r} needs the host directory {name!r}; configure it in mounts"
-            )
+            raise SandboxConfigurationError(_unnamed_mount(profile.name, name))
         if not source.is_dir():
             raise SandboxConfigurationError(f"mount {name!r} ({source}) is not a directory")
+        # Checked again at each run: a symlink on the way may have been swapped since start.
+        problem = state_mount_problem(name, source, settings.protected_paths)
+        if problem is not None:
+            raise SandboxConfigurationError(problem)
         sources[name] = source.resolve()
     return sources
+
+
+def _fence_host_services(settings: SandboxSettings, profile: SandboxProfile) -> None:
+    """Install the rules that keep a host-network profile away from this host's services."""
+    problem = settings.profile_problem(profile.name)
+    if problem is None:
+        nft = settings.nft_path or find_nft()
+        problem = install_host_fence(nft, settings.host_uid, settings.network_allowed_local_ports)
+        if problem is not None:
+            problem = (
+                f"sandbox profile {profile.name!r} shares the host network, and the rules that keep it"
+                f" away from this host's services could not be installed: {problem}"
+            )
+    if problem is not None:
+        raise SandboxUnavailable(problem)
 
 
 @contextmanager
@@ -554,4 +652,5 @@ __all__ = [
     "SecretBinding",
     "run_command",
     "sandbox_problem",
+    "state_mount_problem",
 ]

@@ -30,8 +30,13 @@ class CommandTool:
     def __init__(self, definition: CommandToolDefinition, settings: SandboxSettings) -> None:
         self.definition = definition
         self.name: str = definition.name
-        self.description: str = definition.description
         self._settings = settings
+        # Listed all the same, so that an agent (and `outbox policy check`) sees the tool and why
+        # it cannot run here, e.g. the `repo` directory the operator has not named.
+        self.unavailable_reason = settings.profile_problem(definition.sandbox)
+        self.description: str = definition.description
+        if self.unavailable_reason is not None:
+            self.description += f" [Unavailable on this server: {self.unavailable_reason}]"
         self._arguments_model = arguments_model(definition)
 
     def args_schema(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from outbox.commands import CommandTool, SandboxProfile, SandboxSettings, builtin_profiles, load_command_tools
+from outbox.commands.network_guard import remove_host_fence
 from outbox.commands.sandbox import sandbox_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +92,13 @@ def _sandbox_readable(path: Path) -> Path:
     for entry in [path, *path.rglob("*")]:
         entry.chmod(0o755 if entry.is_dir() or os.access(entry, os.X_OK) else 0o644)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_host_fence() -> Iterator[None]:
+    """Network-profile runs install an nftables table on this host; take it away afterwards."""
+    yield
+    remove_host_fence()
 
 
 @pytest.fixture(scope="session")

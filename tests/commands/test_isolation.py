@@ -13,11 +13,27 @@ def test_every_isolation_works_on_a_machine_with_bubblewrap(settings: SandboxSet
     rows = report.rows()
     assert report.sandbox_available
     assert all(len(row) == 3 for row in rows)
-    assert [name for name, status, _ in rows if status != "ok"] == []
+    # The settings name no directories, so only the profiles that need one are unavailable.
+    assert [name for name, status, _ in rows if status != "ok"] == ["profile readonly-repo", "profile terraform"]
     names = [name for name, _, _ in rows]
-    for expected in ["bubblewrap", "pid namespace", "network namespace", "full sandbox (profile default)"]:
+    for expected in [
+        "bubblewrap",
+        "pid namespace",
+        "network namespace",
+        "full sandbox (profile default)",
+        "host services fenced (network profiles)",
+    ]:
         assert expected in names
     assert rows[-1] == ("command execution", "ok", "sandboxed")
+
+
+def test_profiles_needing_an_unnamed_directory_are_reported_unavailable(settings: SandboxSettings) -> None:
+    report = check_isolation(settings)
+
+    assert set(report.unavailable_profiles) == {"readonly-repo", "terraform"}
+    assert "OUTBOX_SANDBOX_REPO_DIR" in report.unavailable_profiles["readonly-repo"]
+    assert "'terraform'" in report.unavailable_profiles["terraform"]
+    assert "OUTBOX_SANDBOX_MOUNTS" in report.unavailable_profiles["terraform"]
 
 
 def test_without_bubblewrap_the_report_says_commands_are_refused() -> None:

@@ -80,12 +80,19 @@ def test_the_network_is_unreachable_by_default(settings: SandboxSettings, host_l
     assert "network-namespace" in result.isolation
 
 
-def test_a_network_profile_shares_the_host_network(settings: SandboxSettings, host_listener: int) -> None:
-    result = python(CONNECT.format(port=host_listener), settings, profile="network")
+def test_a_network_profile_shares_the_host_network_but_only_allowed_local_ports(
+    settings: SandboxSettings, host_listener: int
+) -> None:
+    allowed = settings.model_copy(update={"network_allowed_local_ports": (host_listener,)})
 
-    assert result.stdout.splitlines()[0] == "connected"
-    assert "network:shared" in result.isolation
-    assert "network-namespace" not in result.isolation
+    reached = python(CONNECT.format(port=host_listener), allowed, profile="network")
+    fenced = python(CONNECT.format(port=host_listener), settings, profile="network")
+
+    assert reached.stdout.splitlines()[0] == "connected"
+    assert fenced.stdout.splitlines()[0] == "blocked ConnectionRefusedError"
+    assert "network:shared" in reached.isolation
+    assert "host-services:blocked" in reached.isolation
+    assert "network-namespace" not in reached.isolation
 
 
 WRITES = """
