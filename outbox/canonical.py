@@ -4,9 +4,11 @@ Accepted JSON is I-JSON (RFC 7493), the subset every JSON implementation reads t
 what the storage can hold. A request body is refused when it has
 
 - `NaN`, `Infinity` or `-Infinity`: not JSON at all (RFC 8259 §6), Python merely tolerates them;
-- a number that is not a finite IEEE 754 double (`1e400`), or an integer outside
-  ±(2^53 − 1), the range in which every JSON reader agrees on the value (RFC 7493 §2.2); an
-  integer literal of thousands of digits is refused from its length, before it is converted;
+- a number that is not a finite IEEE 754 double (`1e400`), or a number outside ±(2^53 − 1),
+  the range in which every JSON reader agrees on an integer's value (RFC 7493 §2.2); an integer
+  literal of thousands of digits is refused from its length, before it is converted. Fractional
+  numbers are bounded too: PostgreSQL's jsonb rewrites `1e+300` as 301 digits, which read back
+  as an integer and would change the canonical form (and every digest) of what was stored;
 - a string or object key holding a lone surrogate (`"\\ud800"`, half of a split pair): it is
   not Unicode text, cannot be encoded as UTF-8, and RFC 7493 §2.1 forbids it;
 - a NUL character (PostgreSQL text cannot store one), duplicate keys in one object (readers
@@ -94,9 +96,11 @@ def _parse_int(literal: str) -> int | _Refused:
 
 def _parse_float(literal: str) -> float | _Refused:
     value = float(literal)
+    shown = literal if len(literal) <= 40 else literal[:37] + "..."
     if not math.isfinite(value):
-        shown = literal if len(literal) <= 40 else literal[:37] + "..."
         return _Refused(f"the number {shown} is too large for a 64-bit float (IEEE 754 double)")
+    if abs(value) > MAX_SAFE_INTEGER:
+        return _Refused(f"the number {shown} is outside ±(2^53 - 1) = ±{MAX_SAFE_INTEGER}")
     return value
 
 
@@ -117,9 +121,12 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return _DuplicateKeys(pairs, duplicates)
 
 
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def _shown(text: str) -> str:
-    """A key as it may be echoed in a response: lone surrogates escaped, never raw."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """A key as it may be echoed in a response: controls and lone surrogates escaped, never raw."""
+    return _UNSHOWABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _child(path: str, key: str | int) -> str:
@@ -161,6 +168,8 @@ def value_problems(value: Any, *, limit: int = 10) -> list[JSONProblem]:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 problems.append(JSONProblem(where, f"{item} is not a finite number"))
+            elif abs(item) > MAX_SAFE_INTEGER:
+                problems.append(JSONProblem(where, f"numbers must be within ±(2^53 - 1) = ±{MAX_SAFE_INTEGER}"))
         elif isinstance(item, dict):
             if isinstance(item, _DuplicateKeys):
                 names = ", ".join(sorted({repr(_shown(k)) for k in item.duplicates}))
