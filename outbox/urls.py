@@ -110,8 +110,7 @@ class CanonicalURL:
         """The same URL with its path lower-cased (escapes keep upper-case hex), for a backend
         that treats paths case-insensitively (IIS, some frameworks): on such a backend `/ADMIN`
         is `/admin`, so both the object and the wire must say `/admin`."""
-        lowered = _ESCAPE.sub(lambda m: m.group(0).upper(), self.path.lower())
-        return replace(self, path=lowered)
+        return replace(self, path=lowercase_path(self.path))
 
     def __str__(self) -> str:
         return self.wire
@@ -298,12 +297,33 @@ def _canonical_label(label: str, original: str) -> str:
     return label
 
 
+def lowercase_path(path: str) -> str:
+    """`path` lower-cased, its escapes keeping upper-case hex."""
+    return _ESCAPE.sub(lambda m: m.group(0).upper(), path.lower())
+
+
 def canonical_path(path: str) -> str:
     """A path in canonical form (see the module docstring), or `URLRefused`."""
     if path == "":
         return "/"
     if not path.startswith("/"):
         raise URLRefused("the path must start with /")
+    result = normalise_path_text(path)
+    segments = result.split("/")[1:]
+    for n, segment in enumerate(segments):
+        if segment in (".", ".."):
+            raise URLRefused(f"the path contains a dot segment ({segment!r}); write the path it resolves to")
+        if segment == "" and n < len(segments) - 1:
+            raise URLRefused(
+                "the path contains an empty segment (// ); servers disagree on what it means, "
+                "so write the path with single slashes"
+            )
+    return result
+
+
+def normalise_path_text(path: str) -> str:
+    """The character-level part of `canonical_path` (escapes, refused characters), for any
+    piece of a path; segments are not looked at."""
     out: list[str] = []
     i = 0
     while i < len(path):
@@ -341,15 +361,6 @@ def canonical_path(path: str) -> str:
             "the path contains a double-encoded character (%25 followed by hex digits, as in "
             "%252e); send the character once-encoded"
         )
-    segments = result.split("/")[1:]
-    for n, segment in enumerate(segments):
-        if segment in (".", ".."):
-            raise URLRefused(f"the path contains a dot segment ({segment!r}); write the path it resolves to")
-        if segment == "" and n < len(segments) - 1:
-            raise URLRefused(
-                "the path contains an empty segment (// ); servers disagree on what it means, "
-                "so write the path with single slashes"
-            )
     return result
 
 
@@ -391,5 +402,7 @@ __all__ = [
     "canonical_host",
     "canonical_path",
     "is_loopback_name",
+    "lowercase_path",
+    "normalise_path_text",
     "parse_url",
 ]

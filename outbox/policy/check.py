@@ -5,6 +5,11 @@ it names a tool, sending subdomain, cluster or act that does not exist, a subjec
 identity, a matcher with casbin's prefix or unanchored matching). Warnings are things that are
 probably wrong or dangerous (a rule another rule always overrides, a wildcard `allow` on a
 destructive act, a pattern that looks like a regex). `--strict` turns warnings into errors.
+
+`http:` objects are always in the canonical URL form (`outbox/urls.py`): a rule that names a host
+or path in another form (`localhost`, `[::1]`, `API.internal`, `/a//b`, `%2f`) can never match,
+and a rule set that allows on one name of a host what it denies on another (`localhost` and
+`127.0.0.1`) says two things about one host; both are errors.
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ from outbox.policy.matching import (
     patterns_intersect,
     template_to_pattern,
 )
+from outbox.policy.outbound import CALLBACK_PATTERN
 from outbox.policy.targets import APPROVE_ACT, ToolCatalog, load_catalog, scheme_of
+from outbox.tools.http_request import HttpRequestTool
+from outbox.urls import URLRefused, canonical_host, canonical_path, lowercase_path, normalise_path_text
 
 Severity = Literal["error", "warning"]
 SUBJECT_KINDS = ("agent", "role", "user", "slack")
@@ -248,7 +256,12 @@ class RuleAnalysis:
         self.p_rules = [r for r in seen.values() if r.ptype == "p"]
         self.graph = RoleGraph((r.values[0], r.values[1]) for r in self.g_rules if len(r.values) == 2)
         self.patterns = [(name, t.act, template_to_pattern(t.object)) for name, t in catalog.all_patterns()]
-        self.schemes = catalog.schemes()
+        if self.patterns:
+            # Callbacks are requests too: act `callback` on any `http:` object (policy/outbound.py).
+            self.patterns.append(("callbacks", CALLBACK_PATTERN.act, template_to_pattern(CALLBACK_PATTERN.object)))
+        self.schemes = {scheme_of(p) for _name, _act, p in self.patterns}
+        http_tool = catalog.tools.get(HttpRequestTool.name)
+        self.http_config = http_tool.config if isinstance(http_tool, HttpRequestTool) else None
 
     def run(self) -> None:
         for rule, first in self.duplicates:
@@ -259,6 +272,7 @@ class RuleAnalysis:
             self._check_subject(rule, rule.values[0])
             self._check_object(rule)
             self._check_risky(rule)
+        self._check_http_aliases()
         self._check_roles()
         self._check_overrides()
 
@@ -362,7 +376,9 @@ class RuleAnalysis:
                 f"{obj!r}: `**` spans segments only as a final `/**`; elsewhere it is the same as `*`",
                 rule,
             )
-        if any(hint in obj for hint in _REGEX_HINTS):
+        # An IPv6 host is written in brackets (`http:[2001:db8::1]:*/**`); that is not a class.
+        unbracketed = re.sub(r"^http:\[[0-9A-Fa-f:.]*\]", "http:", obj)
+        if any(hint in unbracketed for hint in _REGEX_HINTS):
             self.report.add(
                 "warning",
                 "regex-syntax",
@@ -446,6 +462,115 @@ class RuleAnalysis:
                 rule,
             )
 
+    # http: objects in canonical form, one decision per host ------------------------------
+
+    def _canonical_http_object(self, rule: PolicyRule) -> str | None:
+        """The rule's object written in the canonical URL form, reporting a rule whose host or
+        path is written in another form (it can never match). None when it cannot be rewritten
+        (a wildcard host, or a form the canonical URL refuses)."""
+        obj = rule.values[1]
+        parsed = _HttpPattern.parse(obj)
+        if parsed is None or "*" in parsed.host:
+            return None
+        try:
+            host = canonical_host(parsed.host)
+        except URLRefused as exc:
+            self.report.add(
+                "error",
+                "noncanonical-object",
+                f"{obj!r}: the host {parsed.host!r} is never in an object ({exc}); this rule can never match",
+                rule,
+            )
+            return None
+        port = parsed.port
+        if port is not None and port.isdigit() and str(int(port)) != port:
+            port = str(int(port))
+        path = parsed.path
+        if not _TEMPLATE.search(path):
+            body, tail = (path[: -len("/**")], True) if path.endswith("/**") else (path, False)
+            try:
+                # `*` stands for some canonical text within a segment; check the whole path with
+                # `x` in its place, then normalise the literal pieces between the stars.
+                if body or not tail:
+                    canonical_path(body.replace("*", "x"))
+                body = "*".join(normalise_path_text(piece) for piece in body.split("*")) if body else ""
+            except URLRefused as exc:
+                self.report.add(
+                    "error",
+                    "noncanonical-object",
+                    f"{obj!r}: the path is never in an object ({exc}); this rule can never match",
+                    rule,
+                )
+                return None
+            if not body and not tail:
+                body = "/"
+            if self.http_config is not None and "*" not in host:
+                authority = f"[{host}]" if ":" in host else host
+                authority = f"{authority}:{port}" if port is not None else authority
+                if self.http_config.limits_for(authority).case_insensitive_paths:
+                    body = lowercase_path(body)
+            path = body + ("/**" if tail else "")
+        fixed = parsed.rebuild(host, port, path)
+        if fixed != obj:
+            why = (
+                "every loopback name is written 127.0.0.1"
+                if host == "127.0.0.1" and parsed.host != host
+                else "objects use the canonical URL form (policies/README.md, Canonical URLs)"
+            )
+            self.report.add(
+                "error",
+                "noncanonical-object",
+                f"{obj!r} never matches: {why}; write {fixed!r}",
+                rule,
+            )
+        return fixed
+
+    def _check_http_aliases(self) -> None:
+        """Every name of one host gets the same decision: a rule written for an alias (which never
+        matches) that would decide otherwise than the rules of the canonical host is reported,
+        so the author sees that `localhost` and `127.0.0.1` were given two different answers."""
+        rewritten: list[tuple[PolicyRule, str]] = []
+        for rule in self.p_rules:
+            if scheme_of(rule.values[1]) != "http":
+                continue
+            fixed = self._canonical_http_object(rule)
+            rewritten.append((rule, fixed if fixed is not None else rule.values[1]))
+        reported: set[tuple[int, int]] = set()
+        for rule, fixed in rewritten:
+            if fixed == rule.values[1]:
+                continue  # written canonically: not an alias
+            for other, other_fixed in rewritten:
+                if other is rule or rule.values[3] == other.values[3]:
+                    continue
+                if _HttpPattern.host_of(other.values[1]) == _HttpPattern.host_of(rule.values[1]):
+                    continue  # the same name: ordinary overriding, reported as shadowing
+                if not (
+                    self._subjects_meet(rule.values[0], other.values[0])
+                    and _acts_meet(rule.values[2], other.values[2])
+                    and patterns_intersect(fixed, other_fixed)
+                ):
+                    continue
+                looser, stricter = (
+                    (rule, other) if strictness(rule.values[3]) < strictness(other.values[3]) else (other, rule)
+                )
+                key = (id(looser), id(stricter))
+                if key in reported:
+                    continue
+                reported.add(key)
+                self.report.add(
+                    "error",
+                    "alias-conflict",
+                    f"`{looser.text}` says {looser.values[3]} where {stricter.file}:{stricter.line} "
+                    f"`{stricter.text}` says {stricter.values[3]}, for one host under two names "
+                    f"({_HttpPattern.host_of(looser.values[1])} and {_HttpPattern.host_of(stricter.values[1])}); "
+                    "give every name of a host the same decision, written with the canonical host",
+                    looser,
+                )
+
+    def _subjects_meet(self, a: str, b: str) -> bool:
+        """Some caller can hold both subjects (one inherits the other, or they are the same)."""
+        return a in self.graph.closure(b) or b in self.graph.closure(a)
+
     # Shadowed and redundant rules ---------------------------------------------------------
 
     def _check_overrides(self) -> None:
@@ -505,6 +630,40 @@ class RuleAnalysis:
             and _acts_cover(outer.values[2], inner.values[2])
             and pattern_covers(outer.values[1], inner.values[1])
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _HttpPattern:
+    """An `http:` rule object split into host, port and path (each may hold `*`)."""
+
+    host: str
+    port: str | None
+    path: str  # "" or starting with "/", with any final "/**"
+
+    @classmethod
+    def parse(cls, obj: str) -> _HttpPattern | None:
+        if not obj.startswith("http:"):
+            return None
+        rest = obj[len("http:") :]
+        slash = rest.find("/")
+        authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+        if authority.startswith("["):
+            end = authority.find("]")
+            if end < 0:
+                return cls(authority, None, path)
+            host, after = authority[: end + 1], authority[end + 1 :]
+            return cls(host, after[1:] if after.startswith(":") else None, path)
+        host, colon, port = authority.partition(":")
+        return cls(host, port if colon else None, path)
+
+    @classmethod
+    def host_of(cls, obj: str) -> str:
+        parsed = cls.parse(obj)
+        return parsed.host if parsed is not None else obj
+
+    def rebuild(self, host: str, port: str | None, path: str) -> str:
+        host = f"[{host}]" if ":" in host else host
+        return f"http:{host}{f':{port}' if port is not None else ''}{path}"
 
 
 def is_broad(obj: str) -> bool:

@@ -5,6 +5,9 @@ rates and concurrency are enforced across all workers (over the limit the action
 not failed), credentials come from server configuration (agents never send Authorization or
 Cookie), and the action's idempotency key travels downstream so that a retried POST is not a
 second write.
+
+The URL is parsed once into its canonical form (`outbox/urls.py`): the policy object is computed
+from that form and exactly that form is sent, so the object decided is the request made.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
-from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -34,24 +36,51 @@ from outbox.tools.base import (
     ToolOutcome,
 )
 from outbox.tools.registry import ToolServices
+from outbox.urls import CanonicalURL, URLRefused, canonical_authority, parse_url
 
 # Headers an agent may never set: credentials come from server config; framing and identity
-# headers are the transport's and the outbox's to set.
+# headers are the transport's and the outbox's to set; and the headers proxies and frameworks
+# read as the request's real target, host, client or method (a backend that honours
+# `X-Original-URL: /admin/users` serves the admin API to a request policy saw as `/orders`).
 FORBIDDEN_HEADERS = frozenset(
     {
+        # credentials
         "authorization",
         "proxy-authorization",
         "cookie",
+        # framing and hop-by-hop
         "host",
         "content-length",
         "transfer-encoding",
         "connection",
-        "idempotency-key",
+        "keep-alive",
         "te",
+        "trailer",
         "upgrade",
         "expect",
+        "idempotency-key",
+        # the target, its host, the client, as proxies and frameworks rewrite them
+        "forwarded",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+        "x-envoy-original-path",
+        "x-original-host",
+        "x-host",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        # the method (policy decided the method in the request line)
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
     }
 )
+# Every header starting with these: X-Forwarded-For/Host/Proto/Port/Prefix/Server/Uri/…, and
+# Proxy-* (Proxy-Connection, …).
+FORBIDDEN_HEADER_PREFIXES = ("x-forwarded-", "proxy-")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]{0,4096}$")
 
@@ -70,12 +99,26 @@ class HostCredential(BaseModel):
         return f"{self.scheme} {secret}" if self.scheme else secret
 
 
+def header_key(name: str) -> str:
+    """The name as backends compare it: case-insensitively, and with `_` read as `-` (CGI and
+    WSGI turn both `X-Forwarded-For` and `X_Forwarded_For` into `HTTP_X_FORWARDED_FOR`)."""
+    return name.lower().replace("_", "-")
+
+
+def is_forbidden_header(name: str) -> bool:
+    key = header_key(name)
+    return key in FORBIDDEN_HEADERS or key.startswith(FORBIDDEN_HEADER_PREFIXES)
+
+
 class HostLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     requests_per_minute: int = Field(default=60, ge=1)
     max_concurrent: int = Field(default=4, ge=1, le=1000)
     credential: HostCredential | None = None
+    # The backend treats paths case-insensitively (IIS, some frameworks): `/ADMIN/users` is
+    # `/admin/users` there, so the path is lower-cased in the policy object and on the wire.
+    case_insensitive_paths: bool = False
 
 
 class HttpToolConfig(BaseModel):
@@ -85,6 +128,22 @@ class HttpToolConfig(BaseModel):
 
     defaults: HostLimits = HostLimits()
     hosts: dict[str, HostLimits] = {}
+
+    @field_validator("hosts")
+    @classmethod
+    def _canonical_hosts(cls, value: dict[str, HostLimits]) -> dict[str, HostLimits]:
+        """Keys in the canonical authority form policy objects use (`localhost:9000` is
+        `127.0.0.1:9000`), so that a host's limits apply under every name it is called by."""
+        canonical: dict[str, HostLimits] = {}
+        for key, limits in value.items():
+            try:
+                authority = canonical_authority(key)
+            except URLRefused as exc:
+                raise ValueError(f"hosts: {key!r}: {exc}") from exc
+            if authority in canonical:
+                raise ValueError(f"hosts: {key!r} is the same host as another key ({authority})")
+            canonical[authority] = limits
+        return canonical
 
     def limits_for(self, authority: str) -> HostLimits:
         return self.hosts.get(authority, self.defaults)
@@ -128,49 +187,30 @@ class HttpRequestArgs(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ValueError(f"not a valid URL: {exc}") from exc
-        if url.scheme not in ("http", "https"):
-            raise ValueError("only http and https URLs are allowed")
-        if not url.host:
-            raise ValueError("the URL has no host")
-        if url.userinfo:
-            raise ValueError("credentials in the URL are not allowed; they come from server configuration")
-        if url.fragment:
-            raise ValueError("the URL must not have a #fragment")
-        # Check the path as the agent wrote it: httpx would quietly resolve dot segments.
-        raw_path = urlsplit(value).path
-        lowered = raw_path.lower()
-        if "%2f" in lowered or "%5c" in lowered or "\\" in raw_path:
-            raise ValueError("encoded slashes are not allowed in the path")
-        segments = [s.replace("%2e", ".") for s in lowered.split("/")]
-        if any(s in (".", "..") for s in segments):
-            raise ValueError("dot segments (. and ..) are not allowed in the path")
-        return str(url)
+        # Stored and sent in canonical form; an ambiguous URL is refused (URLRefused is a
+        # ValueError, so it becomes a 422 naming args.url).
+        return parse_url(value).wire
 
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > 50:
             raise ValueError("at most 50 headers")
+        seen: set[str] = set()
         for name, header_value in value.items():
             if not _TOKEN.match(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP token")
-            if name.lower() in FORBIDDEN_HEADERS:
+            if is_forbidden_header(name):
                 raise ValueError(
-                    f"header {name!r} may not be set by agents (credentials and framing are set by the outbox)"
+                    f"header {name!r} may not be set by agents: credentials, framing, and the headers "
+                    "proxies read as the request's target, host, client or method are set by the outbox"
                 )
+            if header_key(name) in seen:
+                raise ValueError(f"header {name!r} is given twice (names are case-insensitive)")
+            seen.add(header_key(name))
             if not _HEADER_VALUE.match(header_value):
                 raise ValueError(f"header {name!r} has control characters (CR, LF, NUL) or non-ASCII text")
         return value
-
-
-def authority_of(url: httpx.URL) -> str:
-    default_port = {"http": 80, "https": 443}[url.scheme]
-    port = url.port or default_port
-    return url.host if port == default_port else f"{url.host}:{port}"
 
 
 class HttpRequestTool:
@@ -192,10 +232,16 @@ class HttpRequestTool:
     def parse_args(self, raw: dict[str, Any]) -> HttpRequestArgs:
         return HttpRequestArgs.model_validate(raw)
 
+    def canonical_url(self, args: HttpRequestArgs) -> CanonicalURL:
+        """The one form of the URL that is both decided and sent."""
+        url = parse_url(args.url)
+        if self.config.limits_for(url.authority).case_insensitive_paths:
+            url = url.with_lowercase_path()
+        return url
+
     def targets(self, args: BaseModel) -> list[Target]:
         assert isinstance(args, HttpRequestArgs)
-        url = httpx.URL(args.url)
-        return [Target(f"http:{authority_of(url)}{url.path or '/'}", args.method.lower())]
+        return [Target(self.canonical_url(args).policy_object("http"), args.method.lower())]
 
     def target_patterns(self) -> list[Target]:
         """Every object shape `targets` can produce, for static policy analysis (any host, and
@@ -206,13 +252,13 @@ class HttpRequestTool:
 
     def preview(self, args: BaseModel) -> dict[str, Any]:
         assert isinstance(args, HttpRequestArgs)
-        return {"method": args.method, "url": args.url, "json": args.json_body}
+        return {"method": args.method, "url": self.canonical_url(args).wire, "json": args.json_body}
 
     def execute(self, ctx: ExecutionContext, args: BaseModel) -> ToolOutcome:
         assert isinstance(args, HttpRequestArgs)
         settings = self.services.settings
-        url = httpx.URL(args.url)
-        authority = authority_of(url)
+        url = self.canonical_url(args)
+        authority = url.authority
         limits = self.config.limits_for(authority)
         slot_key = f"http:concurrent:{authority}"
         holder = ctx.action_id
@@ -245,8 +291,15 @@ class HttpRequestTool:
             with self.services.db.session() as session:
                 release_slot(session, slot_key, holder)
 
-    def _send(self, ctx: ExecutionContext, args: HttpRequestArgs, url: httpx.URL, limits: HostLimits) -> ToolOutcome:
+    def _send(self, ctx: ExecutionContext, args: HttpRequestArgs, url: CanonicalURL, limits: HostLimits) -> ToolOutcome:
         settings = self.services.settings
+        wire = httpx.URL(url.wire)
+        if wire.raw_path != url.target.encode("ascii") or wire.raw_host != url.host.encode("ascii"):
+            # httpx would send something other than what policy decided: send nothing.
+            return Failed(
+                f"refused to send {url.wire}: the HTTP client would send {wire.raw_path!r} to {wire.raw_host!r}",
+                retryable=False,
+            )
         headers = {**args.headers, "Idempotency-Key": f"{ctx.agent_name}:{ctx.idempotency_key}"}
         shown_headers = dict(headers)
         if limits.credential is not None:
@@ -265,7 +318,7 @@ class HttpRequestTool:
             shown_headers.setdefault("Content-Type", "application/json")
         artifact: dict[str, Any] = {
             "method": args.method,
-            "url": str(url),
+            "url": url.wire,
             "headers": shown_headers,
             "body": content.decode("utf-8") if content is not None else None,
         }
@@ -273,7 +326,7 @@ class HttpRequestTool:
         try:
             with (
                 httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False, trust_env=False) as client,
-                client.stream(args.method, url, headers=headers, content=content) as reply,
+                client.stream(args.method, wire, headers=headers, content=content) as reply,
             ):
                 body, truncated = _read_capped(reply, settings.http_max_response_bytes)
         except httpx.TimeoutException as exc:
@@ -292,7 +345,7 @@ class HttpRequestTool:
         if status == 429 or status >= 500:
             retry_after = _retry_after_seconds(reply.headers.get("retry-after"))
             if status == 429 and retry_after is not None:
-                return Deferred(utcnow() + timedelta(seconds=retry_after), f"{url.host} answered 429")
+                return Deferred(utcnow() + timedelta(seconds=retry_after), f"{url.authority} answered 429")
             return Failed(f"HTTP {status}", retryable=True, artifact=artifact, response=response)
         if status >= 400:
             return Failed(f"HTTP {status}", retryable=False, artifact=artifact, response=response)

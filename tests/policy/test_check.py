@@ -300,3 +300,153 @@ def test_cli_check_with_the_database(tmp_path: Path, database_url: str) -> None:
     ghost = policy(tmp_path, (POLICIES / "rules.csv").read_text() + "p, agent:ghost, http:127.0.0.1:1/x, get, deny\n")
     result = runner.invoke(app, ["policy", "check", str(ghost), "--db"])
     assert "unknown-agent" in result.output
+
+
+# --- http: objects in the canonical URL form; one decision per host ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ("http:localhost:*/**", "http:127.0.0.1:*/**"),
+        ("http:LOCALHOST:*/**", "http:127.0.0.1:*/**"),
+        ("http:localhost.:8765/orders/*", "http:127.0.0.1:8765/orders/*"),
+        ("http:api.localhost:*/**", "http:127.0.0.1:*/**"),
+        ("http:[::1]:*/admin/**", "http:127.0.0.1:*/admin/**"),
+        ("http:[0:0::1]:9/x", "http:127.0.0.1:9/x"),
+        ("http:[::ffff:127.0.0.1]:*/**", "http:127.0.0.1:*/**"),
+        ("http:API.Internal/v1/**", "http:api.internal/v1/**"),
+        ("http:[2001:DB8::1]:8080/**", "http:[2001:db8::1]:8080/**"),
+        ("http:h:0080/x", "http:h:80/x"),
+        ("http:h:1/%61dmin/**", "http:h:1/admin/**"),
+        ("http:h:1/orders/*/x%3f", "http:h:1/orders/*/x%3F"),
+        ("http:h:1/a<b>", "http:h:1/a%3Cb%3E"),
+        ("http:h:1", "http:h:1/"),
+    ],
+)
+def test_an_http_object_not_in_canonical_form_never_matches_and_is_an_error(
+    tmp_path: Path, written: str, canonical: str
+) -> None:
+    found = findings(policy(tmp_path, f"p, role:a, {written}, get, deny\n"))
+    [finding] = [f for f in found if f.code == "noncanonical-object"]
+    assert finding.severity == "error"
+    assert finding.line == 1
+    assert f"write {canonical!r}" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("http:127.1:*/**", "four decimal numbers"),
+        ("http:0x7f.0.0.1:*/**", "four decimal numbers"),
+        ("http:2130706433:*/**", "four decimal numbers"),
+        ("http:0.0.0.0:*/**", "not a destination"),
+        ("http:user@h:1/**", "invalid label"),
+        ("http:h:1//admin/**", "empty segment"),
+        ("http:h:1/a/../admin", "dot segment"),
+        ("http:h:1/a%2fb", "encoded slash"),
+        ("http:h:1/admin;x=1/**", "';'"),
+        ("http:h:1/%252e/**", "double-encoded"),
+        ("http:h:1/ａdmin/**", "ASCII"),
+    ],
+)
+def test_an_http_object_the_canonical_form_refuses_is_an_error(tmp_path: Path, written: str, reason: str) -> None:
+    found = findings(policy(tmp_path, f"p, role:a, {written}, get, deny\n"))
+    [finding] = [f for f in found if f.code == "noncanonical-object"]
+    assert finding.severity == "error"
+    assert reason in finding.message
+    assert "can never match" in finding.message
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "http:127.0.0.1:*/**",
+        "http:127.0.0.1:8765/orders/*",
+        "http:*:*/**",
+        "http:api.internal/v1/**",
+        "http:[2001:db8::1]:8080/**",
+        "http:xn--bcher-kva.example/**",
+        "http:h:1/a%20b/*",
+        "http:h:1/.well-known/**",
+        "http:h:1/v*/orders",
+        "http:h:1/**",
+    ],
+)
+def test_canonical_http_objects_are_not_reported(tmp_path: Path, written: str) -> None:
+    found = findings(policy(tmp_path, f"p, role:a, {written}, get, deny\n"))
+    assert not [f for f in found if f.code in ("noncanonical-object", "alias-conflict", "regex-syntax")]
+
+
+def test_the_old_shipped_localhost_rule_is_an_alias_conflict_with_the_admin_deny(tmp_path: Path) -> None:
+    directory = policy(
+        tmp_path,
+        "g, role:http-writer, role:http-reader\n"
+        "p, role:http-reader, http:127.0.0.1:*/**, get|head, allow\n"
+        "p, role:http-reader, http:127.0.0.1:*/admin/**, get|head|post|put|patch|delete, deny\n"
+        "p, role:http-reader, http:localhost:*/**, get|head, allow\n",
+    )
+    found = findings(directory)
+    [conflict] = [f for f in found if f.code == "alias-conflict"]
+    assert (conflict.line, conflict.severity) == (4, "error")
+    assert "rules.csv:3" in conflict.message
+    assert "localhost and 127.0.0.1" in conflict.message
+    assert ("noncanonical-object", 4, "error") in codes_at(found)
+
+
+@pytest.mark.parametrize(
+    ("allow", "deny"),
+    [
+        ("p, role:r, http:localhost:*/admin/**, get, allow", "p, role:r, http:127.0.0.1:*/admin/**, get, deny"),
+        ("p, role:r, http:[::1]:8765/**, post, allow", "p, role:r, http:127.0.0.1:8765/admin/**, post, approve"),
+        ("p, role:r, http:127.0.0.1:*/**, get, allow", "p, role:r, http:localhost:*/admin/**, get, deny"),
+        ("p, role:r, http:localhost:*/**, get, allow", "p, role:r, http:[::1]:*/admin/users, get, deny"),
+        ("p, role:w, http:LOCALHOST.:*/**, delete, allow", "p, role:r, http:127.0.0.1:*/**, delete, approve"),
+        ("p, role:r, http:api.internal/**, get, allow", "p, role:r, http:API.internal/admin/**, get, deny"),
+    ],
+)
+def test_allowing_on_one_name_of_a_host_what_another_name_denies_is_an_error(
+    tmp_path: Path, allow: str, deny: str
+) -> None:
+    directory = policy(tmp_path, f"g, role:w, role:r\n{allow}\n{deny}\n")
+    conflicts = [f for f in findings(directory) if f.code == "alias-conflict"]
+    assert [(f.line, f.severity) for f in conflicts] == [(2, "error")]
+    assert "rules.csv:3" in conflicts[0].message
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        # Unrelated subjects: nobody holds both.
+        "p, role:a, http:localhost:*/**, get, allow\np, role:b, http:127.0.0.1:*/admin/**, get, deny\n",
+        # Acts that do not meet.
+        "p, role:a, http:localhost:*/**, get, allow\np, role:a, http:127.0.0.1:*/admin/**, post, deny\n",
+        # Paths that do not meet.
+        "p, role:a, http:localhost:*/orders/**, get, allow\np, role:a, http:127.0.0.1:*/admin/**, get, deny\n",
+        # Different hosts: 127.0.0.2 is not an alias of 127.0.0.1.
+        "p, role:a, http:127.0.0.2:*/**, get, allow\np, role:a, http:127.0.0.1:*/admin/**, get, deny\n",
+        # The same decision under both names.
+        "p, role:a, http:localhost:*/admin/**, get, deny\np, role:a, http:127.0.0.1:*/admin/**, get, deny\n",
+    ],
+)
+def test_no_alias_conflict_without_one_caller_one_act_one_object_and_two_decisions(tmp_path: Path, rules: str) -> None:
+    assert not [f for f in findings(policy(tmp_path, rules)) if f.code == "alias-conflict"]
+
+
+def test_a_case_insensitive_host_wants_lower_case_paths_in_its_rules(tmp_path: Path) -> None:
+    directory = policy(tmp_path, "p, role:a, http:iis.internal/Admin/**, get, deny\n")
+    config = HttpToolConfig.model_validate({"hosts": {"IIS.internal": {"case_insensitive_paths": True}}})
+    http = HttpRequestTool(config, services=None)  # type: ignore[arg-type]
+    found = check_policy(directory, catalog=catalog_of({http.name: http})).findings
+    [finding] = [f for f in found if f.code == "noncanonical-object"]
+    assert "write 'http:iis.internal/admin/**'" in finding.message
+
+
+def test_callback_is_an_act_on_http_objects(tmp_path: Path) -> None:
+    directory = policy(
+        tmp_path,
+        "p, role:a, http:127.0.0.1:*/hooks/**, callback, allow\np, role:a, http:127.0.0.1:*/hooks/**, calback, allow\n",
+    )
+    found = findings(directory)
+    assert ("unknown-act", 2, "error") in codes_at(found)
+    assert not [f for f in found if f.line == 1]
