@@ -309,11 +309,13 @@ def test_policy_objects_name_the_mailbox_not_the_spelling(world: MailWorld) -> N
     ],
 )
 def test_a_from_display_name_that_looks_like_an_address_is_refused_with_a_hint(
-    world: MailWorld, api: Api, sender: object
+    world: MailWorld, api: Api, sender: str | dict[str, str]
 ) -> None:
     world.configure()
+    args = message()
+    args["from"] = sender
 
-    response = post_action(api(), world, message(**{"from": sender}))
+    response = post_action(api(), world, args)
 
     assert response.status_code == 422
     body = response.json()
