@@ -19,6 +19,7 @@ from outbox.cli.main import app
 from outbox.commands import SandboxConfigurationError, SandboxSettings, load_command_tools
 from outbox.commands.provider import sandbox_settings
 from outbox.config import Settings, get_settings
+from outbox.runtime import Runtime
 from outbox.tools.base import ExecutionContext, Failed
 from tests.commands.conftest import SHIPPED_TOOLS
 from tests.commands.test_sandbox import python
@@ -183,3 +184,10 @@ def test_sandbox_check_says_why_the_repo_tools_are_unavailable(workdir: Path, re
 def test_settings_built_by_hand_refuse_state_mounts_too(workdir: Path) -> None:
     with pytest.raises(ValueError, match=r"mount 'repo' \(.*\) contains the outbox's own state"):
         SandboxSettings(mounts={"repo": workdir}, protected_paths=(workdir / ".outbox",))
+
+
+def test_the_server_does_not_start_with_a_state_mount(workdir: Path) -> None:
+    settings = configured(".", policy_dir=str(SHIPPED_TOOLS.parent), policy_watch=False)
+
+    with pytest.raises(SandboxConfigurationError, match=r"mount 'repo' \(.*\) contains the outbox's own state"):
+        Runtime.build(settings)
