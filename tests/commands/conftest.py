@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from outbox.commands import CommandTool, SandboxProfile, SandboxSettings, builtin_profiles, load_command_tools
-from outbox.commands.network_guard import remove_host_fence
+from outbox.commands.network_guard import find_nft, remove_host_fence
 from outbox.commands.sandbox import sandbox_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,6 +112,21 @@ def require_sandbox() -> None:
     pytest.skip(f"sandbox unavailable ({problem}); sandbox tests skipped")
 
 
+@pytest.fixture(scope="session")
+def require_host_fence(require_sandbox: None) -> None:
+    """Host-network profiles run only where the outbox can fence them (root and nftables)."""
+    problem = None
+    if os.geteuid() != 0:
+        problem = "not root: commands would run as this uid, which nftables cannot tell apart"
+    elif find_nft() is None:
+        problem = "nft (nftables) is not installed"
+    if problem is None:
+        return
+    if os.environ.get("OUTBOX_TEST_REQUIRE_BWRAP") == "1":
+        pytest.fail(f"the host fence is required: {problem}")
+    pytest.skip(f"host fence unavailable ({problem}); network profile tests skipped")
+
+
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A fresh directory the sandbox's unprivileged host uid can read (mode 0755)."""
@@ -151,7 +166,7 @@ def fake_cluster(shared_dir: Path) -> Path:
 
 
 @pytest.fixture
-def kube_settings(require_sandbox: None, fake_cluster: Path) -> SandboxSettings:
+def kube_settings(require_host_fence: None, fake_cluster: Path) -> SandboxSettings:
     """The shipped `network` profile, with the fake kubectl first on PATH."""
     network = builtin_profiles()["network"]
     profiles = builtin_profiles() | {

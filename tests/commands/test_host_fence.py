@@ -18,6 +18,8 @@ from outbox.commands.provider import DEFAULT_API_PORT, sandbox_settings
 from outbox.config import Settings
 from tests.commands.test_sandbox import python
 
+pytestmark = pytest.mark.usefixtures("require_host_fence")
+
 CONNECT_TCP = """
 import socket
 try:

@@ -81,7 +81,7 @@ def test_the_network_is_unreachable_by_default(settings: SandboxSettings, host_l
 
 
 def test_a_network_profile_shares_the_host_network_but_only_allowed_local_ports(
-    settings: SandboxSettings, host_listener: int
+    settings: SandboxSettings, host_listener: int, require_host_fence: None
 ) -> None:
     allowed = settings.model_copy(update={"network_allowed_local_ports": (host_listener,)})
 
