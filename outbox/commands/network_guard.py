@@ -28,8 +28,13 @@ TABLE_NAME = "outbox_sandbox"
 _NFT_TIMEOUT_SECONDS = 10.0
 
 
-def ruleset(uid: int, allowed_local_ports: Collection[int]) -> str:
-    """The nftables script: replaces the outbox's table in one transaction."""
+def ruleset(uid: int, allowed_local_ports: Collection[int], reserved_ports: Collection[int] = ()) -> str:
+    """The nftables script: replaces the outbox's table in one transaction.
+
+    `reserved_ports` are the outbox's own (API, SMTP sink, database, broker): a command that
+    binds one of them while it is free (the sink is not running, the API is restarting) gets no
+    answer through to anyone, so the outbox never hands mail or requests to an impostor.
+    """
     # Every packet that does not belong to an established flow: what the sandbox's uid opens (or
     # forges). Replies of a local service that happens to run as the same uid (a daemon running
     # as nobody) belong to flows others opened, and are left alone.
@@ -49,6 +54,10 @@ def ruleset(uid: int, allowed_local_ports: Collection[int]) -> str:
         f"{owner} ip daddr 169.254.0.0/16 reject",
         f"{owner} ip6 daddr fe80::/10 reject",
     ]
+    if reserved_ports:
+        ports = ", ".join(str(port) for port in sorted(set(reserved_ports)))
+        answers = f"meta skuid {uid} ct direction reply"
+        rules += [f"{answers} tcp sport {{ {ports} }} drop", f"{answers} udp sport {{ {ports} }} drop"]
     body = "\n".join(f"    {rule}" for rule in rules)
     table = f"{TABLE_FAMILY} {TABLE_NAME}"
     # `table` then `delete table`: deleting needs it to exist; both apply in one transaction
@@ -71,14 +80,16 @@ def find_nft() -> Path | None:
     return Path(found) if found else None
 
 
-def install_host_fence(nft: Path | None, uid: int, allowed_local_ports: Collection[int]) -> str | None:
+def install_host_fence(
+    nft: Path | None, uid: int, allowed_local_ports: Collection[int], reserved_ports: Collection[int] = ()
+) -> str | None:
     """Install (or replace) the table; None on success, else why it could not be installed."""
     if nft is None or not os.access(nft, os.X_OK):
         return "nft (nftables) is not installed or not executable"
     try:
         completed = subprocess.run(
             [str(nft), "-f", "-"],
-            input=ruleset(uid, allowed_local_ports).encode(),
+            input=ruleset(uid, allowed_local_ports, reserved_ports).encode(),
             capture_output=True,
             timeout=_NFT_TIMEOUT_SECONDS,
             check=False,

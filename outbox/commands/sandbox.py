@@ -585,7 +585,9 @@ def _fence_host_services(settings: SandboxSettings, profile: SandboxProfile) -> 
     problem = settings.profile_problem(profile.name)
     if problem is None:
         nft = settings.nft_path or find_nft()
-        problem = install_host_fence(nft, settings.host_uid, settings.network_allowed_local_ports)
+        problem = install_host_fence(
+            nft, settings.host_uid, settings.network_allowed_local_ports, settings.network_reserved_ports
+        )
         if problem is not None:
             problem = (
                 f"sandbox profile {profile.name!r} shares the host network, and the rules that keep it"

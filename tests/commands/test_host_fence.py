@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +199,55 @@ def test_the_outbox_s_own_ports_cannot_be_allowed(changes: dict[str, object], po
 
     with pytest.raises(SandboxConfigurationError, match=f"includes {port}, a port the outbox itself listens on"):
         sandbox_settings(settings)
+
+
+LISTEN = """
+import socket
+server = socket.create_server(("127.0.0.1", {port}))
+server.settimeout(3)
+try:
+    server.accept()
+    print("accepted")
+except TimeoutError:
+    print("no one came through")
+"""
+
+
+def impostor_reached(settings: SandboxSettings, port: int) -> tuple[bool, str]:
+    """A sandboxed command listens on `port`; does a host client get through to it?"""
+    outcome: dict[str, str] = {}
+    runner = threading.Thread(
+        target=lambda: outcome.update(out=python(LISTEN.format(port=port), settings, profile="network").stdout)
+    )
+    runner.start()
+    reached = False
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not reached:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            reached = True
+        except OSError:
+            time.sleep(0.1)
+    runner.join()
+    return reached, outcome.get("out", "").strip()
+
+
+def test_a_command_squatting_on_one_of_the_outbox_s_ports_answers_nobody(settings: SandboxSettings) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # free once closed: stands in for a stopped SMTP sink
+    reserved = settings.model_copy(update={"network_reserved_ports": (port,)})
+
+    reached, inside = impostor_reached(reserved, port)
+
+    assert not reached
+    assert inside == "no one came through"
+
+
+def test_a_command_may_listen_on_other_ports(settings: SandboxSettings) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+
+    reached, inside = impostor_reached(settings, port)
+
+    assert reached
+    assert inside == "accepted"
