@@ -9,6 +9,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from outbox.actions.models import Action
+from outbox.identities import canonical_identity
 
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
 
@@ -19,7 +20,14 @@ class ActionCreate(BaseModel):
     tool: str = Field(min_length=1, max_length=200, description="Tool name, as listed by GET /v1/tools.")
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments, per the tool's JSON Schema.")
     on_behalf_of: str | None = Field(
-        default=None, min_length=1, max_length=320, description="The human this agent acts for."
+        default=None,
+        min_length=1,
+        max_length=320,
+        description=(
+            "The human this agent acts for: a bare e-mail address (ada@example.com), user:<name> or "
+            "slack:<Slack user id>. Stored in canonical form (user:ada@example.com); display names, "
+            "mailto: and invisible characters are refused."
+        ),
     )
     reason: str | None = Field(default=None, max_length=2000, description="Why the agent makes this call.")
     callback_url: str | None = Field(
@@ -37,6 +45,13 @@ class ActionCreate(BaseModel):
         if value is not None and any(ch in _CONTROL for ch in value):
             raise ValueError("control characters (CR, LF, NUL, …) are not allowed")
         return value
+
+    @field_validator("on_behalf_of")
+    @classmethod
+    def _canonical_person(cls, value: str | None) -> str | None:
+        # The person is stored, fingerprinted and compared in one canonical form
+        # (`user:ada@example.com`), so no spelling lets them approve their own call.
+        return None if value is None else canonical_identity(value)
 
     @field_validator("callback_url")
     @classmethod

@@ -32,6 +32,10 @@ _STATUS = {
     RefusalCode.DIGEST_MISMATCH: 409,
 }
 _HINTS = {
+    RefusalCode.INVALID_IDENTITY: (
+        "Name the deciding human as a bare e-mail address (oncall@example.com), user:<name> or "
+        "slack:<Slack user id>; it is compared in its canonical form (docs/approvals.md)."
+    ),
     RefusalCode.SELF_APPROVAL: "Ask another approver: the agent and the person it acts for never approve.",
     RefusalCode.NOT_AUTHORIZED: "Ask someone with an approver role for these targets, or change the policy in git.",
     RefusalCode.NOT_PENDING: "GET the approval to see who decided and when.",

@@ -1,8 +1,9 @@
 """`outbox approvals …`: decide approval requests without Slack (the embedded default).
 
 `--as` names the deciding human. Whoever can run this CLI can read and write the database, so
-the identity is not authenticated here; it is recorded, policy-checked like a Slack click, and
-audited. Slack calls the decision causes are tried once at once; if Slack is unavailable the
+the identity is not authenticated here; it is parsed into its canonical form (`oncall@example.com`
+and `user:OnCall@Example.com` are both `user:oncall@example.com`), recorded, policy-checked like
+a Slack click, and audited. Slack calls the decision causes are tried once at once; if Slack is unavailable the
 decision still stands and the server retries the message update.
 """
 
@@ -125,7 +126,9 @@ def _decide(ref: str, identity: str, *, reason: str | None, may_resubmit: bool, 
 @approvals_app.command("approve")
 def approve_command(
     ref: Annotated[str, typer.Argument(help="Approval id (apr_…) or action id (act_…).")],
-    identity: Annotated[str, typer.Option("--as", help="Who approves, e.g. user:oncall@example.com.")],
+    identity: Annotated[
+        str, typer.Option("--as", help="Who approves: an e-mail address, user:<name> or slack:<user id>.")
+    ],
     digest: Annotated[str | None, typer.Option(help="Refuse unless the request still has this digest.")] = None,
 ) -> None:
     """Approve as a named human (checked against the approver policy)."""
@@ -135,7 +138,9 @@ def approve_command(
 @approvals_app.command("deny")
 def deny_command(
     ref: Annotated[str, typer.Argument(help="Approval id (apr_…) or action id (act_…).")],
-    identity: Annotated[str, typer.Option("--as", help="Who denies, e.g. user:oncall@example.com.")],
+    identity: Annotated[
+        str, typer.Option("--as", help="Who denies: an e-mail address, user:<name> or slack:<user id>.")
+    ],
     reason: Annotated[str, typer.Option(help="Why; the agent receives it verbatim.")],
     may_resubmit: Annotated[
         bool, typer.Option("--may-resubmit", help="Tell the agent it may ask again after changing the call.")

@@ -6,13 +6,12 @@ Approving is itself a policy decision: the human identity (`slack:U0123ABC`,
 roles `g` rules give it. The agent that asked, and the human it acts for (or any identity linked
 to them by `g` rules), never count. A request needs `quorum` distinct approvers, and every
 decision counts only for the digest it was made on; one deny ends the request; a request past
-its expiry fails closed.
+its expiry fails closed. Who may decide is answered by `approvals/authority.py`, on identities in
+their canonical form (`outbox/identities.py`).
 """
 
 from __future__ import annotations
 
-import enum
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,43 +25,37 @@ from outbox import metrics
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import Action, ActionStatus
 from outbox.approvals import delivery
+from outbox.approvals.authority import (
+    APPROVE_ACT,
+    ApprovalRefused,
+    RefusalCode,
+    approver_identity,
+    authority_refusal,
+    distinct_people,
+    person_of,
+)
 from outbox.approvals.config import approvals_config_for
 from outbox.approvals.digest import approval_digest, bound_targets
 from outbox.approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus
 from outbox.approvals.schemas import ApprovalOut, Verdict
 from outbox.audit.service import record_event
 from outbox.policy.engine import PolicyDecision, PolicyLoadError, PolicySnapshot
-from outbox.policy.matching import Subject
 from outbox.problems import PROBLEM_BASE, Problem
 from outbox.runtime import NullDispatcher, Runtime
 from outbox.slack.client import slack_enabled
 from outbox.sqltypes import new_id, utcnow
 from outbox.tools.base import Target
 
+__all__ = [  # re-exported: the edges import the refusal types from the service they call
+    "APPROVE_ACT",
+    "ApprovalRefused",
+    "RefusalCode",
+    "authority_refusal",
+    "distinct_people",
+    "person_of",
+]
+
 log = structlog.get_logger(__name__)
-
-APPROVE_ACT = "approve"
-_IDENTITY = re.compile(r"^(?:slack:[A-Z0-9]{2,32}|user:[^\s<>&,|]{1,300})$")
-
-
-class RefusalCode(enum.StrEnum):
-    NOT_FOUND = "not_found"
-    INVALID_IDENTITY = "invalid_identity"
-    SELF_APPROVAL = "self_approval"
-    NOT_AUTHORIZED = "not_authorized"
-    NOT_PENDING = "not_pending"
-    EXPIRED = "expired"
-    DIGEST_MISMATCH = "digest_mismatch"
-    MISSING_REASON = "missing_reason"
-
-
-class ApprovalRefused(Exception):
-    """A decision that was not accepted; nothing about the request changed (except expiry)."""
-
-    def __init__(self, code: RefusalCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 Outcome = Literal["approved", "recorded", "rejected", "duplicate"]
@@ -75,92 +68,6 @@ class DecisionResult:
     approval: ApprovalOut
     # Deliveries this decision caused, for the caller to attempt right after the commit.
     deliveries: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------
-# Identities and authority
-
-
-def identity_problem(identity: str) -> str | None:
-    if identity.startswith("agent:"):
-        return "agents cannot approve or deny: approvers are humans (`user:…`, `slack:…`)"
-    if not _IDENTITY.match(identity):
-        return f"{identity!r} is not a human identity: use `user:<email or name>` or `slack:<Slack user id>`"
-    return None
-
-
-def normalise_identity(identity: str) -> str:
-    """`user:` identities are e-mail-like and compared in lower case; Slack ids are upper case."""
-    identity = identity.strip()
-    return identity.lower() if identity.lower().startswith("user:") else identity
-
-
-def person_of(snapshot: PolicySnapshot, identity: str) -> frozenset[str]:
-    """Every human identity this one stands for: itself and those `g` rules link it to.
-
-    Two decisions whose persons overlap are by the same human: they count once toward a quorum.
-    """
-    linked = (role for role in snapshot.roles_of(identity) if role.lower().startswith(("user:", "slack:")))
-    return frozenset(name.lower() for name in (identity, *linked))
-
-
-def distinct_people(snapshot: PolicySnapshot, identities: Sequence[str]) -> list[str]:
-    """One identity per person, in order."""
-    counted: list[str] = []
-    seen: set[str] = set()
-    for identity in identities:
-        person = person_of(snapshot, identity)
-        if person & seen:
-            continue
-        seen |= person
-        counted.append(identity)
-    return counted
-
-
-def _person_forms(name: str) -> set[str]:
-    lowered = name.strip().lower()
-    forms = {lowered}
-    if lowered.startswith("user:"):
-        forms.add(lowered.removeprefix("user:"))
-    elif ":" not in lowered:
-        forms.add(f"user:{lowered}")
-    return forms
-
-
-def authority_refusal(
-    snapshot: PolicySnapshot,
-    identity: str,
-    *,
-    agent: str,
-    on_behalf_of: str | None,
-    targets: Sequence[Any],
-    verdict: Verdict,
-) -> ApprovalRefused | None:
-    """Why `identity` may not decide on this call under `snapshot`, or None if it may."""
-    problem = identity_problem(identity)
-    if problem is not None:
-        return ApprovalRefused(RefusalCode.INVALID_IDENTITY, problem)
-    names = {identity.lower(), *(role.lower() for role in snapshot.roles_of(identity))}
-    if verdict == "approve":
-        if agent.lower() in names:
-            return ApprovalRefused(RefusalCode.SELF_APPROVAL, "the agent that asked cannot approve its own call")
-        if on_behalf_of and names & _person_forms(on_behalf_of):
-            return ApprovalRefused(
-                RefusalCode.SELF_APPROVAL,
-                f"{identity} is the person this call is made for ({on_behalf_of}) and cannot approve it",
-            )
-    decision = snapshot.decide(
-        Subject(identity), [Target(pair["object"], APPROVE_ACT) for pair in bound_targets(targets)]
-    )
-    lacking = [t.target.object for t in decision.targets if t.effect != "allow"]
-    if lacking:
-        shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
-        return ApprovalRefused(
-            RefusalCode.NOT_AUTHORIZED,
-            f"{identity} may not approve or deny calls on {shown} (policy {snapshot.version}: "
-            "no `approve` rule allows it for this identity or its roles)",
-        )
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +213,7 @@ def check_may_decide(
 ) -> ApprovalOut:
     """The request, or ApprovalRefused if `identity` could not decide now (read-only; used
     before opening a form, so that an unauthorized click never gets one)."""
-    identity = normalise_identity(identity)
+    identity = approver_identity(identity)
     with runtime.db.session() as session:
         approval = _find(session, ref)
         if approval is None:
@@ -316,7 +223,6 @@ def check_may_decide(
         refusal = _state_refusal(approval, digest) or authority_refusal(
             runtime.policy.current.snapshot,
             identity,
-            agent=approval.requested_by,
             on_behalf_of=action.on_behalf_of,
             targets=approval.bound_targets,
             verdict=verdict,
@@ -361,7 +267,7 @@ def decide(
     """
     if verdict == "deny" and not (reason and reason.strip()):
         raise ApprovalRefused(RefusalCode.MISSING_REASON, "a denial needs a reason: the agent receives it")
-    identity = normalise_identity(identity)
+    identity = approver_identity(identity)
     snapshot = runtime.policy.current.snapshot
     me = person_of(snapshot, identity)
     refusal: ApprovalRefused | None = None
@@ -393,7 +299,6 @@ def decide(
                     refusal = authority_refusal(
                         snapshot,
                         identity,
-                        agent=approval.requested_by,
                         on_behalf_of=action.on_behalf_of,
                         targets=approval.bound_targets,
                         verdict=verdict,
@@ -617,7 +522,6 @@ def verify_for_execution(runtime: Runtime, action: Action, *, agent: str, target
             refusal = authority_refusal(
                 snapshot,
                 decision.approver,
-                agent=agent,
                 on_behalf_of=action.on_behalf_of,
                 targets=targets,
                 verdict="approve",

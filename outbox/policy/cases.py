@@ -14,8 +14,8 @@ A file holds `cases:`, a list of mappings:
       not_approvers: [agent:crm-bot]               # optional: must not be
 
 Cases are evaluated with the real tools of the directory (argument validation and targets), the
-same `PolicySnapshot.decide` the server uses, and, for approvals, the rule that decides who may
-approve: act `approve` on the same object.
+same `PolicySnapshot.decide` the server uses, and, for approvals, the runtime's own answer to "may
+this person approve it" (`approvals/authority.py`: act `approve` on every target of the call).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from xml.etree import ElementTree as ET
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from outbox.approvals.authority import authority_refusal
 from outbox.policy.engine import Effect, PolicyDecision, PolicyRule, PolicySnapshot
 from outbox.policy.matching import Subject
-from outbox.policy.targets import APPROVE_ACT, ToolCatalog
+from outbox.policy.targets import ToolCatalog
 from outbox.tools.base import Target, ToolArgumentsError
 
 TESTS_DIR = "tests"
@@ -252,16 +253,14 @@ def run_case(located: LocatedCase, snapshot: PolicySnapshot, catalog: ToolCatalo
     if case.rule is not None and effect == case.expect and not any(rule_matches(case.rule, r) for r in deciding):
         shown = ", ".join(f"{r.file}:{r.line} `{r.text}`" for r in deciding) or "no rule"
         messages.append(f"expected rule {case.rule!r} to decide, but {shown} did")
-    needing_approval = [t.target for t in decision.targets if t.effect == "approve"] or list(targets)
-    approval_targets = [Target(t.object, APPROVE_ACT) for t in needing_approval]
+    # The runtime's own rule (approvals/authority.py) on the targets the runtime binds: all of them.
     for approver in case.approvers:
-        verdict = snapshot.decide(Subject(approver), approval_targets)
-        if verdict.effect != "allow":
-            messages.append(f"{approver} should be allowed to approve, but: {verdict.explain()}")
+        refusal = authority_refusal(snapshot, approver, on_behalf_of=None, targets=targets, verdict="approve")
+        if refusal is not None:
+            messages.append(f"{approver} should be allowed to approve, but: {refusal.message}")
     for outsider in case.not_approvers:
-        verdict = snapshot.decide(Subject(outsider), approval_targets)
-        if verdict.effect == "allow":
-            messages.append(f"{outsider} should not be allowed to approve, but: {verdict.explain()}")
+        if authority_refusal(snapshot, outsider, on_behalf_of=None, targets=targets, verdict="approve") is None:
+            messages.append(f"{outsider} should not be allowed to approve, but policy lets them approve every target")
     return CaseResult(located, None, not messages, effect, deciding, tuple(messages))
 
 

@@ -22,6 +22,7 @@ import casbin
 from casbin.model import Model
 
 from outbox.canonical import sha256_hex
+from outbox.identities import canonical_or_none
 from outbox.policy.index import IndexedRule, RoleGraph, RuleIndex
 from outbox.policy.matching import Subject, act_match, object_match
 from outbox.sqltypes import utcnow
@@ -176,6 +177,24 @@ class PolicySnapshot:
     def roles_of(self, name: str) -> list[str]:
         """Roles a principal holds through `g` rules (transitively)."""
         return sorted(self.role_graph.closure(name) - {name})
+
+
+def subject_name(name: str) -> str:
+    """The name a rule's subject stands for: a human identity (`user:…`, `slack:…`) in its
+    canonical form (`outbox.identities`), so `user:Lead@Example.com` in a rule is the person
+    `user:lead@example.com` every approver identity is parsed into. Other names, and identities
+    that do not parse (which `outbox policy check` reports), stay as written and match nobody's
+    canonical identity."""
+    if name.split(":", 1)[0].casefold() not in ("user", "slack"):
+        return name
+    return canonical_or_none(name) or name
+
+
+def canonical_values(rule: PolicyRule) -> tuple[str, ...]:
+    """The rule's fields with its subject (`p`) or both names (`g`) as `subject_name` gives them."""
+    if rule.ptype == "g":
+        return tuple(subject_name(v) for v in rule.values)
+    return (subject_name(rule.values[0]), *rule.values[1:])
 
 
 def _parse_rule_line(raw: str, relative: str, number: int) -> PolicyRule | None:
@@ -340,14 +359,16 @@ def build_snapshot(directory: Path, files: Mapping[str, bytes], *, git_commit: s
     enforcer.add_function("actMatch", act_match)
     enforcer.add_function("subjectMatch", lambda r_sub, p_sub: _subject_match(r_sub, p_sub, enforcer))
     # casbin keeps the first of identical rules; so do we, and number them in the same order.
+    # Rules are keyed by what they mean: human identities in canonical form (`subject_name`).
     sources: dict[tuple[str, ...], PolicyRule] = {}
     for rule in rules:
-        sources.setdefault((rule.ptype, *rule.values), rule)
-    ordered_p = tuple(rule for key, rule in sources.items() if key[0] == "p")
-    links = [rule.values for key, rule in sources.items() if key[0] == "g"]
+        sources.setdefault((rule.ptype, *canonical_values(rule)), rule)
+    ordered_keys = [key for key in sources if key[0] == "p"]
+    ordered_p = tuple(sources[key] for key in ordered_keys)
+    links = [key[1:] for key in sources if key[0] == "g"]
     # `add_policies` checks for duplicates against the (empty) model once, not per rule.
     if ordered_p:
-        enforcer.get_model().add_policies("p", "p", [list(r.values) for r in ordered_p])
+        enforcer.get_model().add_policies("p", "p", [list(key[1:]) for key in ordered_keys])
     if links:
         enforcer.get_model().add_policies("g", "g", [list(v) for v in links])
     enforcer.build_role_links()
@@ -355,8 +376,8 @@ def build_snapshot(directory: Path, files: Mapping[str, bytes], *, git_commit: s
     if is_standard_model(model):
         index = RuleIndex(
             [
-                IndexedRule(ordinal, r.values[0], r.values[1], r.values[2], _RANK_OF_TEXT[r.values[3]])
-                for ordinal, r in enumerate(ordered_p)
+                IndexedRule(ordinal, key[1], key[2], key[3], _RANK_OF_TEXT[key[4]])
+                for ordinal, key in enumerate(ordered_keys)
             ]
         )
     return PolicySnapshot(

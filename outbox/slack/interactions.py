@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from outbox.api.deps import RuntimeDep
 from outbox.approvals import delivery
 from outbox.approvals.service import ApprovalRefused, check_may_decide, decide
+from outbox.identities import InvalidIdentity, parse_principal
 from outbox.problems import Problem
 from outbox.runtime import Runtime
 from outbox.slack.blocks import APPROVE_ACTION, DENY_ACTION, DENY_MODAL, REASON_BLOCK, RESUBMIT_BLOCK, deny_modal
@@ -91,12 +92,17 @@ def remember(runtime: Runtime, key: str) -> bool:
 
 
 def slack_identity(payload: dict[str, Any]) -> tuple[str, str]:
-    """The one place a Slack user becomes an outbox identity: `slack:<user id>`."""
+    """The one place a Slack user becomes an outbox identity: `slack:<user id>`, parsed by the
+    same parser as every other identity authority depends on, so it is compared canonically."""
     user = payload.get("user")
     user_id = user.get("id") if isinstance(user, dict) else None
     if not isinstance(user_id, str) or not _USER_ID.match(user_id):
         raise _bad_payload("the payload names no valid Slack user")
-    return f"slack:{user_id}", user_id
+    try:
+        identity = parse_principal(f"slack:{user_id}")
+    except InvalidIdentity as exc:
+        raise _bad_payload("the payload names no valid Slack user") from exc
+    return identity.canonical, user_id
 
 
 @router.post(

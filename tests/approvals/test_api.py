@@ -37,7 +37,8 @@ def test_admin_lists_shows_and_approves(gate_runtime: Runtime, target_server: Ta
         assert listed.status_code == 200
         [item] = listed.json()["items"]
         assert item["action_id"] == action_id
-        assert item["on_behalf_of"] == "bob@example.com"
+        # Stored and shown as the canonical principal.
+        assert item["on_behalf_of"] == "user:bob@example.com"
         shown = client.get(f"/v1/admin/approvals/{item['id']}", headers=ADMIN).json()
         assert shown["digest"] == item["digest"]
 

@@ -60,7 +60,7 @@ def test_list_show_approve_through_the_cli(
         deployer(gate_runtime),
         method="DELETE",
         url=f"{target_server.base_url}/items/9",
-        on_behalf_of="bob",
+        on_behalf_of="user:Bob",
     )
     approval_id = approval_of(gate_runtime, action_id).id
 
@@ -69,7 +69,7 @@ def test_list_show_approve_through_the_cli(
     as_json = outbox("approvals", "show", action_id, "--json")
 
     assert listed.exit_code == 0, listed.output
-    assert approval_id in listed.output and "agent:deployer for bob" in listed.output
+    assert approval_id in listed.output and "agent:deployer for user:bob" in listed.output
     assert shown.exit_code == 0, shown.output
     assert f"delete http:127.0.0.1:{target_server.port}/items/9" in shown.output
     assert "p, role:http-writer, http:127.0.0.1:*/**, delete, approve" in shown.output

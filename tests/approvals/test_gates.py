@@ -40,7 +40,7 @@ def test_a_call_policy_marks_approve_waits_with_a_request_bound_to_a_digest(
     assert action.status == "awaiting_approval"
     assert approval.status == "pending"
     assert approval.agent == "agent:deployer"
-    assert approval.on_behalf_of == "alice@example.com"
+    assert approval.on_behalf_of == "user:alice@example.com"
     assert approval.agent_reason == "clean up a test resource"
     assert approval.targets == [
         {"object": f"http:127.0.0.1:{target_server.port}/items/7", "act": "delete", "effect": "approve"}
@@ -51,7 +51,7 @@ def test_a_call_policy_marks_approve_waits_with_a_request_bound_to_a_digest(
     assert timedelta(minutes=59) < approval.expires_at - utcnow() <= timedelta(hours=1)
     assert approval.digest == approval_digest(
         agent="agent:deployer",
-        on_behalf_of="alice@example.com",
+        on_behalf_of="user:alice@example.com",
         tool="http.request",
         args=action.args,
         targets=[{"object": f"http:127.0.0.1:{target_server.port}/items/7", "act": "delete"}],
