@@ -120,6 +120,7 @@ class Checkpointer:
         self.signer = signer
         self.sinks = list(sinks)
         self.max_events = max_events
+        self._alarm: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database) -> Checkpointer:
@@ -128,11 +129,23 @@ class Checkpointer:
         return cls(db, signer, sinks_for(settings))
 
     def head_moved(self) -> bool:
-        """A cheap read (no write lock) that decides whether a checkpoint is worth attempting."""
+        """A cheap read (no write lock) that decides whether a checkpoint is worth attempting.
+
+        A head that is not exactly the covered one has moved: forward (new events), or back or
+        sideways (the newest events deleted or replaced; SQLite even reuses their ids), which the
+        write path reports.
+        """
         with self.db.read_session() as session:
             head = session.exec(select(func.max(AuditEvent.id))).one()
-            covered = session.exec(select(func.max(AuditCheckpoint.last_event_id))).one()
-        return head is not None and (covered is None or head > covered)
+            covered = session.exec(
+                select(AuditCheckpoint.last_event_id, AuditCheckpoint.last_hash)
+                .order_by(col(AuditCheckpoint.seq).desc())
+                .limit(1)
+            ).first()
+            if head is None or covered is None or head != covered[0]:
+                return head is not None or covered is not None
+            current = session.exec(select(AuditEvent.hash).where(col(AuditEvent.id) == head)).first()
+        return current != covered[1]
 
     def checkpoint_once(self) -> CheckpointOutcome | None:
         """Write a checkpoint of the current head, if it moved and no other process is writing one."""
@@ -184,13 +197,10 @@ class Checkpointer:
         if previous is not None:
             anchored = session.exec(select(AuditEvent.hash).where(col(AuditEvent.id) == previous.last_event_id)).first()
             if anchored != previous.last_hash:
-                log.error(
-                    "audit.tampered",
-                    problem=(
-                        f"event {previous.last_event_id}, the last one checkpoint #{previous.seq} covers, "
-                        + ("is gone" if anchored is None else "no longer has the hash it was checkpointed with")
-                        + "; no further checkpoint is written: run `outbox audit verify`"
-                    ),
+                self._alarm_once(
+                    f"event {previous.last_event_id}, the last one checkpoint #{previous.seq} covers, "
+                    + ("is gone" if anchored is None else "no longer has the hash it was checkpointed with")
+                    + "; no further checkpoint is written: run `outbox audit verify`"
                 )
                 return None
             after_id, expected_prev = previous.last_event_id, previous.last_hash
@@ -201,16 +211,21 @@ class Checkpointer:
             return None
         for row in rows:
             if row.prev_hash != expected_prev or event_hash(row) != row.hash:
-                log.error(
-                    "audit.tampered",
-                    problem=f"event {row.id} does not link to the chain before it; no checkpoint is written: "
-                    "run `outbox audit verify`",
+                self._alarm_once(
+                    f"event {row.id} does not link to the chain before it; no checkpoint is written: "
+                    "run `outbox audit verify`"
                 )
                 return None
             expected_prev = row.hash
         last = rows[-1]
         assert last.id is not None
         return len(rows), last.id, last.hash, len(rows) == self.max_events
+
+    def _alarm_once(self, problem: str) -> None:
+        # Every turn finds the same damage; say it once per process, not once a second.
+        if problem != self._alarm:
+            log.error("audit.tampered", problem=problem)
+            self._alarm = problem
 
 
 def run_checkpointer(checkpointer: Checkpointer, interval: float, stop: threading.Event) -> None:
