@@ -191,3 +191,22 @@ def test_the_server_does_not_start_with_a_state_mount(workdir: Path) -> None:
 
     with pytest.raises(SandboxConfigurationError, match=r"mount 'repo' \(.*\) contains the outbox's own state"):
         Runtime.build(settings)
+
+
+def test_a_symlink_inside_a_mounted_directory_does_not_lead_out_of_the_sandbox(shared_dir: Path) -> None:
+    state = shared_dir / "state"
+    state.mkdir(mode=0o755)  # readable on the host, to show that the namespace, not the mode, stops it
+    state.chmod(0o755)
+    (state / "outbox.db").write_text("every action\n")
+    (state / "outbox.db").chmod(0o644)
+    repo = shared_dir / "repo"
+    repo.mkdir(mode=0o755)
+    repo.chmod(0o755)
+    (repo / "leak").symlink_to(state)
+    (repo / "leak-file").symlink_to(state / "outbox.db")
+    sandbox = SandboxSettings(mounts={"repo": repo}, protected_paths=(state,))
+    code = "import os\nfor p in ['/repo/leak/outbox.db', '/repo/leak-file']: print(p, os.path.exists(p))"
+
+    result = python(code, sandbox, profile="readonly-repo")
+
+    assert result.stdout.splitlines() == ["/repo/leak/outbox.db False", "/repo/leak-file False"]
