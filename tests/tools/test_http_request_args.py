@@ -60,3 +60,165 @@ def test_json_body_null_is_kept_distinct_from_no_body() -> None:
         "url": "http://a/",
         "json": None,
     }
+
+
+# --- The URL: validated, stored and decided in its one canonical form ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "stored", "target"),
+    [
+        ("http://LOCALHOST:8765/orders", "http://127.0.0.1:8765/orders", "http:127.0.0.1:8765/orders"),
+        ("http://localhost.:8765/orders", "http://127.0.0.1:8765/orders", "http:127.0.0.1:8765/orders"),
+        ("http://[::1]:8765/admin/users", "http://127.0.0.1:8765/admin/users", "http:127.0.0.1:8765/admin/users"),
+        ("http://[::ffff:127.0.0.1]:8765/a", "http://127.0.0.1:8765/a", "http:127.0.0.1:8765/a"),
+        ("http://127.0.0.1:8765/%61dmin/users", "http://127.0.0.1:8765/admin/users", "http:127.0.0.1:8765/admin/users"),
+        ("http://127.0.0.1:8765/a/%7e?x=%2f", "http://127.0.0.1:8765/a/~?x=%2F", "http:127.0.0.1:8765/a/~"),
+        ("HTTP://Api.Internal:80/v1", "http://api.internal/v1", "http:api.internal/v1"),
+    ],
+)
+def test_the_url_is_stored_and_decided_in_canonical_form(url: str, stored: str, target: str) -> None:
+    args = tool().parse_args({"method": "GET", "url": url})
+    assert args.url == stored
+    assert tool().targets(args) == [Target(target, "get")]
+    assert tool().preview(args)["url"] == stored
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8765//admin/users",
+        "http://127.0.0.1:8765/orders//admin",
+        "http://127.0.0.1:8765/admin;x=1/users",
+        "http://127.0.0.1:8765/admin;/users",
+        "http://127.0.0.1:8765/a/%252e%252e/admin",
+        "http://127.0.0.1:8765/a/%2e%2e/admin",
+        "http://127.0.0.1:8765/a/./admin",
+        "http://127.0.0.1:8765/a\\..\\admin",
+        "http://127.1:8765/admin",
+        "http://0x7f.0.0.1:8765/admin",
+        "http://2130706433:8765/admin",
+        "http://0177.0.0.1:8765/admin",
+        "http://0.0.0.0:8765/admin",
+        "http://127.0.0.1:8765/ａdmin",
+        "http://127.0.0.1:8765/admin%00",
+        "http://evil.example@127.0.0.1:8765/",
+    ],
+)
+def test_ambiguous_urls_are_refused_naming_the_url(url: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        HttpRequestArgs.model_validate({"method": "GET", "url": url})
+    [error] = raised.value.errors()
+    assert error["loc"] == ("url",)
+
+
+# --- Headers that proxies and frameworks read as the target, host, client or method ----------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-Original-URL",
+        "x-original-url",
+        "X-ORIGINAL-URL",
+        "X_Original_URL",
+        "X-Original-Uri",
+        "X-Rewrite-URL",
+        "x-rewrite-url",
+        "X-Forwarded-For",
+        "x-forwarded-host",
+        "X-FORWARDED-PROTO",
+        "X-Forwarded-Port",
+        "X-Forwarded-Prefix",
+        "X-Forwarded-Server",
+        "X-Forwarded-Uri",
+        "X-Forwarded-Anything-New",
+        "X_Forwarded_For",
+        "x_forwarded-host",
+        "Forwarded",
+        "FORWARDED",
+        "X-Host",
+        "X-Original-Host",
+        "X-HTTP-Method-Override",
+        "x-http-method",
+        "X-Method-Override",
+        "X-Real-IP",
+        "True-Client-IP",
+        "Proxy-Connection",
+        "Keep-Alive",
+        "Authorization",
+        "AUTHORIZATION",
+        "Cookie",
+        "Host",
+        "hOsT",
+        "Transfer-Encoding",
+        "Idempotency-Key",
+        "Idempotency_Key",
+    ],
+)
+def test_headers_that_name_the_target_host_client_or_method_are_refused(name: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        HttpRequestArgs.model_validate({"method": "GET", "url": "http://api.internal/", "headers": {name: "x"}})
+    [error] = raised.value.errors()
+    assert error["loc"] == ("headers",)
+    assert "may not be set by agents" in error["msg"]
+
+
+@pytest.mark.parametrize("name", ["X-Request-Id", "Accept", "Content-Type", "X-Forwarded", "X-Forward-Id", "Hostname"])
+def test_ordinary_headers_are_accepted(name: str) -> None:
+    args = HttpRequestArgs.model_validate({"method": "GET", "url": "http://api.internal/", "headers": {name: "x"}})
+    assert args.headers == {name: "x"}
+
+
+@pytest.mark.parametrize("pair", [("X-Trace", "x-trace"), ("Accept", "ACCEPT"), ("X-A_B", "x-a-b")])
+def test_a_header_given_twice_in_two_spellings_is_refused(pair: tuple[str, str]) -> None:
+    with pytest.raises(ValidationError, match="given twice"):
+        HttpRequestArgs.model_validate(
+            {"method": "GET", "url": "http://api.internal/", "headers": {pair[0]: "1", pair[1]: "2"}}
+        )
+
+
+# --- Per-host configuration under every name of the host ------------------------------------------
+
+
+def test_host_keys_are_canonical_so_limits_apply_under_every_name() -> None:
+    config = HttpToolConfig.model_validate(
+        {"hosts": {"localhost:8765": {"max_concurrent": 1}, "API.Internal:80": {"requests_per_minute": 5}}}
+    )
+    assert set(config.hosts) == {"127.0.0.1:8765", "api.internal"}
+    for url in ["http://[::1]:8765/x", "http://localhost.:8765/x", "http://127.0.0.1:8765/x"]:
+        authority = tool().parse_args({"method": "GET", "url": url}).url.split("/")[2]
+        assert config.limits_for(authority).max_concurrent == 1
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        {"localhost:8765": {}, "127.0.0.1:8765": {}},
+        {"[::1]:1": {}, "localhost:1": {}},
+        {"api.internal": {}, "API.internal:80": {}},
+    ],
+)
+def test_two_keys_for_one_host_are_refused(hosts: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="same host"):
+        HttpToolConfig.model_validate({"hosts": hosts})
+
+
+@pytest.mark.parametrize("key", ["127.1:80", "user@api.internal", "api.internal/x", "0.0.0.0:1"])
+def test_a_host_key_the_canonical_form_refuses_is_refused(key: str) -> None:
+    with pytest.raises(ValidationError):
+        HttpToolConfig.model_validate({"hosts": {key: {}}})
+
+
+@pytest.mark.parametrize("path", ["/ADMIN/users", "/Admin/Users", "/admin/USERS", "/%41DMIN/users"])
+def test_on_a_case_insensitive_host_every_spelling_of_a_path_is_one_object(path: str) -> None:
+    config = HttpToolConfig.model_validate({"hosts": {"iis.internal": {"case_insensitive_paths": True}}})
+    iis = HttpRequestTool(config, services=None)  # type: ignore[arg-type]
+    args = iis.parse_args({"method": "GET", "url": f"http://IIS.internal{path}"})
+    assert iis.targets(args) == [Target("http:iis.internal/admin/users", "get")]
+    assert iis.canonical_url(args).wire == "http://iis.internal/admin/users"
+
+
+def test_paths_stay_case_sensitive_on_other_hosts() -> None:
+    args = tool().parse_args({"method": "GET", "url": "http://api.internal/ADMIN/users"})
+    assert tool().targets(args) == [Target("http:api.internal/ADMIN/users", "get")]
