@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from outbox.api import actions, metrics, system
 from outbox.api.client_input import ClientInputMiddleware
 from outbox.api.middleware import RequestContextMiddleware
+from outbox.api.openapi import install_openapi
 from outbox.approvals import api as approvals_api
 from outbox.config import Settings, get_settings
 from outbox.logs import configure_logging
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(slack_interactions.router)
     app.include_router(metrics.router)
     app.include_router(mail_api.router)
+    install_openapi(app)
     # Added first, so it runs inside the request context (its problems carry the request id).
     app.add_middleware(ClientInputMiddleware)
     app.add_middleware(RequestContextMiddleware)
