@@ -18,7 +18,9 @@ from outbox.mail.addresses import (
     recipient_domain,
     recipient_key,
 )
+from outbox.mail.config import parse_mail_config
 from outbox.mail.dsn import parse_dsn
+from outbox.mail.ledger import recipient_cap_key, recipient_domain_key, send_caps
 from outbox.mail.message import EmailSendArgs
 from outbox.mail.unsubscribe import (
     InvalidUnsubscribeTokenError,
@@ -27,7 +29,8 @@ from outbox.mail.unsubscribe import (
     sign_unsubscribe_token,
     verify_unsubscribe_token,
 )
-from tests.mail.conftest import SECRET
+from outbox.sqltypes import utcnow
+from tests.mail.conftest import SECRET, SUBDOMAIN, config_data
 
 SENDER = "Reports <reports@agents.mail.example.com>"
 
@@ -362,3 +365,34 @@ Diagnostic-Code: smtp; 550 5.1.1 User unknown
 def test_a_bounce_names_the_mailbox_however_the_mta_spelled_it(reported: str, key: str) -> None:
     report = parse_dsn(DSN.format(recipient=reported).replace("\n", "\r\n").encode())
     assert [(r.recipient, r.kind.value, r.status) for r in report.recipients] == [(key, "hard", "5.1.1")]
+
+
+# --- Budget caps are charged per mailbox -------------------------------------------------------
+
+
+def caps_for(recipients: list[str]) -> dict[tuple[str, str], int]:
+    config = parse_mail_config(
+        config_data(per_recipient_daily=3, recipient_domain_hourly={"xn--exmple-cua.net": 10, "example.net": 10})
+    )
+    sub = config.subdomain(SUBDOMAIN)
+    assert sub is not None
+    caps = send_caps(sub, recipients, "mailer-bot", utcnow())
+    return {(c.kind, c.cap.key): c.units for c in caps if c.kind in ("recipient_day", "recipient_domain_hour")}
+
+
+def test_spellings_of_one_mailbox_share_one_recipient_counter() -> None:
+    spellings = ["erin@example.net", "Erin@EXAMPLE.NET", "ＥＲＩＮ@example.net"]
+    assert {recipient_cap_key(SUBDOMAIN, a) for a in spellings} == {f"mail:{SUBDOMAIN}:recipient:erin@example.net:day"}
+
+
+def test_a_mailbox_reached_twice_in_one_send_is_charged_for_both_copies() -> None:
+    # `email.send` refuses such a message; an action recorded before that rule still pays per copy.
+    caps = caps_for(["Erin@example.net", "erin@example.net", "bob@exämple.net", "ann@xn--exmple-cua.net"])
+
+    assert caps == {
+        ("recipient_day", recipient_cap_key(SUBDOMAIN, "erin@example.net")): 2,
+        ("recipient_day", recipient_cap_key(SUBDOMAIN, "bob@xn--exmple-cua.net")): 1,
+        ("recipient_day", recipient_cap_key(SUBDOMAIN, "ann@xn--exmple-cua.net")): 1,
+        ("recipient_domain_hour", recipient_domain_key(SUBDOMAIN, "example.net")): 2,
+        ("recipient_domain_hour", recipient_domain_key(SUBDOMAIN, "xn--exmple-cua.net")): 2,
+    }

@@ -5,6 +5,7 @@ cannot dress an agent up as someone else."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,6 +25,7 @@ from tests.mail.pipeline.conftest import (
     EVENTS_TOKEN,
     SUBDOMAIN,
     UNSUBSCRIBE_SECRET,
+    MailCli,
     MailWorld,
     admin_headers,
     bounce_dsn,
@@ -141,6 +143,23 @@ def test_suppressing_one_spelling_suppresses_the_mailbox(world: MailWorld, api: 
     assert world.send(message("ERIN@example.net"))[1] == "succeeded"
 
 
+def test_the_cli_finds_and_removes_a_suppression_by_any_spelling(world: MailWorld, cli: MailCli) -> None:
+    world.configure()
+    cli.use(world.rt)
+    cli("mail", "suppression", "add", "ERIN@Example.NET")
+
+    again = cli.printed(cli("mail", "suppression", "add", "erin@example.net"))
+    listed = json.loads(cli.printed(cli("mail", "suppression", "list", "--recipient", "Erin@example.net", "--json")))
+    removed = cli.printed(cli("mail", "suppression", "remove", "eRiN@EXAMPLE.net"))
+    not_an_address = cli("mail", "suppression", "remove", "erin", ok=False)
+
+    assert again == "already suppressed: erin@example.net (*, manual)"
+    assert [item["recipient"] for item in listed["items"]] == ["erin@example.net"]
+    assert removed == "removed: erin@example.net (*, manual)"
+    assert not_an_address.exit_code == 1
+    assert "is not an email address" in not_an_address.stderr
+
+
 @pytest.mark.parametrize("text", ["not-an-address", "e\u200brin@example.net", "Erin <erin@example.net>"])
 def test_the_suppression_admin_refuses_what_is_not_an_address(world: MailWorld, api: Api, text: str) -> None:
     world.configure()
@@ -206,8 +225,19 @@ def test_a_bounce_for_one_spelling_suppresses_the_mailbox_and_finds_the_action(
     assert len(world.sink.messages()) == 1
 
 
-@pytest.mark.parametrize("reported", ["ERIN@EXAMPLE.NET", "Erin@example.net"])
-def test_a_complaint_for_one_spelling_suppresses_the_mailbox(world: MailWorld, api: Api, reported: str) -> None:
+@pytest.mark.parametrize(
+    ("reported", "key", "sent_to"),
+    [
+        ("ERIN@EXAMPLE.NET", "erin@example.net", "erin@example.net"),
+        ("Erin@example.net", "erin@example.net", "eRin@example.NET"),
+        ("X@EXÄMPLE.NET", f"x@{IDN}", "x@exämple.net"),
+        ("x@XN--EXMPLE-CUA.NET", f"x@{IDN}", "X@Exämple.net"),
+    ],
+)
+def test_a_complaint_for_one_spelling_suppresses_the_mailbox(
+    world: MailWorld, api: Api, reported: str, key: str, sent_to: str
+) -> None:
+    world.allow_recipients_at(IDN)
     world.configure()
     event = {
         "event_id": f"c-{reported}",
@@ -220,9 +250,10 @@ def test_a_complaint_for_one_spelling_suppresses_the_mailbox(world: MailWorld, a
         "/v1/mail/events", json={"events": [event]}, headers={"Authorization": f"Bearer {EVENTS_TOKEN}"}
     )
 
-    assert response.json()["suppressed"] == ["erin@example.net"]
-    assert suppressions(world) == {("erin@example.net", "*"): "complaint"}
-    assert world.send(message("erin@example.net"))[1] == "failed"
+    assert response.json()["suppressed"] == [key]
+    assert suppressions(world) == {(key, "*"): "complaint"}
+    assert world.send(message(sent_to))[1] == "failed"
+    assert world.sink.messages() == []
 
 
 # --- Policy sees the mailbox ---------------------------------------------------------------------
