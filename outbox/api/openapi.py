@@ -14,12 +14,13 @@ FastAPI derives paths, parameters and success bodies from the routes. Added here
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import fastapi.routing
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
@@ -28,6 +29,7 @@ from outbox.actions.schemas import ActionCreate
 from outbox.api.deps import agent_or_admin, current_agent, require_admin
 from outbox.canonical import MAX_SAFE_INTEGER
 from outbox.mail.api import require_events_token
+from outbox.problems import http_exception_handler
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -249,10 +251,37 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def _path_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^}]+\})", template)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts) + "$")
+
+
+def documented_methods(schema: dict[str, Any], path: str) -> list[str]:
+    """The methods the document lists for every path template `path` matches."""
+    methods: set[str] = set()
+    for template, operations in schema.get("paths", {}).items():
+        if _path_pattern(template).match(path):
+            methods.update(m.upper() for m in operations if m in _HTTP_METHODS)
+    return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = build_openapi(app)
         return app.openapi_schema
 
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        # Starlette's 405 names the methods of the first route that matched the path only; RFC 9110
+        # §15.5.6 wants every method the resource supports (GET and POST on /v1/actions).
+        response = await http_exception_handler(request, exc)
+        methods = documented_methods(openapi(), request.url.path)
+        if methods:
+            response.headers["Allow"] = ", ".join(methods)
+        return response
+
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_exception_handler(405, method_not_allowed)

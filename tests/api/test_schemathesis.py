@@ -2,8 +2,9 @@
 
 `outbox serve` runs under real uvicorn, on SQLite and on PostgreSQL; `schemathesis run` generates
 requests from GET /openapi.json (valid and invalid ones) with an agent key and with the admin
-token, and the run fails on any 5xx, an undocumented status, a wrong content type, or a body or
-header the document does not describe.
+token, and the run fails on any 5xx, an undocumented status, a wrong content type, a body or
+header the document does not describe, a missing required header that is not refused, or a 405
+whose Allow header is not the documented methods.
 
 Nothing leaves 127.0.0.0/8: schemathesis is pointed at the loopback server with no proxy and no
 redirects; the fuzzing agent's only role (`http-reader`) allows GET/HEAD on 127.0.0.1 and nothing
@@ -45,6 +46,9 @@ CHECKS = ",".join(
         "content_type_conformance",
         "response_schema_conformance",
         "response_headers_conformance",
+        "missing_required_header",
+        "unsupported_method",
+        "allow_header_conformance",
     ]
 )
 SEED = os.environ.get("OUTBOX_SCHEMATHESIS_SEED", "20261204")
