@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from outbox.actions.models import Action
 from outbox.identities import canonical_identity
+from outbox.urls import parse_url
 
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
 
@@ -56,17 +56,9 @@ class ActionCreate(BaseModel):
     @field_validator("callback_url")
     @classmethod
     def _callback_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            url = httpx.URL(value)
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ValueError(f"not a valid URL: {exc}") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("the callback URL must be an absolute http or https URL")
-        if url.userinfo:
-            raise ValueError("credentials in the callback URL are not allowed; verify the signature instead")
-        return str(url)
+        # The canonical form (outbox/urls.py) is what policy decides and what is POSTed to;
+        # URLRefused is a ValueError, so an ambiguous URL is a 422 naming callback_url.
+        return None if value is None else parse_url(value).wire
 
 
 class DecisionOut(BaseModel):

@@ -16,6 +16,7 @@ from outbox.actions.lifecycle import transition
 from outbox.actions.models import CANCELLABLE_STATUSES, Action, ActionStatus
 from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
 from outbox.agents.service import AuthenticatedAgent
+from outbox.approvals.callbacks import require_callback_allowed
 from outbox.approvals.models import ApprovalRequest
 from outbox.audit.service import record_event
 from outbox.canonical import value_problems
@@ -113,6 +114,9 @@ def _record(
             [{"field": f"args.{p.field}", "message": p.message} for p in exc.problems], hint=exc.hint
         ) from exc
     targets = tool.targets(args)
+    # A callback is a request the outbox makes for the agent: policy allows it or it is a 422.
+    if envelope.callback_url is not None:
+        require_callback_allowed(active.snapshot, Subject(agent.principal, agent.roles), envelope.callback_url)
     decision = active.snapshot.decide(Subject(agent.principal, agent.roles), targets)
     # Config may escalate an allowed call to a human: over a tool's blast-radius bound, say.
     escalation = _escalation(tool, args) if decision.effect == "allow" else None

@@ -9,6 +9,13 @@ Signature (`X-Outbox-Signature: t=<unix seconds>,v1=<hex>`): HMAC-SHA256 with
 `OUTBOX_CALLBACK_SECRET` over `<t>.<raw body>`, the scheme Stripe and Slack use. Receivers
 recompute it over the raw body, compare in constant time, and refuse stale timestamps;
 `X-Outbox-Delivery` is stable across retries, for de-duplication.
+
+A callback is an outbound request the outbox makes on the agent's behalf, so policy decides it
+like any other: act `callback` on the `http:` object of the URL's canonical form
+(`outbox/policy/outbound.py`), for the agent that submitted. Only `allow` permits it (no human
+approves a callback). It is decided at submission (refused with a 422) and again at delivery
+against the policy then current, so a revoked permission stops callbacks; a call that policy
+denied is never called back, whatever its URL.
 """
 
 from __future__ import annotations
@@ -22,19 +29,69 @@ import httpx
 from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
-from outbox.actions.models import TERMINAL_STATUSES, Action
+from outbox.actions.models import TERMINAL_STATUSES, Action, ActionStatus
 from outbox.actions.schemas import ActionOut
+from outbox.agents.models import Agent
+from outbox.agents.service import AuthenticatedAgent
 from outbox.approvals import delivery
 from outbox.approvals.models import Delivery
 from outbox.canonical import canonical_json
+from outbox.policy.engine import PolicyDecision, PolicySnapshot
+from outbox.policy.matching import Subject
+from outbox.policy.outbound import CALLBACK_ACT, callback_target
+from outbox.problems import Problem
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
+from outbox.urls import CanonicalURL, URLRefused, parse_url
 
 SIGNATURE_HEADER = "X-Outbox-Signature"
 DELIVERY_HEADER = "X-Outbox-Delivery"
 EVENT_HEADER = "X-Outbox-Event"
 # Terminal actions older than this are not looked at again (their callbacks were queued long ago).
 _LOOKBACK = timedelta(days=2)
+# Terminal states that are called back: every one but `denied` (a refused request causes no
+# outbound request at all).
+CALLED_BACK_STATUSES = frozenset(TERMINAL_STATUSES - {ActionStatus.DENIED})
+
+
+def decide_callback(snapshot: PolicySnapshot, subject: Subject, url: CanonicalURL) -> PolicyDecision:
+    """Policy's answer for a callback to `url` on behalf of `subject`; only `allow` permits it."""
+    return snapshot.decide(subject, [callback_target(url)])
+
+
+def require_callback_allowed(snapshot: PolicySnapshot, subject: Subject, callback_url: str) -> None:
+    """At submission: refuse (422 naming `callback_url`) a callback policy does not allow."""
+    url = parse_url(callback_url)
+    decision = decide_callback(snapshot, subject, url)
+    if decision.effect == "allow":
+        return
+    target = callback_target(url)
+    why = (
+        "a callback cannot wait for a human, so only `allow` permits one"
+        if decision.effect == "approve"
+        else decision.explain()
+    )
+    message = f"no policy rule allows callbacks to {url.wire} for {subject.principal} ({why})"
+    raise Problem(
+        422,
+        "validation-error",
+        "Invalid request",
+        f"No policy rule allows callbacks to this destination: act `{CALLBACK_ACT}` on {target.object} "
+        f"is {decision.effect} for {subject.principal}.",
+        hint=(
+            "Leave out callback_url and poll GET /v1/actions/{id} (or send `Prefer: wait=N`), or use a "
+            "callback URL your role is allowed. An operator allows one in the policy files with a rule "
+            f"such as `p, role:<your role>, http:{url.authority}{_hooks_prefix(url.path)}, "
+            f"{CALLBACK_ACT}, allow`."
+        ),
+        errors=[{"field": "callback_url", "message": message}],
+    )
+
+
+def _hooks_prefix(path: str) -> str:
+    """The rule object a hint suggests: the URL's directory and below (`/hooks/**`)."""
+    head = path.rsplit("/", 1)[0]
+    return f"{head}/**" if head else "/**"
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -63,7 +120,7 @@ def enqueue_due_callbacks(session: Session, *, limit: int = 500) -> int:
         select(Action.id)
         .where(
             col(Action.callback_url).is_not(None)
-            & col(Action.status).in_([s.value for s in TERMINAL_STATUSES])
+            & col(Action.status).in_([s.value for s in CALLED_BACK_STATUSES])
             & (col(Action.finished_at) >= utcnow() - _LOOKBACK)
             & ~already
         )
@@ -82,8 +139,12 @@ def deliver_callback(runtime: Runtime, claimed: delivery.ClaimedDelivery) -> del
         return delivery.GiveUp("OUTBOX_CALLBACK_SECRET is not set: callbacks cannot be signed, so none is sent")
     with runtime.db.session() as session:
         action = session.get(Action, claimed.subject_id)
+        agent = session.get(Agent, action.agent_id) if action is not None else None
     if action is None or action.callback_url is None:
         return delivery.GiveUp("the action or its callback URL no longer exists")
+    url = _destination_now(runtime, action, agent)
+    if isinstance(url, delivery.GiveUp):
+        return url
     body = canonical_json(
         {
             "event": f"action.{action.status}",
@@ -100,15 +161,37 @@ def deliver_callback(runtime: Runtime, claimed: delivery.ClaimedDelivery) -> del
     }
     try:
         with httpx.Client(timeout=settings.callback_timeout_seconds, follow_redirects=False, trust_env=False) as client:
-            reply = client.post(action.callback_url, content=body, headers=headers)
+            reply = client.post(httpx.URL(url.wire), content=body, headers=headers)
     except httpx.HTTPError as exc:
-        return delivery.RetryLater(f"POST {action.callback_url}: {type(exc).__name__}: {exc}")
+        return delivery.RetryLater(f"POST {url.wire}: {type(exc).__name__}: {exc}")
     status = reply.status_code
     if 200 <= status < 300:
         return delivery.Delivered(f"HTTP {status}")
     if status in (408, 425, 429) or status >= 500:
         return delivery.RetryLater(f"HTTP {status}", retry_after=_retry_after(reply.headers.get("retry-after")))
     return delivery.GiveUp(f"the receiver refused the callback with HTTP {status}")
+
+
+def _destination_now(runtime: Runtime, action: Action, agent: Agent | None) -> CanonicalURL | delivery.GiveUp:
+    """The URL to POST to, or why no callback is sent: decided again against the policy in
+    force now (a permission revoked since submission stops the callback), for the agent as it
+    is now."""
+    if action.status == ActionStatus.DENIED.value:
+        return delivery.GiveUp("the call was denied by policy: a refused request is never called back")
+    if agent is None or agent.revoked_at is not None:
+        return delivery.GiveUp("the agent that asked for this callback is revoked: no callback is sent")
+    try:
+        url = parse_url(action.callback_url or "")
+    except URLRefused as exc:
+        return delivery.GiveUp(f"the callback URL is not acceptable: {exc}")
+    snapshot = runtime.policy.current.snapshot
+    caller = AuthenticatedAgent(agent.id, agent.name, tuple(agent.roles))
+    decision = decide_callback(snapshot, Subject(caller.principal, caller.roles), url)
+    if decision.effect != "allow":
+        return delivery.GiveUp(
+            f"policy {decision.policy_version} no longer allows this callback, so none is sent: {decision.explain()}"
+        )
+    return url
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -167,13 +167,17 @@ def test_a_callback_url_must_be_http(gate_runtime: Runtime, target_server: Targe
     with client_for(gate_runtime) as client:
         bad = submit(client, key, f"{target_server.base_url}/x", callback_url="ftp://example.com/hook")
         userinfo = submit(client, key, f"{target_server.base_url}/x", callback_url="https://u:p@example.com/hook")
-        good = submit(client, key, f"{target_server.base_url}/x", callback_url="https://agent.example.com/hook")
+        # Policy decides callbacks (act `callback`); the shipped rules allow loopback /hooks/**.
+        elsewhere = submit(client, key, f"{target_server.base_url}/x", callback_url="https://agent.example.com/hook")
+        good = submit(client, key, f"{target_server.base_url}/x", callback_url="http://localhost:9/hooks/done")
 
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "callback_url"
     assert userinfo.status_code == 422
-    assert good.status_code == 202
-    assert action_of(gate_runtime, good.json()["id"]).callback_url == "https://agent.example.com/hook"
+    assert elsewhere.status_code == 422
+    assert elsewhere.json()["errors"][0]["field"] == "callback_url"
+    assert good.status_code == 202, good.text
+    assert action_of(gate_runtime, good.json()["id"]).callback_url == "http://127.0.0.1:9/hooks/done"
     assert approval_of(gate_runtime, good.json()["id"]).status == "pending"
 
 
