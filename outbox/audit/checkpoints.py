@@ -158,8 +158,9 @@ class CheckpointLog:
 def read_checkpoint_log(source: str, text: str, public_keys: dict[str, Ed25519PublicKey]) -> CheckpointLog:
     """Check every line's signature and the chain between them.
 
-    Lines of a structured log that are not `audit.checkpoint` events are skipped, so a witness
-    may be the sink file, a copy of it, or log lines exported from wherever logs are kept.
+    Lines of a structured log that are not `audit.checkpoint` events are skipped (and text lines
+    that do not mention a checkpoint), so a witness may be the sink file, a copy of it, or log
+    lines exported from wherever logs are kept.
 
     Two lines may carry the same `seq` and `prev`: a writer whose database commit failed after it
     had written the line retries with the same number. A gap in `seq` (checkpoints written to
@@ -168,6 +169,7 @@ def read_checkpoint_log(source: str, text: str, public_keys: dict[str, Ed25519Pu
     result = CheckpointLog(source)
     digests: dict[int, set[str]] = {}
     previous: Checkpoint | None = None
+    skipped = 0
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -175,7 +177,10 @@ def read_checkpoint_log(source: str, text: str, public_keys: dict[str, Ed25519Pu
         try:
             document = json.loads(raw)
         except ValueError:
-            result.failures.append(f"{where} is not JSON: the checkpoint file was damaged or edited")
+            if '"checkpoint"' in raw:
+                result.failures.append(f"{where} is not JSON: the checkpoint line was damaged or edited")
+            else:
+                skipped += 1  # a log file's other lines (a process's banner, say)
             continue
         if isinstance(document, dict) and "checkpoint" not in document and "event" in document:
             continue  # another structured log line
@@ -228,4 +233,6 @@ def read_checkpoint_log(source: str, text: str, public_keys: dict[str, Ed25519Pu
         digests.setdefault(checkpoint.seq, set()).add(checkpoint.digest)
         result.checkpoints.append(checkpoint)
         previous = checkpoint
+    if skipped:
+        result.notes.append(f"{skipped} lines of {source} are neither JSON nor checkpoints and were skipped")
     return result

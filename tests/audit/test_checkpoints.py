@@ -349,8 +349,15 @@ def test_the_log_sink_lines_serve_as_a_witness(
     assert len(log_lines) == 1
     witness = tmp_path / "from-logs.jsonl"
     # Other log lines around it are skipped.
-    witness.write_text('{"event": "http.request", "level": "info"}\n' + log_lines[0] + "\n")
-    assert verify(runtime, witness=witness).ok
+    witness.write_text(
+        '{"event": "http.request", "level": "info"}\n'
+        " -------------- celery@host v5 (a banner line)\n"
+        "  . outbox.audit_checkpoint\n" + log_lines[0] + "\n"
+    )
+    report = verify(runtime, witness=witness)
+    assert report.ok, report.failures
+    assert report.checkpoints_read == 1
+    assert "2 lines of" in report.notes[0]
     delete_newest(runtime, 2)
     checkpoint_file(runtime.settings).unlink()
     assert "events 8..9 are missing" in verify(runtime, witness=witness).failures[0]
