@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from outbox.approvals.authority import authority_refusal
-from outbox.policy.engine import Effect, PolicyDecision, PolicyRule, PolicySnapshot
+from outbox.policy.engine import Effect, PolicyDecision, PolicyRule, PolicySnapshot, subject_name
 from outbox.policy.matching import Subject
 from outbox.policy.targets import ToolCatalog
 from outbox.tools.base import Target, ToolArgumentsError
@@ -82,7 +82,8 @@ class PolicyCase(BaseModel):
     @property
     def principal(self) -> str:
         if self.subject is not None:
-            return self.subject
+            # A human subject means the canonical person, as in the rules and at runtime.
+            return subject_name(self.subject)
         if self.agent is not None:
             return self.agent if self.agent.startswith("agent:") else f"agent:{self.agent}"
         return DEFAULT_AGENT

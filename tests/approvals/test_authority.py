@@ -127,3 +127,15 @@ def test_policy_test_cases_ask_the_same_question_the_runtime_asks(policy: Path) 
     (result,) = run_cases(policy, snapshot, load_catalog(policy))
 
     assert result.passed, result.messages
+
+
+def test_a_policy_case_about_a_human_subject_means_the_canonical_person(policy: Path) -> None:
+    (policy / "tests" / "cases.yaml").write_text(
+        "cases:\n"
+        "  - {subject: 'USER:Reviewer@Example.COM', object: 'http:127.0.0.1:1/x', act: approve, expect: allow}\n"
+        "  - {subject: 'slack:w0rev1', object: 'http:127.0.0.1:1/x', act: approve, expect: allow}\n"
+    )
+
+    results = run_cases(policy, load_policy(policy), load_catalog(policy))
+
+    assert [r.passed for r in results] == [True, True], [r.messages for r in results]
