@@ -7,12 +7,15 @@ only safe on a laptop.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outbox.urls import parse_url
 
 
 class UnsafeConfigurationError(RuntimeError):
@@ -149,6 +152,23 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         return self.broker_url is None
 
+    # Outbound destinations are configuration only, parsed once here (policies/README.md,
+    # "Outbound requests"): no agent-controlled value ever reaches them.
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_api_url(cls, value: str) -> str:
+        # The canonical URL form (outbox/urls.py); the Slack client appends method names to it,
+        # so it ends with "/" and carries no query.
+        url = parse_url(value)
+        if url.query is not None:
+            raise ValueError("the Slack API base URL takes no query string")
+        return url.wire if url.path.endswith("/") else f"{url.wire}/"
+
+    @field_validator("dns_resolver")
+    @classmethod
+    def _dns_resolver(cls, value: str | None) -> str | None:
+        return value if value is None or value == "system" else _canonical_resolver(value)
+
     @model_validator(mode="after")
     def _normalise_database_url(self) -> Settings:
         # `postgresql://` would pick psycopg2, which we do not ship; psycopg 3 is the driver.
@@ -194,6 +214,26 @@ class Settings(BaseSettings):
             problems.append("OUTBOX_ALLOW_UNSANDBOXED is for development only: commands must run sandboxed")
         if problems:
             raise UnsafeConfigurationError("; ".join(problems))
+
+
+def _canonical_resolver(spec: str) -> str:
+    """`ip`, `ip:port` or `[ipv6]:port` as `ip:port` / `[ipv6]:port`: an address, never a name
+    (finding the resolver must not itself need DNS)."""
+    host, port = spec, "53"
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"resolver {spec!r}: expected ip, ip:port or [ipv6]:port")
+        port = rest.removeprefix(":") or "53"
+    elif spec.count(":") == 1:
+        host, port = spec.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"resolver {spec!r}: expected ip, ip:port or [ipv6]:port (an address, not a name)") from None
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"resolver {spec!r}: the port must be a number from 1 to 65535")
+    return f"[{address}]:{int(port)}" if address.version == 6 else f"{address}:{int(port)}"
 
 
 @lru_cache(maxsize=1)
