@@ -205,6 +205,8 @@ class Settings(BaseSettings):
                 "OUTBOX_AUDIT_SIGNING_KEY (or OUTBOX_AUDIT_SIGNING_KEY_FILE, a mounted secret) must be set: "
                 "it signs the audit checkpoints and must not live beside the database"
             )
+        if not self.audit_checkpoint_sinks:
+            problems.append("OUTBOX_AUDIT_CHECKPOINT_SINKS is empty: audit checkpoints would be kept nowhere")
         if "log" in self.audit_checkpoint_sinks and self.log_level.upper() not in {"DEBUG", "INFO"}:
             problems.append(
                 f"OUTBOX_LOG_LEVEL={self.log_level} drops the audit.checkpoint lines of the log sink: "

@@ -50,6 +50,16 @@ def test_production_refuses_a_log_sink_its_log_level_would_drop(tmp_path: Path) 
     with pytest.raises(UnsafeConfigurationError, match=r"drops the audit\.checkpoint lines"):
         quiet.check_production_safety()
     quiet.model_copy(update={"audit_checkpoint_sinks": ["file"]}).check_production_safety()
+    with pytest.raises(UnsafeConfigurationError, match="kept nowhere"):
+        quiet.model_copy(update={"audit_checkpoint_sinks": []}).check_production_safety()
+
+
+def test_sinks_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OUTBOX_AUDIT_CHECKPOINT_SINKS", '["log"]')
+    assert _settings(tmp_path).audit_checkpoint_sinks == ["log"]
+    monkeypatch.setenv("OUTBOX_AUDIT_CHECKPOINT_SINKS", '["syslog"]')
+    with pytest.raises(ValueError, match="file"):
+        _settings(tmp_path)
 
 
 def _pem(key: Ed25519PrivateKey) -> str:
