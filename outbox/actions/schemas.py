@@ -35,7 +35,9 @@ class ActionCreate(BaseModel):
         max_length=2048,
         description=(
             "Optional http(s) URL POSTed with the action when it reaches a terminal state, signed "
-            "with HMAC-SHA256 (header X-Outbox-Signature); retried until it answers 2xx."
+            "with HMAC-SHA256 (header X-Outbox-Signature); retried until it answers 2xx. Policy must "
+            "allow act `callback` on the URL's http: object for this agent, or the request is refused "
+            "(422); a call denied by policy is never called back."
         ),
     )
 

@@ -167,7 +167,12 @@ class HttpRequestArgs(BaseModel):
     )
     url: str = Field(
         max_length=2048,
-        description="Absolute http(s) URL. Redirects are returned, not followed.",
+        description=(
+            "Absolute http(s) URL, decided and sent in one canonical form (localhost and [::1] are "
+            "127.0.0.1). Ambiguous forms are refused: empty or dot segments, ';', encoded '/', '\\' "
+            "or '.', userinfo, fragments, IPv4 other than four decimal numbers. Redirects are "
+            "returned, not followed."
+        ),
     )
     json_body: Any = Field(
         default=None,
@@ -176,7 +181,11 @@ class HttpRequestArgs(BaseModel):
     )
     headers: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra request headers. Authorization and Cookie come from server configuration.",
+        description=(
+            "Extra request headers. Authorization and Cookie come from server configuration; headers "
+            "proxies read as the target, host or method (X-Original-URL, X-Forwarded-*, Forwarded, "
+            "X-HTTP-Method-Override, …) are refused."
+        ),
     )
 
     @field_validator("method", mode="before")
