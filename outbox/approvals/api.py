@@ -14,8 +14,9 @@ from starlette.concurrency import run_in_threadpool
 
 from outbox.api.deps import AdminDep, RuntimeDep
 from outbox.approvals import delivery
+from outbox.approvals.authority import ApprovalRefused, RefusalCode
 from outbox.approvals.schemas import ApprovalOut, ApprovalPage, ApproveIn, DecisionResultOut, DenyIn
-from outbox.approvals.service import ApprovalRefused, RefusalCode, decide, get_approval, list_approvals
+from outbox.approvals.service import decide, get_approval, list_approvals
 from outbox.problems import Problem
 from outbox.runtime import Runtime
 

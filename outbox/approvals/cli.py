@@ -81,7 +81,8 @@ def show_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show everything an approver needs: who asks, for whom, why, every target, the preview."""
-    from outbox.approvals.service import ApprovalRefused, get_approval
+    from outbox.approvals.authority import ApprovalRefused
+    from outbox.approvals.service import get_approval
 
     try:
         with cli_runtime() as runtime, runtime.db.session() as session:
@@ -94,7 +95,8 @@ def show_command(
 
 def _decide(ref: str, identity: str, *, reason: str | None, may_resubmit: bool, digest: str | None) -> None:
     from outbox.approvals import delivery
-    from outbox.approvals.service import ApprovalRefused, decide
+    from outbox.approvals.authority import ApprovalRefused
+    from outbox.approvals.service import decide
 
     with cli_runtime() as runtime:
         try:

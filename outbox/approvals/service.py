@@ -26,7 +26,6 @@ from outbox.actions.lifecycle import transition
 from outbox.actions.models import Action, ActionStatus
 from outbox.approvals import delivery
 from outbox.approvals.authority import (
-    APPROVE_ACT,
     ApprovalRefused,
     RefusalCode,
     approver_identity,
@@ -45,15 +44,6 @@ from outbox.runtime import NullDispatcher, Runtime
 from outbox.slack.client import slack_enabled
 from outbox.sqltypes import new_id, utcnow
 from outbox.tools.base import Target
-
-__all__ = [  # re-exported: the edges import the refusal types from the service they call
-    "APPROVE_ACT",
-    "ApprovalRefused",
-    "RefusalCode",
-    "authority_refusal",
-    "distinct_people",
-    "person_of",
-]
 
 log = structlog.get_logger(__name__)
 

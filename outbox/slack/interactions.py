@@ -31,7 +31,8 @@ from starlette.concurrency import run_in_threadpool
 
 from outbox.api.deps import RuntimeDep
 from outbox.approvals import delivery
-from outbox.approvals.service import ApprovalRefused, check_may_decide, decide
+from outbox.approvals.authority import ApprovalRefused
+from outbox.approvals.service import check_may_decide, decide
 from outbox.identities import InvalidIdentity, parse_principal
 from outbox.problems import Problem
 from outbox.runtime import Runtime

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from outbox.approvals.service import ApprovalRefused, DecisionResult, decide
+from outbox.approvals.authority import ApprovalRefused
+from outbox.approvals.service import DecisionResult, decide
 from outbox.runtime import Runtime
 from tests.approvals.support import action_of, approval_of, deployer, event_types, submit_call
 from tests.support.http_target import TargetServer

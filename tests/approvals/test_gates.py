@@ -10,8 +10,9 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from outbox.actions.models import Action
+from outbox.approvals.authority import ApprovalRefused, RefusalCode
 from outbox.approvals.digest import approval_digest
-from outbox.approvals.service import ApprovalRefused, RefusalCode, decide
+from outbox.approvals.service import decide
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime

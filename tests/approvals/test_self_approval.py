@@ -20,9 +20,10 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from outbox.actions.models import Action
+from outbox.approvals.authority import ApprovalRefused, RefusalCode
 from outbox.approvals.digest import approval_digest
 from outbox.approvals.models import ApprovalDecision, ApprovalRequest
-from outbox.approvals.service import ApprovalRefused, RefusalCode, decide
+from outbox.approvals.service import decide
 from outbox.audit.models import AuditEvent
 from outbox.config import get_settings
 from outbox.execution.service import run_action
