@@ -24,6 +24,7 @@ g, slack:U0TWIN, user:twin-a@example.com
 g, slack:U0TWIN, user:twin-b@example.com
 g, user:items-only@example.com, role:items-approver
 p, role:items-approver, http:127.0.0.1:*/items/**, approve, allow
+p, USER:Solo@Example.COM, http:127.0.0.1:*/solo/**, approve, allow
 """
 ITEM = [Target("http:127.0.0.1:1/items/1", "delete")]
 
@@ -59,7 +60,15 @@ def test_rule_subjects_written_in_mixed_case_mean_the_canonical_person(snapshot:
     subject = Subject("user:reviewer@example.com")
     assert snapshot.decide(subject, approve).effect == "allow"
     assert snapshot.decide_by_scan(subject, approve).effect == "allow"
-    # Explanations quote the rule as it is written.
+    # A `p` rule for a mixed-case identity decides for the canonical person in the index and
+    # in casbin's scan alike, and explanations quote the rule as it is written.
+    solo = [Target("http:127.0.0.1:1/solo/1", "approve")]
+    for decide in (snapshot.decide, snapshot.decide_by_scan):
+        decision = decide(Subject("user:solo@example.com"), solo)
+        assert decision.effect == "allow"
+        assert [r["rule"] for r in decision.rules()] == [
+            "p, USER:Solo@Example.COM, http:127.0.0.1:*/solo/**, approve, allow"
+        ]
     [rule] = snapshot.decide(
         Subject("user:items-only@example.com"), [Target("http:127.0.0.1:1/items/1", "approve")]
     ).rules()
