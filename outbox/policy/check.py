@@ -533,6 +533,16 @@ class RuleAnalysis:
         for rule in self.p_rules:
             if scheme_of(rule.values[1]) != "http":
                 continue
+            parsed = _HttpPattern.parse(rule.values[1])
+            if parsed is not None and "*" in parsed.host and rule.values[3] == "allow":
+                self.report.add(
+                    "warning",
+                    "wildcard-host",
+                    f"{rule.values[1]!r} allows hosts by wildcard: any DNS name that matches, "
+                    "including one that resolves to this machine's loopback or another internal "
+                    "address, is granted; name the hosts",
+                    rule,
+                )
             fixed = self._canonical_http_object(rule)
             rewritten.append((rule, fixed if fixed is not None else rule.values[1]))
         reported: set[tuple[int, int]] = set()

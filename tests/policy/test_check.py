@@ -450,3 +450,22 @@ def test_callback_is_an_act_on_http_objects(tmp_path: Path) -> None:
     found = findings(directory)
     assert ("unknown-act", 2, "error") in codes_at(found)
     assert not [f for f in found if f.line == 1]
+
+
+@pytest.mark.parametrize(
+    ("rule", "warned"),
+    [
+        ("p, role:a, http:*:*/**, get, allow", True),
+        ("p, role:a, http:*/**, get, allow", True),
+        ("p, role:a, http:*.internal/v1/**, get, allow", True),
+        ("p, role:a, http:10.0.0.*:8080/**, get, allow", True),
+        ("p, role:a, http:*:*/admin/**, get, deny", False),
+        ("p, role:a, http:*:*/**, delete, approve", False),
+        ("p, role:a, http:127.0.0.1:*/**, get, allow", False),
+    ],
+)
+def test_an_allow_on_a_wildcard_host_is_a_warning_because_dns_names_reach_internal_hosts(
+    tmp_path: Path, rule: str, warned: bool
+) -> None:
+    found = [f for f in findings(policy(tmp_path, rule + "\n")) if f.code == "wildcard-host"]
+    assert [(f.line, f.severity) for f in found] == ([(1, "warning")] if warned else [])
