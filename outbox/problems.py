@@ -118,12 +118,17 @@ async def http_exception_handler(_request: Request, exc: Exception) -> JSONRespo
     )
 
 
-async def unhandled_handler(_request: Request, _exc: Exception) -> JSONResponse:
+async def unhandled_handler(request: Request, _exc: Exception) -> JSONResponse:
     # Client input never reaches here by design; if it does, it is our bug, not the client's.
+    takes_key = request.method == "POST" and request.url.path == "/v1/actions"
     return Problem(
         500,
         "internal-error",
         "Internal error",
         "The outbox failed while handling this request; nothing was executed by this request.",
-        hint="Retry with the same Idempotency-Key: a recorded action will be returned, not duplicated.",
+        hint=(
+            "Retry with the same Idempotency-Key: a recorded action will be returned, not duplicated."
+            if takes_key
+            else "Retry the request later; if it keeps failing, tell the operator the X-Request-ID of the answer."
+        ),
     ).response()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from starlette.requests import Request
 
+from outbox.problems import unhandled_handler
 from outbox.runtime import Runtime
 from tests.support.agents import bearer
 from tests.support.dispatchers import RecordingDispatcher
@@ -170,3 +174,17 @@ def test_validation_errors_without_an_idempotency_key_do_not_mention_one(
     assert problem["hint"]
     assert "Idempotency-Key" not in problem["hint"]
     assert "Idempotency-Key" not in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "mentions_key"),
+    [("POST", "/v1/actions", True), ("GET", "/v1/actions", False), ("POST", "/v1/admin/mail/pause", False)],
+)
+def test_the_500_hint_mentions_the_idempotency_key_only_where_one_is_taken(
+    method: str, path: str, mentions_key: bool
+) -> None:
+    request = Request({"type": "http", "method": method, "path": path, "headers": [], "query_string": b""})
+    response = asyncio.run(unhandled_handler(request, RuntimeError("a bug")))
+    hint = json.loads(bytes(response.body))["hint"]
+    assert response.status_code == 500
+    assert ("Idempotency-Key" in hint) is mentions_key
