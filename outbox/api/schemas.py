@@ -1,0 +1,40 @@
+"""Answers of the tools, policy and health endpoints, so the OpenAPI document describes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ToolOut(BaseModel):
+    name: str
+    function_name: str = Field(description="The same tool spelled with `__` for model APIs that refuse dots.")
+    description: str
+    parameters: dict[str, Any] = Field(description="The JSON Schema of the tool's arguments.")
+
+
+class ToolsOut(BaseModel):
+    tools: list[ToolOut]
+    policy_version: str
+
+
+class ReloadErrorOut(BaseModel):
+    at: str = Field(description="When the failed reload happened (ISO 8601).")
+    error: str | None = Field(default=None, description="What failed; shown to the admin token only.")
+
+
+class PolicyStatusOut(BaseModel):
+    version: str = Field(description="The content hash of the policy directory (`sha256:…`).")
+    loaded_at: str = Field(description="When this version was loaded (ISO 8601).")
+    rules: int
+    indexed: bool
+    tools: list[str]
+    last_reload_error: ReloadErrorOut | None
+    directory: str | None = Field(default=None, description="Where the policy lives; the admin token only.")
+    git_commit: str | None = Field(default=None, description="The policy's git commit; the admin token only.")
+
+
+class PolicyReloadOut(BaseModel):
+    version: str
+    loaded_at: str
