@@ -87,15 +87,24 @@ def test_shell_text_in_a_parameter_is_refused_before_anything_runs(command_runti
         assert raised.value.extra["errors"][0]["field"] == "args.path", path
 
 
-def test_more_targets_than_the_bound_go_to_a_human_with_the_dry_run_shown(command_runtime: Runtime) -> None:
-    key = make_agent(command_runtime.db, "cleaner", ["k8s-operator"])
+def test_more_targets_than_the_bound_go_to_a_human_with_the_dry_run_shown(
+    command_runtime: Runtime, policy_dir: Path
+) -> None:
+    # A role that policy lets delete staging namespaces without a human: only the tool's bound
+    # on targets per action can send this call to an approver.
+    with (policy_dir / "rules.csv").open("a") as rules:
+        rules.write("p, role:k8s-janitor, k8s:staging/namespace/*, delete, allow\n")
+    assert command_runtime.policy.reload()[0]
+    key = make_agent(command_runtime.db, "cleaner", ["k8s-janitor"])
     names = ["feature-branch-login", "feature-branch-search", "old-branch-cleanup", "integration-branch-env"]
     action_id = submit_call(command_runtime, key, "k8s.delete_namespaces", {"cluster": "staging", "names": names})
 
     action = load(command_runtime, action_id)
     assert action.status == "awaiting_approval"
     assert action.decision_effect == "approve"
-    assert "3" in (action.status_reason or "")  # the bound is named
+    # The bound is named, and the reason says policy alone would have allowed it.
+    assert "would touch 4 targets in one action; above 3 a human approves" in (action.status_reason or "")
+    assert "policy alone would allow it" in (action.status_reason or "")
     assert [t["object"] for t in action.targets] == [f"k8s:staging/namespace/{n}" for n in names]
     assert action.preview is not None
     dry_run = action.preview["dry_run"]
@@ -103,6 +112,18 @@ def test_more_targets_than_the_bound_go_to_a_human_with_the_dry_run_shown(comman
     assert dry_run["unsandboxed"] is False
     assert "exit_code" in dry_run  # no kubectl on this machine: the failure is shown to the approver
     assert command_runtime.dispatcher.published == []  # type: ignore[attr-defined]
+
+
+def test_three_targets_within_the_bound_run_without_a_human(command_runtime: Runtime, policy_dir: Path) -> None:
+    with (policy_dir / "rules.csv").open("a") as rules:
+        rules.write("p, role:k8s-janitor, k8s:staging/namespace/*, delete, allow\n")
+    assert command_runtime.policy.reload()[0]
+    key = make_agent(command_runtime.db, "cleaner-3", ["k8s-janitor"])
+    names = ["feature-branch-login", "feature-branch-search", "old-branch-cleanup"]
+    action_id = submit_call(command_runtime, key, "k8s.delete_namespaces", {"cluster": "staging", "names": names})
+    action = load(command_runtime, action_id)
+    assert action.status == "queued"
+    assert action.decision_effect == "allow"
 
 
 def test_a_denied_command_runs_not_even_its_dry_run(command_runtime: Runtime) -> None:
