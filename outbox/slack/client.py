@@ -70,7 +70,11 @@ class SlackClient:
         return data if isinstance(data, dict) else {}
 
     def post_message(self, *, channel: str, text: str, blocks: list[dict[str, Any]]) -> PostedMessage:
-        data = self._call("chat.postMessage", channel=channel, text=text, blocks=blocks, unfurl_links=False)
+        # Slack itself would fetch URLs in agent-written text to build previews: an outbound
+        # request nobody's policy decided. Neither links nor media are unfurled.
+        data = self._call(
+            "chat.postMessage", channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+        )
         return PostedMessage(channel_id=str(data.get("channel") or channel), ts=str(data["ts"]))
 
     def update_message(self, *, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:

@@ -54,6 +54,9 @@ def test_a_request_is_posted_with_everything_an_approver_needs(
 
     [message] = fake_slack.calls_to("chat.postMessage")
     assert message.body["channel"] == "#approvals"
+    # Slack fetches nothing the agent wrote: no link or media previews.
+    assert message.body["unfurl_links"] is False
+    assert message.body["unfurl_media"] is False
     text = blocks_text(message)
     assert "Approval needed: http.request" in text
     assert "agent:deployer" in text and "bob@example.com" in text
