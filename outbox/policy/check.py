@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from outbox.agents.service import AgentError, normalise_role
+from outbox.identities import InvalidIdentity, parse_principal
 from outbox.policy.cases import load_cases
 from outbox.policy.engine import (
     EFFECTS,
@@ -56,8 +57,6 @@ HUMAN_KINDS = ("user", "slack")
 # As `outbox agents create` accepts them.
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # As the approvals service accepts human identities.
-_SLACK_ID = re.compile(r"^[A-Z0-9]{2,32}$")
-_USER_ID = re.compile(r"^[^\s<>&,|]{1,300}$")
 # casbin functions whose matching is by prefix (`keyMatch`: `*` crosses `/`) or unanchored
 # (`regexMatch`): with them `send_email*` can match `send_email_all`.
 _LOOSE_MATCHERS = re.compile(r"\b(keyMatch\d?|keyGet\d?|regexMatch|globMatch)\s*\(")
@@ -301,10 +300,22 @@ class RuleAnalysis:
             problem = "agent names are 1-63 lower-case letters, digits, '.', '_' or '-'"
         elif kind == "role" and not _is_normal_role(subject):
             problem = "role names are lower-case letters, digits, '.', '_', '-' or ':'"
-        elif kind == "slack" and not _SLACK_ID.match(name):
-            problem = "Slack identities are user IDs such as slack:U024BE7LH, not display names"
-        elif kind == "user" and not _USER_ID.match(name):
-            problem = "user identities are an e-mail address or a name without spaces, <, >, &, ',' or |"
+        elif kind in HUMAN_KINDS:
+            # People are compared in one canonical form everywhere authority is checked
+            # (outbox/identities.py); a rule must name them in a form that parses.
+            try:
+                canonical = parse_principal(subject).canonical
+            except InvalidIdentity as exc:
+                problem = str(exc)
+            else:
+                if canonical != subject:
+                    self.report.add(
+                        "warning",
+                        "noncanonical-identity",
+                        f"subject {subject!r} is read as {canonical!r}; write it that way so the rule reads as it is "
+                        "matched",
+                        rule,
+                    )
         if problem:
             self.report.add("error", "identity-format", f"subject {subject!r}: {problem}", rule)
             return False

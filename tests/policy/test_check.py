@@ -224,6 +224,49 @@ def test_subjects_must_be_identities_or_roles(tmp_path: Path) -> None:
     assert ("g-parent", 5, "error") in found
 
 
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "user:Lead <lead@example.com>",
+        "user:mailto:lead@example.com",
+        "user:lead@example.com\u200b",
+        "user:lead\u202e@example.com",
+        "slack:Jane",
+        "user:two words",
+    ],
+)
+def test_people_that_do_not_parse_as_one_identity_are_errors(tmp_path: Path, subject: str) -> None:
+    directory = policy(tmp_path, f"p, {subject}, http:h:1/x, approve, allow\n")
+    assert ("identity-format", 1, "error") in codes_at(findings(directory))
+
+
+@pytest.mark.parametrize(
+    ("subject", "canonical"),
+    [
+        ("user:Lead@Example.com", "user:lead@example.com"),
+        ("user:\uff4c\uff45\uff41\uff44@example.com", "user:lead@example.com"),
+        ("slack:u0123abc", "slack:U0123ABC"),
+    ],
+)
+def test_people_written_in_another_form_are_named_in_the_form_they_match(
+    tmp_path: Path, subject: str, canonical: str
+) -> None:
+    directory = policy(tmp_path, f"p, {subject}, http:h:1/x, approve, allow\n")
+    found = findings(directory)
+    assert ("noncanonical-identity", 1, "warning") in codes_at(found)
+    assert any(canonical in f.message for f in found if f.code == "noncanonical-identity")
+
+
+def test_canonical_people_are_not_reported(tmp_path: Path) -> None:
+    directory = policy(
+        tmp_path,
+        "p, user:lead@example.com, http:h:1/x, approve, allow\np, slack:U0123ABC, http:h:1/x, approve, allow\n",
+    )
+    codes = {code for code, _, _ in codes_at(findings(directory))}
+    assert "identity-format" not in codes
+    assert "noncanonical-identity" not in codes
+
+
 def test_roles_without_rules_and_people_without_roles_are_reported(tmp_path: Path) -> None:
     directory = policy(
         tmp_path,
