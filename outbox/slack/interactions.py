@@ -17,7 +17,6 @@ by its action timestamp, and a second decision by the same approver is counted o
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qs
@@ -33,6 +32,7 @@ from outbox.api.deps import RuntimeDep
 from outbox.approvals import delivery
 from outbox.approvals.authority import ApprovalRefused
 from outbox.approvals.service import check_may_decide, decide
+from outbox.canonical import JSONInputError, loads_strict
 from outbox.identities import InvalidIdentity, parse_principal
 from outbox.problems import Problem
 from outbox.runtime import Runtime
@@ -143,9 +143,12 @@ async def slack_interactions(request: Request, runtime: RuntimeDep, background: 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
         form = parse_qs(raw.decode("utf-8"), strict_parsing=False)
-        payload = json.loads(form["payload"][0])
-    except (UnicodeDecodeError, KeyError, IndexError, json.JSONDecodeError, RecursionError) as exc:
+        # The same strict JSON rules as every other body (no NaN, no 5000-digit integers).
+        payload = loads_strict(form["payload"][0])
+    except (UnicodeDecodeError, KeyError, IndexError) as exc:
         raise _bad_payload("expected a form body with a JSON `payload` field") from exc
+    except JSONInputError as exc:
+        raise _bad_payload(f"the `payload` field is not JSON this server accepts: {exc}") from exc
     if not isinstance(payload, dict):
         raise _bad_payload("the payload is not a JSON object")
     return payload
@@ -254,12 +257,12 @@ def _on_view_submission(runtime: Runtime, payload: dict[str, Any], background: B
     if not isinstance(view, dict) or view.get("callback_id") != DENY_MODAL:
         return Response(status_code=200)
     try:
-        meta = json.loads(view.get("private_metadata") or "{}")
+        meta = loads_strict(view.get("private_metadata") or "{}")
         values = view["state"]["values"]
         reason = values[REASON_BLOCK][REASON_BLOCK].get("value")
         selected = ((values.get(RESUBMIT_BLOCK) or {}).get(RESUBMIT_BLOCK) or {}).get("selected_options") or []
         approval_id, digest = str(meta["approval_id"]), str(meta["digest"])
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, AttributeError, JSONInputError) as exc:
         raise _bad_payload("the denial form is incomplete") from exc
     may_resubmit = any(isinstance(o, dict) and o.get("value") == "yes" for o in selected)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlencode
 
 import pytest
 
@@ -105,6 +106,30 @@ def test_a_valid_signature_over_a_non_slack_body_is_a_client_error_not_a_crash(s
         response = client.post("/slack/interactions", content=body, headers=signed_headers(body))
 
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "payload_json",
+    [
+        '{"type": "block_actions", "n": ' + "9" * 5000 + "}",  # past Python's int-from-text limit
+        '{"type": "block_actions", "n": NaN}',
+        '{"type": "block_actions", "n": 1e400}',
+        '{"type": "block_actions", "n": "\\ud800"}',
+        '{"type": "block_actions", "type": "view_submission"}',
+    ],
+    ids=["5000-digit-integer", "nan", "overflowing-float", "lone-surrogate", "duplicate-key"],
+)
+def test_a_validly_signed_payload_with_json_we_do_not_hold_is_400(
+    slack_runtime: Runtime, click: tuple[str, str], payload_json: str
+) -> None:
+    _, action_id = click
+    body = urlencode({"payload": payload_json})
+    with client_for(slack_runtime) as client:
+        response = client.post("/slack/interactions", content=body, headers=signed_headers(body))
+
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert_untouched(slack_runtime, action_id)
 
 
 def test_without_a_signing_secret_the_endpoint_is_off(gate_runtime: Runtime, click: tuple[str, str]) -> None:
