@@ -21,11 +21,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from outbox.policy.engine import PolicyDecision, PolicyLoadError
 from outbox.policy.matching import act_match, object_match
+from outbox.yamlfiles import YAMLFileError, load_yaml_file
 
 FILE_NAME = "approvals.yaml"
 DEFAULT_EXPIRY = timedelta(hours=1)
@@ -169,12 +169,9 @@ def load_approvals_config(directory: Path) -> ApprovalsConfig:
     if not path.is_file():
         return ApprovalsConfig()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise PolicyLoadError(
-            f"invalid YAML: {exc}", file=FILE_NAME, line=line + 1 if line is not None else None
-        ) from exc
+        raw = load_yaml_file(path)
+    except YAMLFileError as exc:
+        raise PolicyLoadError(f"invalid YAML: {exc.problem}", file=FILE_NAME, line=exc.line) from exc
     try:
         return ApprovalsConfig.model_validate(raw or {})
     except ValidationError as exc:

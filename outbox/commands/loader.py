@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from outbox.commands.definitions import PROFILES_CONTEXT, CommandToolDefinition, DefinitionRuleError
@@ -22,6 +21,7 @@ from outbox.commands.parameters import PARAMETER_TYPES
 from outbox.commands.profiles import builtin_profiles
 from outbox.commands.sandbox import SandboxSettings
 from outbox.commands.tool import CommandTool
+from outbox.yamlfiles import YAMLFileError, parse_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +103,10 @@ def _definitions_in(
     path: Path, content: bytes, profiles: frozenset[str]
 ) -> Iterator[tuple[int, CommandToolDefinition | None, list[DefinitionProblem]]]:
     try:
-        document = yaml.load(content, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        yield -1, None, [DefinitionProblem(path, "", f"not valid YAML: {error}")]
+        document = parse_yaml(content, str(path))
+    except YAMLFileError as error:
+        where = f"line {error.line}: " if error.line is not None else ""
+        yield -1, None, [DefinitionProblem(path, "", f"not valid YAML: {where}{error.problem}")]
         return
     if not isinstance(document, dict) or set(document) != {"tools"} or not isinstance(document["tools"], list):
         message = "expected a mapping with one key, `tools`, holding a list of tool definitions"
@@ -153,28 +154,3 @@ def _message(detail: Mapping[str, Any]) -> str:
     message = str(detail["msg"])
     # "Value error, pattern ... must be anchored" reads better without pydantic's prefix.
     return message.removeprefix("Value error, ")
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: YAML would silently keep the last one."""
-
-
-def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str | int | float | bool):
-            continue  # unhashable keys fail validation later anyway
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"duplicate key {key!r}",
-                key_node.start_mark,
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)

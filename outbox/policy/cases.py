@@ -35,6 +35,7 @@ from outbox.policy.engine import Effect, PolicyDecision, PolicyRule, PolicySnaps
 from outbox.policy.matching import Subject
 from outbox.policy.targets import ToolCatalog
 from outbox.tools.base import Target, ToolArgumentsError
+from outbox.yamlfiles import YAMLFileError, parse_yaml
 
 TESTS_DIR = "tests"
 DEFAULT_AGENT = "agent:policy-test"
@@ -133,12 +134,10 @@ def load_cases(policy_dir: Path) -> tuple[list[LocatedCase], list[CaseProblem]]:
 
 def parse_case_text(text: str, relative: str) -> tuple[list[LocatedCase], list[CaseProblem]]:
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        return [], [CaseProblem(relative, line, f"invalid YAML: {exc}".splitlines()[0])]
+        data = parse_yaml(text, relative)
+    except YAMLFileError as exc:
+        return [], [CaseProblem(relative, exc.line, f"invalid YAML: {exc.problem}")]
+    root = yaml.compose(text)  # parsed above, so this succeeds; its nodes give each case's line
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         return [], [CaseProblem(relative, 1, "a test file is a mapping with a `cases:` list")]
     extra = sorted(set(data) - {"cases"})

@@ -14,6 +14,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from outbox.config import Settings
+from outbox.retry_after import parse_retry_after
+from outbox.sqltypes import utcnow
+
+# Slack asking for a longer pause than this is retried after an hour anyway.
+_MAX_RETRY_AFTER_SECONDS = 3600.0
 
 # Errors Slack reports in a 200 body that go away by themselves.
 _TRANSIENT_ERRORS = frozenset(
@@ -107,9 +112,5 @@ def _retry_after(headers: Any) -> float | None:
         if raw is not None:
             value = raw
             break
-    if value is None:
-        return None
-    try:
-        return min(max(float(str(value).strip()), 0.0), 3600.0)
-    except ValueError:
-        return None
+    seconds = parse_retry_after(value if isinstance(value, str) else None, now=utcnow())
+    return None if seconds is None else min(seconds, _MAX_RETRY_AFTER_SECONDS)

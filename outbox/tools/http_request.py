@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 import httpx
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from outbox.budgets.service import Cap, acquire_slot, release_slot, reserve
 from outbox.canonical import canonical_json
+from outbox.retry_after import parse_retry_after
 from outbox.sqltypes import utcnow
 from outbox.tools.base import (
     Deferred,
@@ -37,6 +37,7 @@ from outbox.tools.base import (
 )
 from outbox.tools.registry import ToolServices
 from outbox.urls import CanonicalURL, URLRefused, canonical_authority, parse_url
+from outbox.yamlfiles import load_yaml_file
 
 # Headers an agent may never set: credentials come from server config; framing and identity
 # headers are the transport's and the outbox's to set; and the headers proxies and frameworks
@@ -83,6 +84,8 @@ FORBIDDEN_HEADERS = frozenset(
 FORBIDDEN_HEADER_PREFIXES = ("x-forwarded-", "proxy-")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]{0,4096}$")
+# A 429's Retry-After defers the action; a peer asking for longer gets an hour, then a retry.
+_MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
 class HostCredential(BaseModel):
@@ -152,7 +155,7 @@ class HttpToolConfig(BaseModel):
     def load(cls, path: Path) -> HttpToolConfig:
         if not path.is_file():
             return cls()
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml_file(path) or {}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -352,9 +355,11 @@ class HttpRequestTool:
         }
         status = reply.status_code
         if status == 429 or status >= 500:
-            retry_after = _retry_after_seconds(reply.headers.get("retry-after"))
+            now = utcnow()
+            retry_after = parse_retry_after(reply.headers.get("retry-after"), now=now)
             if status == 429 and retry_after is not None:
-                return Deferred(utcnow() + timedelta(seconds=retry_after), f"{url.authority} answered 429")
+                wait = timedelta(seconds=min(retry_after, _MAX_RETRY_AFTER_SECONDS))
+                return Deferred(now + wait, f"{url.authority} answered 429")
             return Failed(f"HTTP {status}", retryable=True, artifact=artifact, response=response)
         if status >= 400:
             return Failed(f"HTTP {status}", retryable=False, artifact=artifact, response=response)
@@ -377,12 +382,6 @@ def _body_fields(body: bytes) -> dict[str, Any]:
         return {"body": body.decode("utf-8")}
     except UnicodeDecodeError:
         return {"body_base64": base64.b64encode(body).decode("ascii")}
-
-
-def _retry_after_seconds(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
-        return None
-    return min(int(value.strip()), 3600)
 
 
 def provide_http_tools(policy_dir: Path, services: ToolServices) -> list[HttpRequestTool]:

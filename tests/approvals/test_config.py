@@ -71,6 +71,8 @@ def test_without_the_file_one_approver_within_an_hour(policy_dir: Path) -> None:
     ("text", "message"),
     [
         ("defaults: [", "invalid YAML"),
+        ("gates: []\ngates:\n  - match: {}\n", "approvals.yaml:2: invalid YAML: duplicate key 'gates'"),
+        ("defaults:\n  quorum: 2\n  quorum: 1\n", "approvals.yaml:3: invalid YAML: duplicate key 'quorum'"),
         ("gates:\n  - match: {}\n    quorum: 0\n", "quorum"),
         ("gates:\n  - match: {rule: x}\n    expires_in: 10s\n", "between"),
         ("gates:\n  - match: {colour: red}\n", "colour"),

@@ -123,6 +123,12 @@ def test_unknown_tools_refused_arguments_and_bad_yaml_fail_visibly(tmp_path: Pat
     assert not broken.passed
     assert broken.file == "tests/cases.yaml"
     assert "invalid YAML" in broken.messages[0]
+    repeated_key = "cases:\n  - {agent: a, agent: b, tool: x, args: {}, expect: deny}\n"
+    (directory / "tests" / "cases.yaml").write_text(repeated_key)
+    (repeated,) = results_for(directory)
+    assert not repeated.passed
+    assert repeated.line == 2
+    assert "invalid YAML: duplicate key 'agent'" in repeated.messages[0]
 
 
 def test_cli_passes_on_the_shipped_policies(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -222,3 +224,17 @@ def test_on_a_case_insensitive_host_every_spelling_of_a_path_is_one_object(path:
 def test_paths_stay_case_sensitive_on_other_hosts() -> None:
     args = tool().parse_args({"method": "GET", "url": "http://api.internal/ADMIN/users"})
     assert tool().targets(args) == [Target("http:api.internal/ADMIN/users", "get")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "defaults:\n  requests_per_minute: 60\n  requests_per_minute: 6000\n",
+        "hosts:\n  127.0.0.1:8080: {}\n  127.0.0.1:8080: {}\n",
+    ],
+)
+def test_a_repeated_key_in_http_yaml_is_refused_with_its_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "http.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"{path}:3: duplicate key"):
+        HttpToolConfig.load(path)
