@@ -2,9 +2,10 @@
 
 from outbox.actions.models import Action
 from outbox.agents.models import Agent, ApiKey
-from outbox.approvals.models import ApprovalDecision, ApprovalRequest, Delivery
+from outbox.approvals.models import ApprovalDecision, ApprovalRequest
 from outbox.audit.models import AuditEvent
 from outbox.budgets.models import BudgetCounter, ConcurrencySlot
+from outbox.deliveries.models import Delivery
 from outbox.idempotency.models import IdempotencyRecord
 from outbox.mail.models import (
     MailDelivery,

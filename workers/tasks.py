@@ -10,9 +10,9 @@ import structlog
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 
 from outbox import metrics
-from outbox.approvals.delivery import any_due, deliver_due
 from outbox.audit.checkpointer import Checkpointer
 from outbox.config import get_settings
+from outbox.deliveries.service import any_due, deliver_due
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.logs import configure_logging, log_context

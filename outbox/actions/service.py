@@ -16,10 +16,10 @@ from outbox.actions.lifecycle import transition
 from outbox.actions.models import CANCELLABLE_STATUSES, Action, ActionStatus
 from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
 from outbox.agents.service import AuthenticatedAgent
-from outbox.approvals.callbacks import require_callback_allowed
 from outbox.approvals.models import ApprovalRequest
 from outbox.audit.service import record_event
 from outbox.canonical import value_problems
+from outbox.deliveries.callbacks import require_callback_allowed
 from outbox.idempotency import service as idempotency
 from outbox.logs import bind_log_context
 from outbox.policy.engine import PolicyDecision

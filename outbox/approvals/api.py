@@ -13,10 +13,10 @@ from fastapi import APIRouter, BackgroundTasks, Query
 from starlette.concurrency import run_in_threadpool
 
 from outbox.api.deps import AdminDep, RuntimeDep
-from outbox.approvals import delivery
 from outbox.approvals.authority import ApprovalRefused, RefusalCode
 from outbox.approvals.schemas import ApprovalOut, ApprovalPage, ApproveIn, DecisionResultOut, DenyIn
 from outbox.approvals.service import decide, get_approval, list_approvals
+from outbox.deliveries import service as delivery
 from outbox.problems import Problem
 from outbox.runtime import Runtime
 

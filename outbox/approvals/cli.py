@@ -94,9 +94,9 @@ def show_command(
 
 
 def _decide(ref: str, identity: str, *, reason: str | None, may_resubmit: bool, digest: str | None) -> None:
-    from outbox.approvals import delivery
     from outbox.approvals.authority import ApprovalRefused
     from outbox.approvals.service import decide
+    from outbox.deliveries import service as delivery
 
     with cli_runtime() as runtime:
         try:

@@ -24,7 +24,6 @@ from sqlmodel import Session, col, select
 from outbox import metrics
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import Action, ActionStatus
-from outbox.approvals import delivery
 from outbox.approvals.authority import (
     ApprovalRefused,
     RefusalCode,
@@ -38,6 +37,7 @@ from outbox.approvals.digest import approval_digest, bound_targets
 from outbox.approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus
 from outbox.approvals.schemas import ApprovalOut, Verdict
 from outbox.audit.service import record_event
+from outbox.deliveries import service as delivery
 from outbox.policy.engine import PolicyDecision, PolicyLoadError, PolicySnapshot
 from outbox.problems import PROBLEM_BASE, Problem
 from outbox.runtime import NullDispatcher, Runtime

@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy import delete
 from sqlmodel import col
 
-from outbox.approvals import delivery
-from outbox.approvals.callbacks import enqueue_due_callbacks
 from outbox.approvals.service import expire_due
+from outbox.deliveries import service as delivery
+from outbox.deliveries.callbacks import enqueue_due_callbacks
 from outbox.runtime import Runtime
 from outbox.slack.client import slack_enabled
 from outbox.slack.models import SlackSeenRequest
@@ -25,7 +25,8 @@ SWEEP_DELIVERY_BUDGET_SECONDS = 5.0
 
 def sweep_approvals(runtime: Runtime) -> int:
     """Expire overdue requests (fail closed), queue callbacks and Slack updates for actions whose
-    state changed, and, in the embedded mode, make the due deliveries. Returns how many expired.
+    state changed, re-drive deliveries whose worker stopped answering (dead-lettered after their
+    last attempt), and, in the embedded mode, make the due deliveries. Returns how many expired.
 
     With a broker, the due deliveries are made by the `outbox.deliver_notifications` Celery task
     that follows each sweep, so a slow Slack never delays the sweep itself.
@@ -36,6 +37,7 @@ def sweep_approvals(runtime: Runtime) -> int:
         if slack_enabled(runtime.settings):
             reconcile_messages(session)
         session.execute(delete(SlackSeenRequest).where(col(SlackSeenRequest.seen_at) < utcnow() - SEEN_REQUEST_TTL))
+    delivery.redrive_expired(runtime)
     if runtime.settings.is_embedded:
         delivery.deliver_due(runtime, budget_seconds=SWEEP_DELIVERY_BUDGET_SECONDS)
     return expired

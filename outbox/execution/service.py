@@ -1,14 +1,14 @@
 """Running one action: claim, execute, record. The same code runs in Celery and embedded workers.
 
-A worker claims an action with a conditional update (queued → running, with a lease). A second
-delivery of the same message finds the action no longer queued and does nothing. The tool runs
-outside any transaction; its outcome is recorded in one transaction with its audit event.
+A worker claims an action with a conditional update (queued → running, with a lease; see
+outbox/jobs/repository.py). A second delivery of the same message finds the action no longer
+queued and does nothing. The tool runs outside any transaction; its outcome is recorded in one
+transaction with its audit event, and only if this worker's attempt still holds the lease.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import socket
 import threading
 import time
@@ -16,13 +16,13 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlmodel import col
 
 from outbox import metrics
-from outbox.actions.lifecycle import transition
 from outbox.actions.models import Action, ActionStatus
 from outbox.agents.models import Agent
 from outbox.audit.service import record_event
+from outbox.execution.leases import ACTION_JOBS, action_retries
+from outbox.jobs import repository as jobs
 from outbox.policy.matching import Subject
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
@@ -35,39 +35,33 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def retry_delay(settings_base: float, settings_max: float, attempt: int) -> float:
-    """Exponential backoff with full jitter (attempt 1 → up to base, doubling, capped)."""
-    ceiling = min(settings_max, settings_base * (2 ** max(attempt - 1, 0)))
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-
-
 def claim(runtime: Runtime, action_id: str, worker: str) -> Action | None:
     """queued → running with a lease, or None if someone else has it or it is not due."""
-    settings = runtime.settings
     now = utcnow()
     with runtime.db.session() as session:
-        action = session.get(Action, action_id)
-        if action is None or action.status != ActionStatus.QUEUED:
-            return None
-        if action.not_before is not None and action.not_before > now:
-            return None
-        moved = transition(
+        won = jobs.claim(
             session,
+            ACTION_JOBS,
             action_id,
-            from_statuses=[ActionStatus.QUEUED],
-            to_status=ActionStatus.RUNNING,
-            actor=f"worker:{worker}",
-            data={"attempt": action.attempts + 1},
-            extra_condition=(col(Action.attempts) == action.attempts),
-            attempts=action.attempts + 1,
-            lease_owner=worker,
-            lease_expires_at=now + timedelta(seconds=settings.lease_seconds),
-            not_before=None,
+            claimable=[ActionStatus.QUEUED.value],
+            running=ActionStatus.RUNNING.value,
+            owner=worker,
+            now=now,
+            lease=timedelta(seconds=runtime.settings.lease_seconds),
+            values={"not_before": None},
         )
-        if not moved:
+        if won is None:
             return None
-        session.refresh(action)
-        return action
+        record_event(
+            session,
+            event_type=f"action.{ActionStatus.RUNNING.value}",
+            actor=f"worker:{worker}",
+            action_id=action_id,
+            from_status=ActionStatus.QUEUED.value,
+            to_status=ActionStatus.RUNNING.value,
+            data={"attempt": won.attempt},
+        )
+        return session.get(Action, action_id)
 
 
 def run_action(runtime: Runtime, action_id: str) -> str | None:
@@ -143,70 +137,70 @@ def _execute(runtime: Runtime, action: Action) -> ToolOutcome:
 
 
 def _record_outcome(runtime: Runtime, action: Action, worker: str, outcome: ToolOutcome) -> str:
-    settings = runtime.settings
-    owned = col(Action.lease_owner) == worker
+    retries = action_retries(runtime.settings)
     actor = f"worker:{worker}"
     target: ActionStatus
     values: dict[str, Any]
     data: dict[str, Any]
+    if isinstance(outcome, Succeeded):
+        target, values, data = (
+            ActionStatus.SUCCEEDED,
+            {"artifact": outcome.artifact, "response": outcome.response, "status_reason": outcome.summary},
+            {"artifact": outcome.artifact, "response": outcome.response},
+        )
+    elif isinstance(outcome, Deferred):
+        target, values, data = (
+            ActionStatus.DEFERRED,
+            # Waiting for a window is not an attempt.
+            {
+                "not_before": outcome.not_before,
+                "status_reason": outcome.reason,
+                "attempts": action.attempts - 1,
+                "last_published_at": None,
+            },
+            {"not_before": outcome.not_before.isoformat(), "reason": outcome.reason},
+        )
+    elif outcome.retryable and not retries.exhausted(action.attempts):
+        delay = retries.delay(action.attempts)
+        target, values, data = (
+            ActionStatus.QUEUED,
+            {
+                "not_before": utcnow() + timedelta(seconds=delay),
+                # The sweeper publishes it once not_before has passed.
+                "last_published_at": None,
+                "status_reason": f"attempt {action.attempts} failed, retrying: {outcome.reason}",
+                "artifact": outcome.artifact or None,
+                "response": outcome.response or None,
+            },
+            {
+                "reason": outcome.reason,
+                "retry_in_seconds": round(delay, 3),
+                "artifact": outcome.artifact,
+                "response": outcome.response,
+            },
+        )
+    else:
+        # Dead-lettered: a terminal status that says why.
+        reason = outcome.reason
+        if outcome.retryable:
+            reason = f"gave up after {action.attempts} attempt(s): {reason}"
+        target, values, data = (
+            ActionStatus.FAILED,
+            {"status_reason": reason, "artifact": outcome.artifact or None, "response": outcome.response or None},
+            {"reason": reason, "artifact": outcome.artifact, "response": outcome.response},
+        )
+    now = utcnow()
+    if target.is_terminal:
+        values["finished_at"] = now
+    held = jobs.Claim(job_id=action.id, attempt=action.attempts, owner=worker, lease_until=now)
     with runtime.db.session() as session:
-        if isinstance(outcome, Succeeded):
-            target, values, data = (
-                ActionStatus.SUCCEEDED,
-                {"artifact": outcome.artifact, "response": outcome.response, "status_reason": outcome.summary},
-                {"artifact": outcome.artifact, "response": outcome.response},
-            )
-        elif isinstance(outcome, Deferred):
-            target, values, data = (
-                ActionStatus.DEFERRED,
-                # Waiting for a window is not an attempt.
-                {
-                    "not_before": outcome.not_before,
-                    "status_reason": outcome.reason,
-                    "attempts": action.attempts - 1,
-                    "last_published_at": None,
-                },
-                {"not_before": outcome.not_before.isoformat(), "reason": outcome.reason},
-            )
-        elif outcome.retryable and action.attempts < settings.max_attempts:
-            delay = retry_delay(settings.retry_base_seconds, settings.retry_max_seconds, action.attempts)
-            target, values, data = (
-                ActionStatus.QUEUED,
-                {
-                    "not_before": utcnow() + timedelta(seconds=delay),
-                    # The sweeper publishes it once not_before has passed.
-                    "last_published_at": None,
-                    "status_reason": f"attempt {action.attempts} failed, retrying: {outcome.reason}",
-                    "artifact": outcome.artifact or None,
-                    "response": outcome.response or None,
-                },
-                {
-                    "reason": outcome.reason,
-                    "retry_in_seconds": round(delay, 3),
-                    "artifact": outcome.artifact,
-                    "response": outcome.response,
-                },
-            )
-        else:
-            reason = outcome.reason
-            if outcome.retryable:
-                reason = f"gave up after {action.attempts} attempt(s): {reason}"
-            target, values, data = (
-                ActionStatus.FAILED,
-                {"status_reason": reason, "artifact": outcome.artifact or None, "response": outcome.response or None},
-                {"reason": reason, "artifact": outcome.artifact, "response": outcome.response},
-            )
-        moved = transition(
+        moved = jobs.settle(
             session,
-            action.id,
-            from_statuses=[ActionStatus.RUNNING],
-            to_status=target,
-            actor=actor,
-            data={"attempt": action.attempts, **data},
-            extra_condition=owned,
-            lease_owner=None,
-            lease_expires_at=None,
-            **values,
+            ACTION_JOBS,
+            held,
+            held=ActionStatus.RUNNING.value,
+            now=now,
+            values={"status": target.value, **values},
         )
         if not moved:
             # The lease expired and the sweeper gave the action to someone else: keep what
@@ -219,4 +213,13 @@ def _record_outcome(runtime: Runtime, action: Action, worker: str, outcome: Tool
                 data={"attempt": action.attempts, "outcome": type(outcome).__name__, **data},
             )
             return "lease_lost"
+        record_event(
+            session,
+            event_type=f"action.{target.value}",
+            actor=actor,
+            action_id=action.id,
+            from_status=ActionStatus.RUNNING.value,
+            to_status=target.value,
+            data={"attempt": action.attempts, **data},
+        )
     return target.value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import col, or_, select
@@ -20,7 +21,11 @@ from outbox import metrics
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import Action, ActionStatus
 from outbox.approvals.sweeper import sweep_approvals
+from outbox.audit.service import record_event
+from outbox.execution.leases import ACTION_JOBS, action_retries
 from outbox.idempotency.service import purge_expired
+from outbox.jobs import repository as jobs
+from outbox.jobs.repository import ExpiredLease
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 
@@ -59,34 +64,43 @@ def sweep_once(runtime: Runtime) -> SweepReport:
             ):
                 report.resumed += 1
 
+    retries = action_retries(settings)
+
+    def lease_expired(lease: ExpiredLease, dead: bool) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "status": (ActionStatus.FAILED if dead else ActionStatus.QUEUED).value,
+            "last_published_at": None,
+            "status_reason": (
+                f"the worker running attempt {lease.attempt} stopped answering (lease expired)"
+                + ("; no attempts left" if dead else "; queued again")
+            ),
+        }
+        if dead:
+            values["finished_at"] = now
+        return values
+
     with runtime.db.session() as session:
-        expired = session.exec(
-            select(Action)
-            .where((col(Action.status) == ActionStatus.RUNNING.value) & (col(Action.lease_expires_at) < now))
-            .limit(BATCH)
-        ).all()
-        for action in expired:
-            exhausted = action.attempts >= settings.max_attempts
-            moved = transition(
+        redriven = jobs.redrive_expired(
+            session,
+            ACTION_JOBS,
+            held=ActionStatus.RUNNING.value,
+            now=now,
+            exhausted=retries.exhausted,
+            values_for=lease_expired,
+            limit=BATCH,
+        )
+        for lease, dead in redriven:
+            record_event(
                 session,
-                action.id,
-                from_statuses=[ActionStatus.RUNNING],
-                to_status=ActionStatus.FAILED if exhausted else ActionStatus.QUEUED,
-                actor=actor,
                 event_type="action.lease_expired",
-                data={"lease_owner": action.lease_owner, "attempt": action.attempts},
-                extra_condition=(col(Action.lease_expires_at) < now),
-                lease_owner=None,
-                lease_expires_at=None,
-                last_published_at=None,
-                status_reason=(
-                    f"the worker running attempt {action.attempts} stopped answering (lease expired)"
-                    + ("; no attempts left" if exhausted else "; queued again")
-                ),
+                actor=actor,
+                action_id=lease.job_id,
+                from_status=ActionStatus.RUNNING.value,
+                to_status=(ActionStatus.FAILED if dead else ActionStatus.QUEUED).value,
+                data={"lease_owner": lease.owner, "attempt": lease.attempt},
             )
-            if moved:
-                report.exhausted += int(exhausted)
-                report.lease_expired += int(not exhausted)
+            report.exhausted += int(dead)
+            report.lease_expired += int(not dead)
 
     # Approvals (outbox/approvals/sweeper.py): expiry fails closed; callbacks and Slack message
     # updates are queued for changed actions and, in the embedded mode, delivered here.

@@ -29,10 +29,10 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from outbox.api.deps import RuntimeDep
-from outbox.approvals import delivery
 from outbox.approvals.authority import ApprovalRefused
 from outbox.approvals.service import check_may_decide, decide
 from outbox.canonical import JSONInputError, loads_strict
+from outbox.deliveries import service as delivery
 from outbox.identities import InvalidIdentity, parse_principal
 from outbox.problems import Problem
 from outbox.runtime import Runtime

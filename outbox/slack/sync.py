@@ -1,5 +1,5 @@
 """Durable Slack calls: render an approval's message from the database and post or update it;
-send ephemeral replies. Called by the delivery queue (outbox/approvals/delivery.py).
+send ephemeral replies. A channel of the delivery queue (outbox/deliveries/).
 
 The message is rendered from the current state at the moment of the call, so retries and
 coalesced changes always show the latest truth, whatever order they were queued in.
@@ -12,9 +12,10 @@ from datetime import timedelta
 from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
-from outbox.approvals import delivery
-from outbox.approvals.models import ApprovalRequest, Delivery, DeliveryState
+from outbox.approvals.models import ApprovalRequest
 from outbox.approvals.service import view
+from outbox.deliveries import service as delivery
+from outbox.deliveries.models import Delivery, DeliveryState
 from outbox.runtime import Runtime
 from outbox.slack.blocks import approval_message
 from outbox.slack.client import SlackClient, SlackNotConfigured, SlackRefused, SlackUnavailable

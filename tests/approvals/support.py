@@ -17,10 +17,11 @@ from outbox.actions.models import Action
 from outbox.actions.service import parse_envelope, submit
 from outbox.agents.service import authenticate
 from outbox.api.app import create_app
-from outbox.approvals.models import ApprovalRequest, Delivery
+from outbox.approvals.models import ApprovalRequest
 from outbox.approvals.schemas import ApprovalOut
 from outbox.approvals.service import get_approval
 from outbox.audit.models import AuditEvent
+from outbox.deliveries.models import Delivery
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 from tests.slack.fake_slack import BOT_TOKEN, FakeSlack

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner, Result
 
-from outbox.approvals.delivery import KIND_SLACK_MESSAGE, deliver_due
 from outbox.cli.main import app
 from outbox.config import get_settings
+from outbox.deliveries.service import KIND_SLACK_MESSAGE, deliver_due
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime
 from tests.approvals.support import action_of, approval_of, deliveries, deployer, make_due, submit_call

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from outbox.approvals.delivery import KIND_SLACK_MESSAGE, deliver_due
 from outbox.approvals.schemas import ApprovalOut
 from outbox.approvals.service import decide
+from outbox.deliveries.service import KIND_SLACK_MESSAGE, deliver_due
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime

@@ -1,0 +1,196 @@
+"""`DatabaseMailGate`: the `MailGate` the pipeline gives `email.send`, on the database ledger.
+
+`admit` is asked once a message is built, signed and self-verified, just before delivery. In
+order, cheapest first, each answer valid across every worker because it comes from the database:
+
+1. kill switches (all mail, the subdomain, the agent) and a tripped breaker → deferred, looked
+   at again after `mail_pause_recheck_seconds`: paused mail waits, nothing is lost;
+2. a subdomain whose DNS check fails (with `enforce_dns_checks`) → deferred the same way;
+3. suppressed recipients → left out of the envelope, recorded as settled;
+4. budgets: every cap charged at once (`outbox.mail.ledger`); over a cap → deferred to the
+   moment the refusing window reopens, the cap named in the reason.
+
+A recipient is charged once per action, however many attempts it takes: the charge and the
+recipient's `mail_deliveries` row are written in one transaction, and a retry charges only
+recipients without a row. So a 4xx retried later, or an attempt re-run after a worker died
+mid-send, never counts twice against a cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from outbox.config import Settings
+from outbox.db import Database
+from outbox.mail import dns_state, repository
+from outbox.mail.breakers import evaluate_breaker
+from outbox.mail.config import MailConfig, SubdomainConfig
+from outbox.mail.delivery import RecipientResult
+from outbox.mail.gate import Admitted, SendAttempt
+from outbox.mail.ledger import BudgetVerdict, first_day_fitting, reserve_send_budget, send_caps, start_of
+from outbox.mail.message import EmailSendArgs, message_id_for
+from outbox.mail.models import DeliveryOutcome, MailDelivery, MailPause, PauseCause, PauseScope
+from outbox.sqltypes import utcnow
+from outbox.tools.base import Deferred, ExecutionContext, Failed
+
+
+def classify(result: RecipientResult) -> DeliveryOutcome:
+    if result.delivered:
+        return DeliveryOutcome.DELIVERED
+    if result.stage == "suppressed":
+        return DeliveryOutcome.SUPPRESSED
+    if result.permanent:
+        return DeliveryOutcome.BOUNCED if result.stage in ("rcpt", "data") else DeliveryOutcome.REFUSED
+    return DeliveryOutcome.RETRYING
+
+
+def describe_pause(pause: MailPause) -> str:
+    what = {
+        PauseScope.ALL.value: "all agent mail is paused",
+        PauseScope.SUBDOMAIN.value: f"mail from {pause.target} is paused",
+        PauseScope.AGENT.value: f"mail from agent {pause.target} is paused",
+    }[pause.scope]
+    by = "by its circuit breaker" if pause.cause == PauseCause.BREAKER.value else f"by {pause.paused_by}"
+    return f"{what} {by} since {pause.paused_at:%Y-%m-%d %H:%M} UTC ({pause.reason})"
+
+
+class DatabaseMailGate:
+    def __init__(
+        self,
+        db: Database,
+        config: MailConfig,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.settings = settings
+        self.clock = clock
+
+    @property
+    def recheck(self) -> timedelta:
+        return timedelta(seconds=self.settings.mail_pause_recheck_seconds)
+
+    def settled_recipients(self, ctx: ExecutionContext) -> Mapping[str, RecipientResult]:
+        with self.db.session() as session:
+            rows = repository.deliveries_of(session, ctx.action_id)
+        return {
+            recipient: RecipientResult(row.code, row.message or "", row.stage)  # type: ignore[arg-type]
+            for recipient, row in rows.items()
+            if DeliveryOutcome(row.outcome).settled and row.stage is not None
+        }
+
+    def admit(
+        self, ctx: ExecutionContext, args: EmailSendArgs, recipients: Sequence[str]
+    ) -> Admitted | Deferred | Failed | None:
+        sub = self.config.subdomain(args.sender.domain)
+        if sub is None:  # the tool refuses unknown senders before asking
+            return Failed(f"{args.sender.domain} is not a configured sending subdomain", retryable=False)
+        now = self.clock()
+        with self.db.session() as session:
+            pauses = repository.pauses_stopping(session, sub.domain, ctx.agent_name)
+            state = repository.subdomain_state(session, sub.domain)
+        if pauses:
+            reasons = "; ".join(describe_pause(p) for p in pauses)
+            return Deferred(now + self.recheck, f"{reasons}; the message waits and is tried again")
+        dns = dns_state.verdict(self.db, self.config, self.settings, sub, state)
+        if dns.blocks:
+            return Deferred(
+                now + self.recheck,
+                f"{sub.domain} is blocked from sending: its DNS check failed ({dns.reason}); "
+                "the message waits until a check passes",
+            )
+        message_id = message_id_for(ctx.action_id, sub.domain)
+        with self.db.session() as session:
+            suppressed = repository.suppressions_among(session, recipients, sub.domain)
+            known = repository.deliveries_of(session, ctx.action_id)
+            to_charge = [r for r in recipients if r not in suppressed and r not in known]
+            if to_charge:
+                verdict = reserve_send_budget(session, send_caps(sub, to_charge, ctx.agent_name, now))
+                if not verdict.granted:
+                    return self._over_budget(sub, verdict, len(to_charge), now)
+                repository.insert_ignore(
+                    session,
+                    MailDelivery,
+                    [
+                        {
+                            "action_id": ctx.action_id,
+                            "recipient": recipient,
+                            "subdomain": sub.domain,
+                            "agent_name": ctx.agent_name,
+                            "message_id": message_id,
+                            "outcome": DeliveryOutcome.PENDING.value,
+                            "charged_at": now,
+                            "attempts": 0,
+                            "at": now,
+                        }
+                        for recipient in to_charge
+                    ],
+                )
+        return Admitted(
+            {
+                recipient: f"suppressed ({row.reason}"
+                + (f" from {row.scope}" if row.scope != "*" else "")
+                + f", since {row.created_at:%Y-%m-%d})"
+                for recipient, row in suppressed.items()
+            }
+        )
+
+    def _over_budget(
+        self, sub: SubdomainConfig, verdict: BudgetVerdict, units: int, now: datetime
+    ) -> Deferred | Failed:
+        impossible = verdict.impossible
+        if impossible is not None:
+            if impossible.kind == "day":
+                day = first_day_fitting(sub, units, now.astimezone(UTC).date())
+                if day is not None:
+                    return Deferred(
+                        start_of(day),
+                        f"the {impossible.name} is {impossible.cap.limit} today and this message has "
+                        f"{units} recipient(s); the ramp allows it from {day.isoformat()}",
+                    )
+            return Failed(
+                f"this message has {impossible.units} recipient(s) counted against the "
+                f"{impossible.name} of {impossible.cap.limit}: it can never fit; split it over several actions",
+                retryable=False,
+            )
+        assert verdict.retry_at is not None
+        caps = " and ".join(f"the {c.name} ({c.cap.limit} per {_per(c.cap.window)})" for c in verdict.full)
+        return Deferred(
+            verdict.retry_at,
+            f"over budget: {caps} {'are' if len(verdict.full) > 1 else 'is'} used up; "
+            f"deferred until {verdict.retry_at:%Y-%m-%d %H:%M} UTC, "
+            "when its window reopens",
+        )
+
+    def record_results(self, ctx: ExecutionContext, args: EmailSendArgs, attempt: SendAttempt) -> None:
+        sub = self.config.subdomain(attempt.subdomain)
+        now = self.clock()
+        bounced = False
+        with self.db.session() as session:
+            for recipient, result in attempt.results.items():
+                outcome = classify(result)
+                bounced |= outcome is DeliveryOutcome.BOUNCED
+                repository.upsert_delivery_result(
+                    session,
+                    MailDelivery(
+                        action_id=ctx.action_id,
+                        recipient=recipient,
+                        subdomain=attempt.subdomain,
+                        agent_name=ctx.agent_name,
+                        message_id=attempt.message_id,
+                        outcome=outcome.value,
+                    ),
+                    outcome=outcome,
+                    code=result.code,
+                    message=result.message,
+                    stage=result.stage,
+                    at=now,
+                )
+            if bounced and sub is not None:
+                evaluate_breaker(session, sub, now)
+
+
+def _per(window: timedelta) -> str:
+    return "hour" if window == timedelta(hours=1) else "day"

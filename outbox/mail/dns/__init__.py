@@ -1,1 +1,0 @@
-"""Is a sending subdomain's DNS ready? The checks, and the stored verdicts that block sending."""
