@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO))
 from _servers import create_database, drop_database, free_port, wait_ready  # noqa: E402
 
 from outbox.mail.config import DkimConfig  # noqa: E402
-from outbox.mail.dkim_signing import generate_key, load_signing_key, sign_message, write_private_key  # noqa: E402
-from outbox.mail.message import EmailSendArgs, build_mime, message_id_for  # noqa: E402
-from outbox.mail.sink import MaildirSink  # noqa: E402
+from outbox.mail.sending.dkim_signing import generate_key, load_signing_key, sign_message, write_private_key  # noqa: E402
+from outbox.mail.sending.message import EmailSendArgs, build_mime, message_id_for  # noqa: E402
+from outbox.mail.sending.sink import MaildirSink  # noqa: E402
 
 SUBDOMAIN = "agents.mail.example.com"
 SELECTOR = "agents2026"

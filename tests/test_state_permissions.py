@@ -21,8 +21,8 @@ from outbox.config import Settings
 from outbox.db import Database
 from outbox.mail.embedded import ensure_development_keys, local_sink_subdomains
 from outbox.mail.environment import unsubscribe_secret
+from outbox.mail.sending.sink import MaildirSink
 from outbox.mail.service import mail_config
-from outbox.mail.sink import MaildirSink
 from outbox.migrations import upgrade
 from outbox.runtime import Runtime
 from outbox.state_files import private_directory, private_file

@@ -20,7 +20,7 @@ The key is built as follows:
   case sensitively, but nearly every provider does not, and for budgets and suppression counting
   two spellings as one mailbox is the safe mistake: at worst a person gets fewer messages.
 
-The address *as written* (domain normalised to its lower-case A-label by `outbox.mail.message`,
+The address *as written* (domain normalised to its lower-case A-label by `outbox.mail.sending.message`,
 local part untouched) is still what goes into the SMTP envelope and the To:/Cc: headers: a
 receiving host that does distinguish case gets exactly what the agent asked for.
 
@@ -55,7 +55,7 @@ _BRACKETED_AT = re.compile(r"[\[({<]\s*at\s*[\])}>]", re.IGNORECASE)
 # a spelled-out dot) ending in one that starts with a letter, as a top-level domain does.
 _DOT = r"(?:\s*\.\s*|\s+dot\s+|\s*[\[({<]\s*dot\s*[\])}>]\s*)"
 _SPELLED_AT = re.compile(rf"[\w.+-]\s+at\s+[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[^\W\d_][\w-]*", re.IGNORECASE)
-# An RFC 2047 encoded-word, decoded before looking (outbox.mail.message refuses them anyway).
+# An RFC 2047 encoded-word, decoded before looking (outbox.mail.sending.message refuses them anyway).
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 
 

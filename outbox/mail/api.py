@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 from html import escape
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from outbox.api.deps import AdminDep, RuntimeDep
+from outbox.errors import ValidationFailed
 from outbox.mail import service
 from outbox.mail.environment import unsubscribe_secret
-from outbox.mail.events import parse_provider_events
-from outbox.mail.feedback import unsubscribe
+from outbox.mail.feedback.events import parse_provider_events
+from outbox.mail.feedback.ingest import unsubscribe
 from outbox.mail.models import SuppressionReason
 from outbox.mail.schemas import (
     MailStatusOut,
@@ -34,9 +35,11 @@ from outbox.mail.schemas import (
     SuppressionOut,
     SuppressionPage,
 )
-from outbox.mail.unsubscribe import InvalidUnsubscribeTokenError, verify_unsubscribe_token
-from outbox.problems import Problem, pydantic_errors, validation_problem
-from outbox.runtime import Runtime
+from outbox.mail.sending.unsubscribe import InvalidUnsubscribeTokenError, verify_unsubscribe_token
+from outbox.problems import Problem, pydantic_errors
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime  # annotations only: the edges hand the runtime in
 
 # A DSN carries the returned message (or its headers); anything larger is not a bounce report.
 MAX_DSN_BYTES = 10 * 1024 * 1024
@@ -149,12 +152,12 @@ EventsAuth = Annotated[None, Depends(require_events_token)]
 
 @feedback_router.post("/events", summary="Bounce, complaint and unsubscribe events from a provider")
 async def post_events(request: Request, runtime: RuntimeDep, _auth: EventsAuth) -> dict[str, Any]:
-    """Body `{"events": [...]}` (outbox.mail.events). Events are ingested once per `event_id`:
+    """Body `{"events": [...]}` (outbox.mail.feedback.events). Events are ingested once per `event_id`:
     redelivering a webhook is harmless."""
     try:
         events = parse_provider_events(await request.body())
     except ValidationError as exc:
-        raise validation_problem(pydantic_errors(exc.errors(), prefix="body")) from exc
+        raise ValidationFailed(pydantic_errors(exc.errors(), prefix="body")) from exc
     try:
         report = await run_in_threadpool(service.ingest_events, runtime, events, "mail-events")
     except service.MailOperationError as exc:

@@ -20,6 +20,7 @@ from outbox.mail.models import SuppressionReason
 
 if TYPE_CHECKING:
     from outbox.mail.config import MailConfig, SubdomainConfig
+    from outbox.mail.dns.checks import SubdomainDnsReport
     from outbox.mail.schemas import MailStatusOut
 
 mail_app = typer.Typer(no_args_is_help=True, help="Agent mail: status, DNS, DKIM keys, suppressions, kill switches.")
@@ -120,18 +121,22 @@ def check_dns_command(as_json: JsonOption = False) -> None:
     """Check SPF, DKIM and DMARC for every subdomain, print a table, and store the verdicts.
 
     Exits 1 when a subdomain that enforces its checks fails (it is blocked from sending)."""
+    from outbox.mail.dns.verdicts import blocks_sending
     from outbox.mail.service import check_dns, mail_config
 
     with cli_runtime() as runtime:
         config = mail_config(runtime)
         reports = check_dns(runtime)
+
+    def blocks(report: SubdomainDnsReport) -> bool:
+        sub = config.subdomain(report.subdomain)
+        return blocks_sending(sub is not None and sub.enforce_dns_checks, report.ok)
+
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in reports], indent=2))
     else:
         for report in reports:
-            sub = config.subdomain(report.subdomain)
-            enforced = sub is not None and sub.enforce_dns_checks
-            verdict = "ok" if report.ok else ("FAIL: blocked from sending" if enforced else "FAIL (not enforced)")
+            verdict = "ok" if report.ok else ("FAIL: blocked from sending" if blocks(report) else "FAIL (not enforced)")
             typer.echo(f"{report.subdomain}  {verdict}")
             typer.echo(f"  {'CHECK':<6} {'STATUS':<6} {'QUERY':<48} REASON")
             for check in report.checks:
@@ -139,12 +144,7 @@ def check_dns_command(as_json: JsonOption = False) -> None:
                 if check.record:
                     typer.echo(f"  {'':<6} {'':<6} {'':<48} record: {check.record}")
             typer.echo("")
-    blocked = [
-        r.subdomain
-        for r in reports
-        if not r.ok and (s := config.subdomain(r.subdomain)) is not None and s.enforce_dns_checks
-    ]
-    if blocked:
+    if any(blocks(report) for report in reports):
         raise typer.Exit(1)
 
 
@@ -158,8 +158,8 @@ def dkim_keygen_command(
     """Generate the subdomain's DKIM key (algorithm from mail.yaml), write it where mail.yaml's
     key_file says (never overwriting), and print the DNS TXT record to publish."""
     from outbox.config import get_settings
-    from outbox.mail.dkim_signing import dkim_record_name, generate_key, write_private_key
     from outbox.mail.environment import key_base_dir
+    from outbox.mail.sending.dkim_signing import dkim_record_name, generate_key, write_private_key
 
     sub = _subdomain(_config(), subdomain)
     base = key_base_dir(get_settings())
@@ -191,8 +191,8 @@ def dkim_record_command(
 ) -> None:
     """Print the DKIM TXT record each subdomain's key needs (from the configured private key)."""
     from outbox.config import get_settings
-    from outbox.mail.dkim_signing import DkimKeyError, dkim_record_name, load_signing_key
     from outbox.mail.environment import key_base_dir
+    from outbox.mail.sending.dkim_signing import DkimKeyError, dkim_record_name, load_signing_key
 
     config = _config()
     subs = [_subdomain(config, subdomain)] if subdomain else config.subdomains
@@ -369,7 +369,7 @@ def sink_command(
     """Run the local SMTP sink in the foreground; every message it accepts lands in a Maildir."""
     from outbox.config import get_settings
     from outbox.mail.environment import sink_dir
-    from outbox.mail.sink import MaildirSink
+    from outbox.mail.sending.sink import MaildirSink
 
     settings = get_settings()
     target = directory or sink_dir(settings)

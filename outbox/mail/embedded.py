@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
-from outbox.mail import dns_state
 from outbox.mail.config import MailConfig, SubdomainConfig
-from outbox.mail.dkim_signing import dkim_record_name, generate_key, write_private_key
+from outbox.mail.dns.verdicts import check_and_store, run_due_checks
 from outbox.mail.environment import key_base_dir, sink_dir
-from outbox.mail.sink import MaildirSink
-from outbox.runtime import Runtime
+from outbox.mail.sending.dkim_signing import dkim_record_name, generate_key, write_private_key
+from outbox.mail.sending.sink import MaildirSink
 from outbox.state_files import private_directory
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime  # annotations only: the edges hand the runtime in
 
 log = structlog.get_logger(__name__)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -83,9 +86,9 @@ def _periodic_dns_checks(runtime: Runtime, config: MailConfig, stop: threading.E
     while first or not stop.wait(settings.mail_dns_check_interval_seconds):
         try:
             if first:
-                dns_state.check_and_store(runtime.db, config, settings)
+                check_and_store(runtime.db, config, settings)
             else:
-                dns_state.run_due_checks(runtime.db, config, settings)
+                run_due_checks(runtime.db, config, settings)
         except Exception:
             log.exception("mail.dns_check_failed")
         first = False

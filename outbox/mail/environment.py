@@ -12,12 +12,9 @@ import os
 import secrets
 from pathlib import Path
 
-import dns.resolver
-
 from outbox.config import Settings
 from outbox.mail.config import MailConfig, UnsubscribeConfig, load_mail_config
-from outbox.mail.dns_checks import make_resolver
-from outbox.mail.unsubscribe import MIN_SECRET_BYTES
+from outbox.mail.sending.unsubscribe import MIN_SECRET_BYTES
 
 SECRET_FILE = "unsubscribe-secret"  # noqa: S105 - a file name, not a secret
 
@@ -52,10 +49,6 @@ def key_base_dir(settings: Settings) -> Path | None:
 
 def sink_dir(settings: Settings) -> Path:
     return settings.mail_sink_dir or settings.data_dir / "maildir"
-
-
-def resolver(settings: Settings) -> dns.resolver.Resolver:
-    return make_resolver(settings.dns_resolver, settings.dns_timeout_seconds)
 
 
 def unsubscribe_secret(settings: Settings) -> bytes:

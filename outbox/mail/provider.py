@@ -26,13 +26,13 @@ from pydantic import BaseModel
 from outbox import metrics
 from outbox.actions.models import Action
 from outbox.db import Database
+from outbox.mail.budgets.db_gate import DatabaseMailGate
 from outbox.mail.config import MailConfig
-from outbox.mail.db_gate import DatabaseMailGate
-from outbox.mail.delivery import SmtpDelivery
 from outbox.mail.environment import key_base_dir, load_configured_mail, unsubscribe_secret
-from outbox.mail.gate import MailGate
-from outbox.mail.message import EmailSendArgs
-from outbox.mail.tool import EmailSendTool
+from outbox.mail.sending.delivery import SmtpDelivery
+from outbox.mail.sending.gate import MailGate
+from outbox.mail.sending.message import EmailSendArgs
+from outbox.mail.sending.tool import EmailSendTool
 from outbox.sqltypes import utcnow
 from outbox.tools.base import Deferred, ExecutionContext, Failed, Target, ToolOutcome
 from outbox.tools.registry import ToolServices

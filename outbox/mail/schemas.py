@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from outbox.mail.message import normalise_address
 from outbox.mail.models import MailPause, MailSuppression, SuppressionReason
+from outbox.mail.sending.message import normalise_address
 
 
 class CapUsageOut(BaseModel):

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
 from outbox.agents.models import Agent
 from outbox.audit.service import record_event
 from outbox.budgets.service import window_start
-from outbox.mail import dns_state, feedback, repository
+from outbox.mail import repository
 from outbox.mail.addresses import RecipientAddressError, recipient_key
-from outbox.mail.breakers import read_breaker
-from outbox.mail.config import MailConfig, SubdomainConfig
-from outbox.mail.db_gate import describe_pause
-from outbox.mail.dns_checks import SubdomainDnsReport
-from outbox.mail.environment import load_configured_mail
-from outbox.mail.ledger import (
+from outbox.mail.budgets.db_gate import describe_pause
+from outbox.mail.budgets.ledger import (
     DAY,
     HOUR,
     daily_limit,
@@ -31,6 +28,12 @@ from outbox.mail.ledger import (
     usage,
     warmup_day,
 )
+from outbox.mail.config import MailConfig, SubdomainConfig
+from outbox.mail.dns.checks import SubdomainDnsReport
+from outbox.mail.dns.verdicts import blocks_sending, check_and_store, checks_due, run_due_checks
+from outbox.mail.environment import load_configured_mail
+from outbox.mail.feedback.breakers import read_breaker
+from outbox.mail.feedback.ingest import IngestReport, ProviderEvent, from_dsn, from_provider_event, ingest, suppress
 from outbox.mail.models import EVERY_SUBDOMAIN, MailPause, PauseCause, PauseScope, SuppressionReason
 from outbox.mail.schemas import (
     BreakerOut,
@@ -46,8 +49,10 @@ from outbox.mail.schemas import (
     WarmUpOut,
 )
 from outbox.metrics import BudgetUse, Reading, SubdomainHealth
-from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime  # annotations only: the edges hand the runtime in
 
 ALL_TARGET = "*"
 
@@ -162,7 +167,7 @@ def add_suppression(runtime: Runtime, request: SuppressionIn, actor: str) -> tup
     config = mail_config(runtime)
     scope = _subdomain(config, request.subdomain).domain if request.subdomain else EVERY_SUBDOMAIN
     with runtime.db.session() as session:
-        added = feedback.suppress(
+        added = suppress(
             session,
             recipient=request.recipient,
             scope=scope,
@@ -217,12 +222,12 @@ def list_suppressions(
 # --- Feedback ------------------------------------------------------------------------------
 
 
-def ingest_events(runtime: Runtime, events: Iterable[feedback.ProviderEvent], actor: str) -> feedback.IngestReport:
-    return feedback.ingest(runtime.db, mail_config(runtime), [feedback.from_provider_event(e) for e in events], actor)
+def ingest_events(runtime: Runtime, events: Iterable[ProviderEvent], actor: str) -> IngestReport:
+    return ingest(runtime.db, mail_config(runtime), [from_provider_event(e) for e in events], actor)
 
 
-def ingest_dsn(runtime: Runtime, raw: bytes, actor: str) -> feedback.IngestReport:
-    return feedback.ingest(runtime.db, mail_config(runtime), feedback.from_dsn(raw), actor)
+def ingest_dsn(runtime: Runtime, raw: bytes, actor: str) -> IngestReport:
+    return ingest(runtime.db, mail_config(runtime), from_dsn(raw), actor)
 
 
 # --- DNS -----------------------------------------------------------------------------------
@@ -230,7 +235,7 @@ def ingest_dsn(runtime: Runtime, raw: bytes, actor: str) -> feedback.IngestRepor
 
 def check_dns(runtime: Runtime) -> list[SubdomainDnsReport]:
     """Check every subdomain now and store the verdicts (every process sees them)."""
-    return dns_state.check_and_store(runtime.db, mail_config(runtime), runtime.settings)
+    return check_and_store(runtime.db, mail_config(runtime), runtime.settings)
 
 
 # --- Status --------------------------------------------------------------------------------
@@ -296,7 +301,7 @@ def _subdomain_status(
     tripped = any(p.cause == PauseCause.BREAKER.value and p.scope == PauseScope.SUBDOMAIN.value for p in own)
     state = repository.subdomain_state(session, domain)
     dns_ok = state.dns_ok if state else None
-    blocked = sub.enforce_dns_checks and dns_ok is False
+    blocked = blocks_sending(sub.enforce_dns_checks, dns_ok)
     reasons = [describe_pause(p) for p in own]
     if blocked:
         reasons.append(f"blocked: the DNS check failed ({state.dns_reason if state else ''})")
@@ -381,7 +386,7 @@ def dns_checks_due(runtime: Runtime) -> bool:
         config = mail_config(runtime)
     except MailNotConfiguredError:
         return False
-    return dns_state.checks_due(runtime.db, config, runtime.settings)
+    return checks_due(runtime.db, config, runtime.settings)
 
 
 def run_due_dns_checks(runtime: Runtime) -> int:
@@ -390,4 +395,4 @@ def run_due_dns_checks(runtime: Runtime) -> int:
         config = mail_config(runtime)
     except MailNotConfiguredError:
         return 0
-    return dns_state.run_due_checks(runtime.db, config, runtime.settings)
+    return run_due_checks(runtime.db, config, runtime.settings)

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from outbox.mail.config import MailConfig, parse_mail_config
-from outbox.mail.delivery import SmtpDelivery
-from outbox.mail.dkim_signing import DkimKey, generate_key, write_private_key
-from outbox.mail.sink import MaildirSink, SinkScript
+from outbox.mail.sending.delivery import SmtpDelivery
+from outbox.mail.sending.dkim_signing import DkimKey, generate_key, write_private_key
+from outbox.mail.sending.sink import MaildirSink, SinkScript
 from tests.mail.dns_server import LoopbackDns
 
 SUBDOMAIN = "agents.mail.example.com"

@@ -18,11 +18,11 @@ from outbox.mail.addresses import (
     recipient_domain,
     recipient_key,
 )
+from outbox.mail.budgets.ledger import recipient_cap_key, recipient_domain_key, send_caps
 from outbox.mail.config import parse_mail_config
-from outbox.mail.dsn import parse_dsn
-from outbox.mail.ledger import recipient_cap_key, recipient_domain_key, send_caps
-from outbox.mail.message import EmailSendArgs
-from outbox.mail.unsubscribe import (
+from outbox.mail.feedback.dsn import parse_dsn
+from outbox.mail.sending.message import EmailSendArgs
+from outbox.mail.sending.unsubscribe import (
     InvalidUnsubscribeTokenError,
     _b64,
     _mac,

@@ -18,8 +18,8 @@ from outbox.api.app import create_app
 from outbox.cli.main import app
 from outbox.config import get_settings
 from outbox.execution.service import run_action
-from outbox.mail.dkim_signing import DkimKey, dkim_record_name, write_private_key
-from outbox.mail.sink import MaildirSink, SinkScript
+from outbox.mail.sending.dkim_signing import DkimKey, dkim_record_name, write_private_key
+from outbox.mail.sending.sink import MaildirSink, SinkScript
 from outbox.runtime import Runtime
 from tests.mail.dns_server import LoopbackDns
 from tests.support.agents import make_agent

@@ -12,9 +12,9 @@ from sqlmodel import col
 from outbox.actions.models import Action
 from outbox.budgets.service import used, window_start
 from outbox.execution.sweeper import sweep_once
-from outbox.mail.ledger import DAY, HOUR, agent_key, day_key, hour_key, recipient_cap_key, recipient_domain_key
+from outbox.mail.budgets.ledger import DAY, HOUR, agent_key, day_key, hour_key, recipient_cap_key, recipient_domain_key
 from outbox.mail.models import MailDelivery
-from outbox.mail.sink import SinkScript
+from outbox.mail.sending.sink import SinkScript
 from outbox.sqltypes import utcnow
 from tests.mail.pipeline.conftest import SUBDOMAIN, MailWorld, message
 from tests.support.agents import make_agent

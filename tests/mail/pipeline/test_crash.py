@@ -12,8 +12,8 @@ from sqlmodel import col
 
 from outbox.actions.models import Action
 from outbox.budgets.service import used
-from outbox.mail.db_gate import DatabaseMailGate
-from outbox.mail.ledger import HOUR, hour_key
+from outbox.mail.budgets.db_gate import DatabaseMailGate
+from outbox.mail.budgets.ledger import HOUR, hour_key
 from outbox.sqltypes import utcnow
 from tests.mail.pipeline.conftest import SUBDOMAIN, MailWorld
 

@@ -14,9 +14,9 @@ from sqlmodel import col, select
 from outbox import metrics
 from outbox.actions.models import Action
 from outbox.audit.models import AuditEvent
-from outbox.mail import dns_state
 from outbox.mail.config import DkimConfig
-from outbox.mail.dkim_signing import dkim_record_name, load_signing_key
+from outbox.mail.dns.verdicts import dns_verdict
+from outbox.mail.sending.dkim_signing import dkim_record_name, load_signing_key
 from outbox.mail.service import dns_checks_due, mail_config, run_due_dns_checks
 from outbox.sqltypes import utcnow
 from tests.mail.pipeline.conftest import (
@@ -85,7 +85,7 @@ def test_periodic_checks_are_claimed_once_per_interval_across_processes(world: M
     assert run_due_dns_checks(second_process) == 0
     assert not dns_checks_due(second_process)
     config = mail_config(second_process)
-    verdict = dns_state.verdict(second_process.db, config, second_process.settings, config.subdomains[0])
+    verdict = dns_verdict(second_process.db, config, second_process.settings, config.subdomains[0])
     assert (verdict.ok, verdict.blocks) == (True, False)
 
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from outbox.mail.config import DkimConfig
-from outbox.mail.dkim_signing import dkim_record_name, key_record_lookup, load_signing_key
-from outbox.mail.sink import read_maildir
+from outbox.mail.sending.dkim_signing import dkim_record_name, key_record_lookup, load_signing_key
+from outbox.mail.sending.sink import read_maildir
 from tests.conftest import POLICIES
 from tests.support.processes import free_port, outbox_env, run_cli, start, stop, wait_ready
 

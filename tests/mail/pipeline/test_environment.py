@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from outbox.config import Settings, UnsafeConfigurationError
 from outbox.mail.environment import load_configured_mail, unsubscribe_secret
-from outbox.mail.sink import read_maildir
+from outbox.mail.sending.sink import read_maildir
 from tests.conftest import POLICIES
 from tests.mail.pipeline.conftest import MailWorld, message
 from tests.support.agents import make_agent
@@ -62,6 +62,7 @@ def test_the_public_base_url_of_the_deployment_decides_where_unsubscribe_links_p
     assert load_configured_mail(Settings(_env_file=None, policy_dir=Path("/nonexistent"))) is None  # type: ignore[call-arg]
 
 
+@pytest.mark.slow  # starts `outbox mail sink`, a real server process
 def test_outbox_mail_sink_runs_in_the_foreground_and_stores_mail(tmp_path: Path) -> None:
     port = free_port()
     maildir = tmp_path / "maildir"

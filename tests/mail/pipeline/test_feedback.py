@@ -14,8 +14,9 @@ from sqlmodel import col, select
 
 from outbox.api.app import create_app
 from outbox.audit.models import AuditEvent
-from outbox.mail.message import message_id_for
 from outbox.mail.models import MailFeedbackEvent, MailPause, MailSuppression
+from outbox.mail.sending.message import message_id_for
+from tests.mail.feedback.test_dsn import POSTFIX_DSN
 from tests.mail.pipeline.conftest import (
     EVENTS_TOKEN,
     SUBDOMAIN,
@@ -25,7 +26,6 @@ from tests.mail.pipeline.conftest import (
     bounce_dsn,
     message,
 )
-from tests.mail.test_dsn import POSTFIX_DSN
 from tests.support.calls import load
 
 EVENTS = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
@@ -179,7 +179,7 @@ def test_a_burst_of_bounces_trips_the_breaker_which_pauses_the_subdomain_until_a
 
 
 def test_smtp_refusals_count_as_bounces_for_the_breaker(world: MailWorld) -> None:
-    from outbox.mail.sink import SinkScript
+    from outbox.mail.sending.sink import SinkScript
 
     world.configure(breaker={"bounce_rate": 0.1, "complaint_rate": 0.001, "window_hours": 1, "minimum_sample": 10})
     world.sink.set_script(SinkScript(rcpt={f"bad{n}@example.net": 550 for n in range(2)}))

@@ -22,11 +22,11 @@ from sqlmodel import col, select
 from outbox.actions.models import Action
 from outbox.budgets.service import used, window_start
 from outbox.config import Settings
-from outbox.mail.dkim_signing import DkimKey, write_private_key
-from outbox.mail.ledger import HOUR, hour_key
-from outbox.mail.message import message_id_for
+from outbox.mail.budgets.ledger import HOUR, hour_key
 from outbox.mail.models import MailDelivery
-from outbox.mail.sink import MaildirSink
+from outbox.mail.sending.dkim_signing import DkimKey, write_private_key
+from outbox.mail.sending.message import message_id_for
+from outbox.mail.sending.sink import MaildirSink
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 from tests.conftest import POLICIES, _truncate_postgres

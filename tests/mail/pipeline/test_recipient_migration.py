@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, insert, select, text
 from outbox.budgets.models import BudgetCounter
 from outbox.budgets.service import window_start
 from outbox.config import Settings
-from outbox.mail.ledger import DAY, day_key
+from outbox.mail.budgets.ledger import DAY, day_key
 from outbox.mail.models import MailSuppression
 from outbox.migrations import alembic_config, current, upgrade
 from tests.conftest import PG_ADMIN_URL

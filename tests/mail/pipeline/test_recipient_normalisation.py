@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from outbox.budgets.service import used, window_start
-from outbox.mail.ledger import DAY, HOUR, recipient_cap_key, recipient_domain_key
-from outbox.mail.message import message_id_for
+from outbox.mail.budgets.ledger import DAY, HOUR, recipient_cap_key, recipient_domain_key
 from outbox.mail.models import MailFeedbackEvent, MailSuppression
-from outbox.mail.unsubscribe import _b64, _mac, sign_unsubscribe_token
+from outbox.mail.sending.message import message_id_for
+from outbox.mail.sending.unsubscribe import _b64, _mac, sign_unsubscribe_token
 from outbox.sqltypes import utcnow
 from tests.mail.pipeline.conftest import (
     EVENTS_TOKEN,

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from outbox.mail.message import normalise_address
+from outbox.mail.sending.message import normalise_address
 
 
 class _Event(BaseModel):

@@ -7,14 +7,12 @@ delivery and tells it what happened right after; it never keeps that state itsel
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from outbox.mail.addresses import recipient_key
-from outbox.mail.delivery import RecipientResult
-from outbox.mail.message import EmailSendArgs
+from outbox.mail.sending.delivery import RecipientResult
+from outbox.mail.sending.message import EmailSendArgs
 from outbox.tools.base import Deferred, ExecutionContext, Failed
 
 
@@ -42,7 +40,7 @@ class SendAttempt:
 
 
 class MailGate(Protocol):
-    """Implemented by the pipeline on its database; `AllowAllGate` stands in for tests."""
+    """Implemented by the pipeline on its database (`outbox.mail.budgets.db_gate`)."""
 
     def settled_recipients(self, ctx: ExecutionContext) -> Mapping[str, RecipientResult]:
         """Recipients an earlier attempt of this action settled (delivered or permanently
@@ -65,37 +63,3 @@ class MailGate(Protocol):
         them), refund budget charged for recipients not delivered if the ledger wants to, and
         count bounces towards the breaker."""
         ...
-
-
-class AllowAllGate:
-    """Admits everything and remembers results in memory. For tests of the mail layer only."""
-
-    def __init__(self, suppressed: Mapping[str, str] | None = None) -> None:
-        self.suppressed = {recipient_key(address): reason for address, reason in (suppressed or {}).items()}
-        self.attempts: list[SendAttempt] = []
-        self._settled: dict[str, dict[str, RecipientResult]] = {}
-        self._lock = threading.Lock()
-
-    def settled_recipients(self, ctx: ExecutionContext) -> Mapping[str, RecipientResult]:
-        with self._lock:
-            return dict(self._settled.get(ctx.action_id, {}))
-
-    def admit(
-        self,
-        ctx: ExecutionContext,
-        args: EmailSendArgs,
-        recipients: Sequence[str],
-    ) -> Admitted:
-        keys = {r: recipient_key(r) for r in recipients}
-        return Admitted({r: self.suppressed[key] for r, key in keys.items() if key in self.suppressed})
-
-    def record_results(
-        self,
-        ctx: ExecutionContext,
-        args: EmailSendArgs,
-        attempt: SendAttempt,
-    ) -> None:
-        with self._lock:
-            self.attempts.append(attempt)
-            settled = self._settled.setdefault(ctx.action_id, {})
-            settled.update({r: res for r, res in attempt.results.items() if not res.retryable})

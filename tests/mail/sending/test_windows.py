@@ -1,4 +1,4 @@
-"""Send windows across weekends and daylight-saving changes, and the warm-up ramp."""
+"""Send windows across weekends and daylight-saving changes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from outbox.mail.config import SendWindow
-from outbox.mail.windows import first_instant_at, next_allowed, warmup_daily_cap, window_bounds
+from outbox.mail.sending.windows import first_instant_at, next_allowed, window_bounds
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -82,19 +82,3 @@ def test_no_window_means_always_open_and_naive_times_are_refused() -> None:
     assert next_allowed(None, datetime(2026, 3, 4, 3, 0, tzinfo=UTC)) is None
     with pytest.raises(ValueError, match="timezone-aware"):
         next_allowed(WEEKDAYS_NY, datetime(2026, 3, 4, 3, 0))
-
-
-@pytest.mark.parametrize(
-    ("today", "expected"),
-    [
-        (date(2026, 1, 4), 0),  # before the start date nothing may be sent
-        (date(2026, 1, 5), 50),
-        (date(2026, 1, 6), 75),
-        (date(2026, 1, 7), 112),
-        (date(2026, 1, 12), 854),
-        (date(2026, 1, 13), 1000),  # 1281 capped at the full daily budget
-        (date(2036, 1, 5), 1000),  # years later: no float overflow
-    ],
-)
-def test_warm_up_grows_by_the_factor_each_day_up_to_the_full_cap(today: date, expected: int) -> None:
-    assert warmup_daily_cap(today, date(2026, 1, 5), 50, 1.5, 1000) == expected

@@ -21,8 +21,8 @@ from pydantic import BaseModel
 
 from outbox.mail.addresses import display_name_problem, display_part
 from outbox.mail.config import DkimConfig, MailConfig, SubdomainConfig
-from outbox.mail.delivery import RecipientResult, SmtpDelivery
-from outbox.mail.dkim_signing import (
+from outbox.mail.sending.delivery import RecipientResult, SmtpDelivery
+from outbox.mail.sending.dkim_signing import (
     DkimKey,
     DkimKeyError,
     DkimSelfCheckError,
@@ -30,14 +30,14 @@ from outbox.mail.dkim_signing import (
     sign_message,
     verify_own_signature,
 )
-from outbox.mail.gate import Admitted, MailGate, SendAttempt
-from outbox.mail.message import EmailSendArgs, build_mime, message_id_for
-from outbox.mail.unsubscribe import (
+from outbox.mail.sending.gate import Admitted, MailGate, SendAttempt
+from outbox.mail.sending.message import EmailSendArgs, build_mime, message_id_for
+from outbox.mail.sending.unsubscribe import (
     MIN_SECRET_BYTES,
     list_unsubscribe_headers,
     sign_unsubscribe_token,
 )
-from outbox.mail.windows import next_allowed
+from outbox.mail.sending.windows import next_allowed
 from outbox.tools.base import (
     Deferred,
     ExecutionContext,

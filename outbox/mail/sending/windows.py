@@ -1,4 +1,4 @@
-"""Send windows and warm-up: when a subdomain may send, and how much per day while it is new.
+"""Send windows: when a subdomain may send (how much it may send while new is `budgets/warmup.py`).
 
 A window is a set of weekdays and wall-clock hours in a time zone (the recipient's when the agent
 knows it, the subdomain's otherwise). Mail outside it is deferred to the next opening, never
@@ -10,7 +10,6 @@ opens at the first instant the local clock reads `start` and closes at the first
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -68,20 +67,3 @@ def next_allowed(window: SendWindow | None, now: datetime, timezone: str | None 
         if now < opens:
             return opens
     raise AssertionError("a window with at least one day opens within a week")  # pragma: no cover
-
-
-def warmup_daily_cap(today: date, start_date: date, initial: int, factor: float, full_cap: int) -> int:
-    """The day's cap during warm-up: `initial * factor ** days_since_start`, up to `full_cap`.
-
-    Nothing may be sent before the start date. Receivers judge a new sending domain by its first
-    weeks of volume, so the ramp is what buys it a reputation.
-    """
-    days = (today - start_date).days
-    if days < 0:
-        return 0
-    if factor <= 1.0:
-        return min(initial, full_cap)
-    # Compare in log space: factor ** days overflows a float long before the ramp is over.
-    if days * math.log(factor) >= math.log(full_cap / initial):
-        return full_cap
-    return min(full_cap, math.floor(initial * factor**days))

@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from outbox.mail.dsn import BouncedRecipient, BounceKind, parse_dsn
-from outbox.mail.events import BounceEvent, ComplaintEvent, UnsubscribeEvent, parse_provider_events
+from outbox.mail.feedback.dsn import BouncedRecipient, BounceKind, parse_dsn
+from outbox.mail.feedback.events import BounceEvent, ComplaintEvent, UnsubscribeEvent, parse_provider_events
 
 # What Postfix sends back: a multipart/report (RFC 6522) with a human part, the machine-readable
 # message/delivery-status part (RFC 3464), and the returned message's headers.

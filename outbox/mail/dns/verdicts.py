@@ -21,10 +21,10 @@ from outbox.config import Settings
 from outbox.db import Database
 from outbox.mail import repository
 from outbox.mail.config import MailConfig, SubdomainConfig
-from outbox.mail.dkim_signing import DkimKey, DkimKeyError, load_signing_key
-from outbox.mail.dns_checks import CheckStatus, SubdomainDnsReport, check_subdomain
-from outbox.mail.environment import key_base_dir, resolver
+from outbox.mail.dns.checks import CheckStatus, SubdomainDnsReport, check_subdomain, make_resolver
+from outbox.mail.environment import key_base_dir
 from outbox.mail.models import MailSubdomainState
+from outbox.mail.sending.dkim_signing import DkimKey, DkimKeyError, load_signing_key
 from outbox.sqltypes import utcnow
 
 log = structlog.get_logger(__name__)
@@ -41,7 +41,13 @@ class DnsVerdict:
 
     @property
     def blocks(self) -> bool:
-        return self.enforced and self.ok is False
+        return blocks_sending(self.enforced, self.ok)
+
+
+def blocks_sending(enforced: bool, ok: bool | None) -> bool:
+    """The one rule: a subdomain is blocked from sending when it enforces its DNS checks and its
+    last verdict failed. Never checked (None) does not block: the first send checks it."""
+    return enforced and ok is False
 
 
 def summary(report: SubdomainDnsReport) -> str:
@@ -57,7 +63,7 @@ def check_subdomains(
     subdomains: list[SubdomainConfig] | None = None,
 ) -> list[SubdomainDnsReport]:
     """Ask DNS about each subdomain (all by default). No database involved."""
-    dns = resolver(settings)
+    dns = make_resolver(settings.dns_resolver, settings.dns_timeout_seconds)
     reports: list[SubdomainDnsReport] = []
     for sub in subdomains if subdomains is not None else config.subdomains:
         key: DkimKey | str
@@ -93,7 +99,7 @@ def store_reports(db: Database, config: MailConfig, reports: list[SubdomainDnsRe
                     data={
                         "subdomain": report.subdomain,
                         "enforced": enforced,
-                        "blocked": enforced and not report.ok,
+                        "blocked": blocks_sending(enforced, report.ok),
                         "reason": reason,
                     },
                 )
@@ -131,7 +137,7 @@ def checks_due(db: Database, config: MailConfig, settings: Settings) -> bool:
 _UNREAD = object()
 
 
-def verdict(
+def dns_verdict(
     db: Database,
     config: MailConfig,
     settings: Settings,

@@ -16,7 +16,7 @@ conditional `UPDATE … WHERE used + units <= limit` per cap inside one savepoin
 succeeds whole or not at all.
 
 Windows are the budgets module's fixed windows: hours on the hour and days from 00:00 UTC. The
-warm-up ramp (`outbox.mail.windows.warmup_daily_cap`) counts days in UTC as well.
+warm-up ramp (`outbox.mail.budgets.warmup.warmup_daily_cap`) counts days in UTC as well.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from sqlmodel import Session
 
 from outbox.budgets.service import Cap, reserve, used
 from outbox.mail.addresses import recipient_domain, recipient_key
+from outbox.mail.budgets.warmup import warmup_daily_cap
 from outbox.mail.config import SubdomainConfig
-from outbox.mail.windows import warmup_daily_cap
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

@@ -7,7 +7,7 @@ order, cheapest first, each answer valid across every worker because it comes fr
    at again after `mail_pause_recheck_seconds`: paused mail waits, nothing is lost;
 2. a subdomain whose DNS check fails (with `enforce_dns_checks`) → deferred the same way;
 3. suppressed recipients → left out of the envelope, recorded as settled;
-4. budgets: every cap charged at once (`outbox.mail.ledger`); over a cap → deferred to the
+4. budgets: every cap charged at once (`outbox.mail.budgets.ledger`); over a cap → deferred to the
    moment the refusing window reopens, the cap named in the reason.
 
 A recipient is charged once per action, however many attempts it takes: the charge and the
@@ -23,14 +23,15 @@ from datetime import UTC, datetime, timedelta
 
 from outbox.config import Settings
 from outbox.db import Database
-from outbox.mail import dns_state, repository
-from outbox.mail.breakers import evaluate_breaker
+from outbox.mail import repository
+from outbox.mail.budgets.ledger import BudgetVerdict, first_day_fitting, reserve_send_budget, send_caps, start_of
 from outbox.mail.config import MailConfig, SubdomainConfig
-from outbox.mail.delivery import RecipientResult
-from outbox.mail.gate import Admitted, SendAttempt
-from outbox.mail.ledger import BudgetVerdict, first_day_fitting, reserve_send_budget, send_caps, start_of
-from outbox.mail.message import EmailSendArgs, message_id_for
+from outbox.mail.dns.verdicts import dns_verdict
+from outbox.mail.feedback.breakers import evaluate_breaker
 from outbox.mail.models import DeliveryOutcome, MailDelivery, MailPause, PauseCause, PauseScope
+from outbox.mail.sending.delivery import RecipientResult
+from outbox.mail.sending.gate import Admitted, SendAttempt
+from outbox.mail.sending.message import EmailSendArgs, message_id_for
 from outbox.sqltypes import utcnow
 from outbox.tools.base import Deferred, ExecutionContext, Failed
 
@@ -94,7 +95,7 @@ class DatabaseMailGate:
         if pauses:
             reasons = "; ".join(describe_pause(p) for p in pauses)
             return Deferred(now + self.recheck, f"{reasons}; the message waits and is tried again")
-        dns = dns_state.verdict(self.db, self.config, self.settings, sub, state)
+        dns = dns_verdict(self.db, self.config, self.settings, sub, state)
         if dns.blocks:
             return Deferred(
                 now + self.recheck,

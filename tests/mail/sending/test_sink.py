@@ -7,7 +7,7 @@ import smtplib
 from collections.abc import Callable
 from pathlib import Path
 
-from outbox.mail.sink import MaildirSink, SinkScript, read_maildir
+from outbox.mail.sending.sink import MaildirSink, SinkScript, read_maildir
 
 MESSAGE = (
     b"From: a@agents.mail.example.com\r\nTo: b@example.net\r\n"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from outbox.mail.message import EmailSendArgs, build_mime, message_id_for
+from outbox.mail.sending.message import EmailSendArgs, build_mime, message_id_for
 
 
 def args(**overrides: Any) -> dict[str, Any]:

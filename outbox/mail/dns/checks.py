@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict
 
 from outbox.mail.config import MailConfig, SubdomainConfig
-from outbox.mail.dkim_signing import DkimKey, DkimKeyError, dkim_record_name, load_signing_key
+from outbox.mail.sending.dkim_signing import DkimKey, DkimKeyError, dkim_record_name, load_signing_key
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from outbox.mail.config import DkimConfig
-from outbox.mail.dkim_signing import (
+from outbox.mail.sending.dkim_signing import (
     DkimKey,
     DkimKeyError,
     DkimSelfCheckError,
@@ -25,8 +25,8 @@ from outbox.mail.dkim_signing import (
     verify_own_signature,
     write_private_key,
 )
-from outbox.mail.message import EmailSendArgs, build_mime
-from outbox.mail.unsubscribe import list_unsubscribe_headers
+from outbox.mail.sending.message import EmailSendArgs, build_mime
+from outbox.mail.sending.unsubscribe import list_unsubscribe_headers
 
 DOMAIN = "agents.mail.example.com"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from outbox.mail.config import RelayConfig
-from outbox.mail.delivery import DeliveryReport, RecipientResult, SmtpDelivery
-from outbox.mail.sink import MaildirSink, SinkScript
+from outbox.mail.sending.delivery import DeliveryReport, RecipientResult, SmtpDelivery
+from outbox.mail.sending.sink import MaildirSink, SinkScript
 
 SENDER = "bounces@agents.mail.example.com"
 MESSAGE = (

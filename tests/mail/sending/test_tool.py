@@ -17,17 +17,17 @@ import dns.resolver
 import pytest
 
 from outbox.mail.config import MailConfig
-from outbox.mail.delivery import SmtpDelivery
-from outbox.mail.dkim_signing import DkimKey, dkim_record_name
-from outbox.mail.dns_checks import make_resolver
-from outbox.mail.gate import AllowAllGate
-from outbox.mail.message import EmailSendArgs
-from outbox.mail.sink import MaildirSink, SinkScript
-from outbox.mail.tool import EmailSendTool
-from outbox.mail.unsubscribe import verify_unsubscribe_token
+from outbox.mail.dns.checks import make_resolver
+from outbox.mail.sending.delivery import SmtpDelivery
+from outbox.mail.sending.dkim_signing import DkimKey, dkim_record_name
+from outbox.mail.sending.message import EmailSendArgs
+from outbox.mail.sending.sink import MaildirSink, SinkScript
+from outbox.mail.sending.tool import EmailSendTool
+from outbox.mail.sending.unsubscribe import verify_unsubscribe_token
 from outbox.tools.base import Deferred, ExecutionContext, Failed, Succeeded, Tool, ToolArgumentsError
 from tests.mail.conftest import SECRET, SELECTOR, SUBDOMAIN
 from tests.mail.dns_server import LoopbackDns
+from tests.mail.sending.fakes import AllowAllGate
 
 SENDER = f"Reports Agent <reports@{SUBDOMAIN}>"
 

@@ -26,10 +26,10 @@ from outbox.audit.service import record_event
 from outbox.db import Database
 from outbox.mail import repository
 from outbox.mail.addresses import RecipientAddressError, recipient_key
-from outbox.mail.breakers import evaluate_breaker
 from outbox.mail.config import MailConfig
-from outbox.mail.dsn import BounceKind, parse_dsn
-from outbox.mail.events import BounceEvent, ComplaintEvent, UnsubscribeEvent
+from outbox.mail.feedback.breakers import evaluate_breaker
+from outbox.mail.feedback.dsn import BounceKind, parse_dsn
+from outbox.mail.feedback.events import BounceEvent, ComplaintEvent, UnsubscribeEvent
 from outbox.mail.models import (
     EVERY_SUBDOMAIN,
     FeedbackKind,
@@ -37,7 +37,7 @@ from outbox.mail.models import (
     MailSuppression,
     SuppressionReason,
 )
-from outbox.mail.unsubscribe import UnsubscribeRequest
+from outbox.mail.sending.unsubscribe import UnsubscribeRequest
 from outbox.sqltypes import utcnow
 
 ProviderEvent = BounceEvent | ComplaintEvent | UnsubscribeEvent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outbox.mail.unsubscribe import (
+from outbox.mail.sending.unsubscribe import (
     InvalidUnsubscribeTokenError,
     UnsubscribeRequest,
     list_unsubscribe_headers,

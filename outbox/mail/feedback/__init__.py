@@ -1,0 +1,1 @@
+"""What comes back after sending: bounces, complaints, unsubscribes, and the breakers they trip."""
