@@ -15,11 +15,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/outbox
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so that a source change reuses this layer.
-COPY pyproject.toml README.md ./
+# Dependencies first, at the versions of requirements.lock (the ones CI tested; `make lock`),
+# from pyproject.toml and the lock alone, so that a source change reuses this layer. The lock
+# also pins the dev tools; as constraints they are only versions, nothing installs them here.
+COPY pyproject.toml README.md requirements.lock ./
 RUN mkdir -p outbox workers \
     && touch outbox/__init__.py workers/__init__.py \
-    && /opt/outbox/bin/pip install . \
+    && /opt/outbox/bin/pip install -c requirements.lock . \
     && /opt/outbox/bin/pip uninstall --yes agent-outbox
 COPY outbox ./outbox
 COPY workers ./workers
