@@ -20,11 +20,12 @@ from outbox.approvals.models import ApprovalRequest
 from outbox.audit.service import record_event
 from outbox.canonical import value_problems
 from outbox.deliveries.callbacks import require_callback_allowed
+from outbox.errors import ActionNotCancellable, ActionNotFound, DomainError, InvalidCursor, ValidationFailed
 from outbox.idempotency import service as idempotency
 from outbox.logs import bind_log_context
 from outbox.policy.engine import PolicyDecision
 from outbox.policy.matching import Subject
-from outbox.problems import Problem, pydantic_errors, validation_problem
+from outbox.problems import problem_document, pydantic_errors
 from outbox.runtime import Runtime
 from outbox.sqltypes import new_id, utcnow
 from outbox.tools.base import Tool, ToolArgumentsError
@@ -51,16 +52,16 @@ def parse_envelope(payload: Any) -> ActionCreate:
     within ±(2^53 - 1), no lone surrogates or NUL, bounded nesting) hold for payloads built in
     Python too, so every face refuses what the HTTP edge refuses, before anything is recorded."""
     if not isinstance(payload, dict):
-        raise validation_problem([{"field": "body", "message": "the body must be a JSON object"}])
+        raise ValidationFailed([{"field": "body", "message": "the body must be a JSON object"}])
     problems = value_problems(payload)
     if problems:
-        raise validation_problem([{"field": p.path, "message": p.message} for p in problems])
+        raise ValidationFailed([{"field": p.path, "message": p.message} for p in problems])
     try:
         return ActionCreate.model_validate(payload)
     except ValidationError as exc:
         errors = pydantic_errors(exc.errors())
         hint = ON_BEHALF_OF_HINT if any(e["field"] == "on_behalf_of" for e in errors) else None
-        raise validation_problem(errors, hint=hint) from exc
+        raise ValidationFailed(errors, hint=hint) from exc
 
 
 def submit(
@@ -80,8 +81,8 @@ def submit(
         return Answer(claim.status, claim.body, claim.body.get("id") or claim.body.get("action_id"), True)
     try:
         return _record(runtime, agent, envelope, idempotency_key, request_record, claim)
-    except Problem as problem:
-        if problem.action_id is None:
+    except DomainError as error:
+        if error.action_id is None:
             # Nothing was recorded: free the key so the corrected request can use it.
             idempotency.release(runtime.db, claim)
         raise
@@ -101,16 +102,16 @@ def _record(
     active = runtime.policy.current
     tool = find_tool(active.tools, envelope.tool)
     if tool is None:
-        raise validation_problem(
+        raise ValidationFailed(
             [{"field": "tool", "message": f"unknown tool {envelope.tool!r}"}],
             hint=f"Use one of: {', '.join(active.tools)}. GET /v1/tools lists them with their schemas.",
         )
     try:
         args = tool.parse_args(envelope.args)
     except ValidationError as exc:
-        raise validation_problem(pydantic_errors(exc.errors(), prefix="args")) from exc
+        raise ValidationFailed(pydantic_errors(exc.errors(), prefix="args")) from exc
     except ToolArgumentsError as exc:
-        raise validation_problem(
+        raise ValidationFailed(
             [{"field": f"args.{p.field}", "message": p.message} for p in exc.problems], hint=exc.hint
         ) from exc
     targets = tool.targets(args)
@@ -187,7 +188,7 @@ def _record(
         session.refresh(action)
         if status is ActionStatus.DENIED:
             answer_status = 403
-            body = _denied_problem(action, decision).body()
+            body = _denied_problem(action, decision)
             # GET /v1/actions/{id} shows the same problem document as the 403 answer.
             action.problem = body
             session.add(action)
@@ -258,7 +259,7 @@ def _open_approval(
     open_request(runtime, session, action, agent=agent.principal, decision=decision, escalations=escalations)
 
 
-def _denied_problem(action: Action, decision: PolicyDecision) -> Problem:
+def _denied_problem(action: Action, decision: PolicyDecision) -> dict[str, Any]:
     rules = decision.rules()
     if rules:
         hint = (
@@ -270,7 +271,7 @@ def _denied_problem(action: Action, decision: PolicyDecision) -> Problem:
             "No policy rule allows this call for your roles. Call only tools and targets your "
             "role is granted, or ask a human to grant it in the policy files."
         )
-    return Problem(
+    return problem_document(
         403,
         "denied-by-policy",
         "Denied by policy",
@@ -287,13 +288,7 @@ def get_action(session: Session, agent: AuthenticatedAgent, action_id: str) -> A
     action = session.get(Action, action_id)
     if action is None or action.agent_id != agent.id:
         # Another agent's action is indistinguishable from a missing one.
-        raise Problem(
-            404,
-            "action-not-found",
-            "Action not found",
-            f"No action {action_id!r} for this agent.",
-            hint="Use the id returned by POST /v1/actions; GET /v1/actions lists your actions.",
-        )
+        raise ActionNotFound(action_id)
     return action
 
 
@@ -307,13 +302,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         stamp, action_id = raw.split("|", 1)
         return datetime.fromisoformat(stamp), action_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise Problem(
-            400,
-            "invalid-cursor",
-            "Invalid cursor",
-            "The cursor is not one this server issued.",
-            hint="Pass next_cursor from a previous page unchanged, or omit it to start over.",
-        ) from exc
+        raise InvalidCursor from exc
 
 
 def list_actions(
@@ -328,7 +317,7 @@ def list_actions(
     query = select(Action).where(col(Action.agent_id) == agent.id)
     if status is not None:
         if status not in {s.value for s in ActionStatus}:
-            raise validation_problem(
+            raise ValidationFailed(
                 [{"field": "status", "message": f"unknown status; one of {', '.join(s.value for s in ActionStatus)}"}]
             )
         query = query.where(col(Action.status) == status)
@@ -367,12 +356,5 @@ def cancel_action(runtime: Runtime, agent: AuthenticatedAgent, action_id: str) -
                 session.add(approval)
         session.refresh(action)
         if not moved:
-            raise Problem(
-                409,
-                "action-not-cancellable",
-                "Action cannot be cancelled",
-                f"The action is {action.status}; only queued, deferred or awaiting_approval actions can be cancelled.",
-                hint="A running action cannot be stopped; GET the action to see its outcome.",
-                action_id=action_id,
-            )
+            raise ActionNotCancellable(action_id, action.status)
         return action

@@ -9,24 +9,16 @@ import threading
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outbox.api import actions, metrics, system
 from outbox.api.client_input import ClientInputMiddleware
+from outbox.api.errors import install_error_handlers
 from outbox.api.middleware import RequestContextMiddleware
 from outbox.api.openapi import install_openapi
 from outbox.approvals import api as approvals_api
 from outbox.config import Settings, get_settings
 from outbox.logs import configure_logging
 from outbox.mail import api as mail_api
-from outbox.problems import (
-    Problem,
-    http_exception_handler,
-    problem_handler,
-    request_validation_handler,
-    unhandled_handler,
-)
 from outbox.runtime import Dispatcher, Runtime
 from outbox.slack import interactions as slack_interactions
 
@@ -91,10 +83,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.add_exception_handler(Problem, problem_handler)
-    app.add_exception_handler(RequestValidationError, request_validation_handler)
-    app.add_exception_handler(StarletteHTTPException, http_exception_handler)
-    app.add_exception_handler(Exception, unhandled_handler)
+    install_error_handlers(app)
     app.include_router(actions.router)
     app.include_router(system.router)
     app.include_router(approvals_api.router)

@@ -25,8 +25,10 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from outbox.api.errors import problem_for, problem_response
 from outbox.canonical import JSONInputError, loads_strict
-from outbox.problems import Problem, validation_problem
+from outbox.errors import ValidationFailed
+from outbox.problems import Problem
 
 _SCOPE_KEY = "outbox.json_body"
 DEFAULT_MAX_BYTES = 1_048_576
@@ -67,13 +69,15 @@ def json_input_problem(error: JSONInputError) -> Problem:
             f"The body is not valid JSON: {where}.",
             hint="Send UTF-8 JSON (RFC 8259); numbers must be finite, so send null or a string instead of NaN.",
         )
-    return validation_problem(
-        [{"field": p.path, "message": p.message} for p in error.problems],
-        hint=(
-            "Request bodies must be I-JSON (RFC 7493): finite numbers, integers within ±(2^53 - 1) "
-            "(send larger ones as strings), Unicode text without lone surrogates or NUL, unique keys. "
-            "Fix the listed fields and send the request again."
-        ),
+    return problem_for(
+        ValidationFailed(
+            [{"field": p.path, "message": p.message} for p in error.problems],
+            hint=(
+                "Request bodies must be I-JSON (RFC 7493): finite numbers, integers within ±(2^53 - 1) "
+                "(send larger ones as strings), Unicode text without lone surrogates or NUL, unique keys. "
+                "Fix the listed fields and send the request again."
+            ),
+        )
     )
 
 
@@ -142,7 +146,7 @@ class ClientInputMiddleware:
             return
         target_problem = _target_problem(scope)
         if target_problem is not None:
-            await target_problem.response()(scope, receive, send)
+            await problem_response(target_problem)(scope, receive, send)
             return
         headers = Headers(scope=scope)
         if not declares_json(headers.get("content-type")):
@@ -153,7 +157,7 @@ class ClientInputMiddleware:
             if raw:
                 scope[_SCOPE_KEY] = parse_body(raw)
         except Problem as problem:
-            await problem.response()(scope, receive, send)
+            await problem_response(problem)(scope, receive, send)
             return
         replayed = False
 

@@ -27,9 +27,9 @@ from fastapi.routing import APIRoute
 
 from outbox.actions.schemas import ActionCreate
 from outbox.api.deps import agent_or_admin, current_agent, require_admin
+from outbox.api.errors import http_exception_handler
 from outbox.canonical import MAX_SAFE_INTEGER
 from outbox.mail.api import require_events_token
-from outbox.problems import http_exception_handler
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 

@@ -38,8 +38,9 @@ from outbox.approvals.models import ApprovalDecision, ApprovalRequest, ApprovalS
 from outbox.approvals.schemas import ApprovalOut, Verdict
 from outbox.audit.service import record_event
 from outbox.deliveries import service as delivery
+from outbox.errors import ApprovalsMisconfigured
 from outbox.policy.engine import PolicyDecision, PolicyLoadError, PolicySnapshot
-from outbox.problems import PROBLEM_BASE, Problem
+from outbox.problems import problem_document
 from outbox.runtime import NullDispatcher, Runtime
 from outbox.slack.client import slack_enabled
 from outbox.sqltypes import new_id, utcnow
@@ -85,14 +86,7 @@ def open_request(
     except PolicyLoadError as exc:
         # Fail closed: without valid gate terms (quorum, expiry) no request is opened.
         log.error("approvals.config_invalid", error=str(exc))
-        raise Problem(
-            503,
-            "approvals-misconfigured",
-            "Approvals are misconfigured",
-            "This call needs a human approval, but the approval configuration does not load: nothing was recorded.",
-            hint="Retry later with the same Idempotency-Key; an operator must fix policies/approvals.yaml.",
-            headers={"Retry-After": "60"},
-        ) from exc
+        raise ApprovalsMisconfigured from exc
     gate = config.resolve(action.tool, decision)
     targets = bound_targets(t.target for t in decision.targets)
     now = utcnow()
@@ -552,31 +546,31 @@ def rejection_problem(action_id: str, approver: str, reason: str, *, may_resubmi
             "A human rejected this call. Asking again does not make sense: do not resubmit it, changed "
             "or not, unless the person you act for explicitly asks you to; tell them it was rejected and why."
         )
-    return {
-        "type": PROBLEM_BASE + "rejected-by-approver",
-        "title": "Rejected by an approver",
-        "status": 403,
-        "detail": f"{approver} rejected this call: {reason}",
-        "hint": hint,
-        "action_id": action_id,
-        "action_status": ActionStatus.REJECTED.value,
-        "approver": approver,
-        "reason": reason,
-        "may_resubmit": may_resubmit,
-    }
+    return problem_document(
+        403,
+        "rejected-by-approver",
+        "Rejected by an approver",
+        f"{approver} rejected this call: {reason}",
+        hint=hint,
+        action_id=action_id,
+        action_status=ActionStatus.REJECTED.value,
+        approver=approver,
+        reason=reason,
+        may_resubmit=may_resubmit,
+    )
 
 
 def expiry_problem(action_id: str, expires_at: datetime) -> dict[str, Any]:
-    return {
-        "type": PROBLEM_BASE + "approval-expired",
-        "title": "Approval expired",
-        "status": 403,
-        "detail": f"No approver decided before {expires_at.isoformat()}; nothing ran.",
-        "hint": (
+    return problem_document(
+        403,
+        "approval-expired",
+        "Approval expired",
+        f"No approver decided before {expires_at.isoformat()}; nothing ran.",
+        hint=(
             "Nobody rejected the call; nobody approved it in time. Asking again may make sense if the "
             "call is still needed: submit it again with a new Idempotency-Key, and tell the person you act "
             "for that it is waiting for an approver."
         ),
-        "action_id": action_id,
-        "action_status": ActionStatus.EXPIRED.value,
-    }
+        action_id=action_id,
+        action_status=ActionStatus.EXPIRED.value,
+    )

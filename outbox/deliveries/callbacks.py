@@ -36,10 +36,10 @@ from outbox.agents.service import AuthenticatedAgent
 from outbox.canonical import canonical_json
 from outbox.deliveries import service as delivery
 from outbox.deliveries.models import Delivery
+from outbox.errors import ValidationFailed
 from outbox.policy.engine import PolicyDecision, PolicySnapshot
 from outbox.policy.matching import Subject
 from outbox.policy.outbound import CALLBACK_ACT, callback_target
-from outbox.problems import Problem
 from outbox.retry_after import parse_retry_after
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
@@ -75,11 +75,9 @@ def require_callback_allowed(snapshot: PolicySnapshot, subject: Subject, callbac
         else decision.explain()
     )
     message = f"no policy rule allows callbacks to {url.wire} for {subject.principal} ({why})"
-    raise Problem(
-        422,
-        "validation-error",
-        "Invalid request",
-        f"No policy rule allows callbacks to this destination: act `{CALLBACK_ACT}` on {target.object} "
+    raise ValidationFailed(
+        [{"field": "callback_url", "message": message}],
+        detail=f"No policy rule allows callbacks to this destination: act `{CALLBACK_ACT}` on {target.object} "
         f"is {decision.effect} for {subject.principal}.",
         hint=(
             "Leave out callback_url and poll GET /v1/actions/{id} (or send `Prefer: wait=N`), or use a "
@@ -87,7 +85,6 @@ def require_callback_allowed(snapshot: PolicySnapshot, subject: Subject, callbac
             f"such as `p, role:<your role>, http:{url.authority}{_hooks_prefix(url.path)}, "
             f"{CALLBACK_ACT}, allow`."
         ),
-        errors=[{"field": "callback_url", "message": message}],
     )
 
 

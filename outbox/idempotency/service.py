@@ -19,8 +19,8 @@ from sqlmodel import Session, col, select
 
 from outbox.canonical import digest
 from outbox.db import Database
+from outbox.errors import IdempotencyKeyInProgress, IdempotencyKeyInvalid, IdempotencyKeyMissing, IdempotencyKeyReused
 from outbox.idempotency.models import IdempotencyRecord
-from outbox.problems import Problem
 from outbox.sqltypes import utcnow
 
 # A `processing` record older than this belongs to a request that died mid-way; it may be taken
@@ -32,23 +32,10 @@ COMPLETED = "completed"
 
 def validate_key(header: str | None) -> str:
     if header is None:
-        raise Problem(
-            400,
-            "idempotency-key-missing",
-            "Idempotency-Key required",
-            "POST /v1/actions needs an Idempotency-Key header.",
-            hint="Send a unique Idempotency-Key (for example a UUID) per intended action, and the "
-            "same key when you retry that action.",
-        )
+        raise IdempotencyKeyMissing
     key = header.strip('"')
     if not 1 <= len(key) <= 255 or not all(0x21 <= ord(ch) <= 0x7E for ch in key):
-        raise Problem(
-            400,
-            "idempotency-key-invalid",
-            "Invalid Idempotency-Key",
-            "The Idempotency-Key must be 1 to 255 printable ASCII characters without spaces.",
-            hint="Use a UUID or another printable token.",
-        )
+        raise IdempotencyKeyInvalid
     return key
 
 
@@ -77,7 +64,7 @@ def claim_key(db: Database, agent_id: str, key: str, fp: str, ttl: timedelta) ->
         except IntegrityError:
             # Another request inserted the same key between our read and our insert.
             continue
-    raise _in_progress()
+    raise IdempotencyKeyInProgress
 
 
 def _claim(session: Session, agent_id: str, key: str, fp: str, ttl: timedelta) -> Claimed | Replay:
@@ -98,14 +85,7 @@ def _claim(session: Session, agent_id: str, key: str, fp: str, ttl: timedelta) -
         assert fresh.id is not None
         return Claimed(fresh.id)
     if record.fingerprint != fp:
-        raise Problem(
-            422,
-            "idempotency-key-reused",
-            "Idempotency-Key reused with a different request",
-            "This Idempotency-Key was already used for a different request (tool, args or on_behalf_of differ).",
-            hint="Use a new Idempotency-Key for a new action; reuse a key only to retry the exact same request.",
-            action_id=record.action_id,
-        )
+        raise IdempotencyKeyReused(record.action_id)
     if record.state == COMPLETED:
         assert record.response_status is not None
         assert record.response_body is not None
@@ -119,18 +99,7 @@ def _claim(session: Session, agent_id: str, key: str, fp: str, ttl: timedelta) -
         if taken.rowcount == 1:  # type: ignore[attr-defined]
             assert record.id is not None
             return Claimed(record.id)
-    raise _in_progress()
-
-
-def _in_progress() -> Problem:
-    return Problem(
-        409,
-        "idempotency-key-in-progress",
-        "Request with this Idempotency-Key in progress",
-        "A request with this Idempotency-Key is still being processed.",
-        hint="Retry after the number of seconds in Retry-After; you will get the original answer.",
-        headers={"Retry-After": "1"},
-    )
+    raise IdempotencyKeyInProgress
 
 
 def complete(session: Session, claimed: Claimed, status: int, body: dict[str, Any], action_id: str | None) -> None:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from starlette.requests import Request
 
-from outbox.problems import unhandled_handler
+from outbox.api.errors import unhandled_handler
 from outbox.runtime import Runtime
 from tests.support.agents import bearer
 from tests.support.dispatchers import RecordingDispatcher

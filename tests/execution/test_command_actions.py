@@ -68,14 +68,14 @@ def test_a_read_only_git_tool_runs_in_the_sandbox_and_is_recorded_exactly(comman
 def test_shell_text_in_a_parameter_is_refused_before_anything_runs(command_runtime: Runtime) -> None:
     from outbox.actions.service import parse_envelope, submit
     from outbox.agents.service import authenticate
-    from outbox.problems import Problem
+    from outbox.errors import ValidationFailed
 
     key = make_agent(command_runtime.db, "sneaky", ["repo-reader"])
     with command_runtime.db.session() as session:
         agent = authenticate(session, key)
     assert agent is not None
     for path in ["; rm -rf /", "$(id)", "`id`", "../etc", "--all", "a\nb"]:
-        with pytest.raises(Problem) as raised:
+        with pytest.raises(ValidationFailed) as raised:
             submit(
                 command_runtime,
                 agent,
@@ -83,8 +83,7 @@ def test_shell_text_in_a_parameter_is_refused_before_anything_runs(command_runti
                 f"k-{path}",
                 {},
             )
-        assert raised.value.status == 422
-        assert raised.value.extra["errors"][0]["field"] == "args.path", path
+        assert raised.value.errors[0]["field"] == "args.path", path
 
 
 def test_more_targets_than_the_bound_go_to_a_human_with_the_dry_run_shown(
