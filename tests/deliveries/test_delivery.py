@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 
 from outbox.approvals.service import decide
 from outbox.deliveries import service as delivery
+from outbox.deliveries.models import Delivery
 from outbox.deliveries.service import KIND_SLACK_MESSAGE, deliver_due
+from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime
 from outbox.slack.client import SlackClient
+from outbox.sqltypes import utcnow
 from tests.approvals.support import approval_of, deliveries, deployer, make_due, submit_call
 from tests.slack.fake_slack import FakeSlack
 from tests.support.http_target import TargetServer
@@ -85,3 +91,45 @@ def test_deliveries_give_up_after_the_configured_attempts(
     assert row.state == "dead"
     assert row.attempts == 3
     assert row.pending_key is None
+
+
+def _expire_leases(runtime: Runtime) -> None:
+    with runtime.db.session() as session:
+        expired = utcnow() - timedelta(seconds=1)
+        session.execute(update(Delivery).where(col(Delivery.lease_until).is_not(None)).values(lease_until=expired))
+
+
+def test_a_delivery_whose_worker_died_is_made_again_by_the_sweep(
+    slack_runtime: Runtime, fake_slack: FakeSlack, target_server: TargetServer
+) -> None:
+    submit_call(slack_runtime, deployer(slack_runtime), method="DELETE", url=f"{target_server.base_url}/x")
+    [row] = deliveries(slack_runtime, KIND_SLACK_MESSAGE)
+    assert delivery._claim(slack_runtime, row.id) is not None  # ... and the worker dies
+    sweep_once(slack_runtime)
+    assert fake_slack.calls_to("chat.postMessage") == []  # its lease still runs
+
+    _expire_leases(slack_runtime)
+    sweep_once(slack_runtime)
+
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    [row] = deliveries(slack_runtime, KIND_SLACK_MESSAGE)
+    assert (row.state, row.attempts) == ("done", 2)
+
+
+def test_a_delivery_whose_worker_died_on_its_last_attempt_is_dead_lettered_with_the_reason(
+    slack_runtime: Runtime, fake_slack: FakeSlack, target_server: TargetServer
+) -> None:
+    slack_runtime.settings = slack_runtime.settings.model_copy(update={"delivery_max_attempts": 1})
+    submit_call(slack_runtime, deployer(slack_runtime), method="DELETE", url=f"{target_server.base_url}/x")
+    [row] = deliveries(slack_runtime, KIND_SLACK_MESSAGE)
+    assert delivery._claim(slack_runtime, row.id) is not None
+    _expire_leases(slack_runtime)
+
+    assert delivery.redrive_expired(slack_runtime) == [row.id]
+    assert delivery.redrive_expired(slack_runtime) == []  # once
+
+    [row] = deliveries(slack_runtime, KIND_SLACK_MESSAGE)
+    assert (row.state, row.attempts, row.pending_key, row.lease_until) == ("dead", 1, None, None)
+    assert "stopped answering (lease expired); no attempts left" in (row.last_error or "")
+    assert deliver_due(slack_runtime).delivered == []
+    assert fake_slack.calls_to("chat.postMessage") == []
