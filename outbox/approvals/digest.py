@@ -9,7 +9,7 @@ from the action row before the tool runs: if anything it covers differs, nothing
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from outbox.canonical import digest
 
@@ -45,4 +45,35 @@ def approval_digest(
             "preview": preview,
             "policy_version": policy_version,
         }
+    )
+
+
+class RecordedCall(Protocol):
+    """The parts of an action row the digest binds (`outbox.actions.models.Action`)."""
+
+    @property
+    def on_behalf_of(self) -> str | None: ...
+
+    @property
+    def tool(self) -> str: ...
+
+    @property
+    def args(self) -> dict[str, Any]: ...
+
+    @property
+    def preview(self) -> dict[str, Any] | None: ...
+
+
+def action_digest(action: RecordedCall, *, agent: str, targets: Iterable[Any], policy_version: str) -> str:
+    """The digest of a recorded action: computed when its approval is opened and again, from the
+    row and the tool's current targets, right before it runs. Both go through here, so the two
+    can never bind different fields."""
+    return approval_digest(
+        agent=agent,
+        on_behalf_of=action.on_behalf_of,
+        tool=action.tool,
+        args=action.args,
+        targets=targets,
+        preview=action.preview,
+        policy_version=policy_version,
     )

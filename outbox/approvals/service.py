@@ -33,7 +33,7 @@ from outbox.approvals.authority import (
     person_of,
 )
 from outbox.approvals.config import approvals_config_for
-from outbox.approvals.digest import approval_digest, bound_targets
+from outbox.approvals.digest import action_digest, bound_targets
 from outbox.approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus
 from outbox.approvals.schemas import ApprovalOut, Verdict
 from outbox.audit.service import record_event
@@ -95,15 +95,7 @@ def open_request(
     approval = ApprovalRequest(
         id=new_id("apr"),
         action_id=action.id,
-        digest=approval_digest(
-            agent=agent,
-            on_behalf_of=action.on_behalf_of,
-            tool=action.tool,
-            args=action.args,
-            targets=targets,
-            preview=action.preview,
-            policy_version=decision.policy_version,
-        ),
+        digest=action_digest(action, agent=agent, targets=targets, policy_version=decision.policy_version),
         status=ApprovalStatus.PENDING.value,
         rules=[*decision.rules(), *({"escalation": reason} for reason in escalations)],
         quorum=gate.quorum,
@@ -468,6 +460,34 @@ def expire_due(runtime: Runtime, *, limit: int = 500) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Cancellation
+
+
+def cancel_request(session: Session, action_id: str, *, actor: str) -> ApprovalRequest | None:
+    """Close the pending approval of an action its agent has just cancelled, on the record.
+
+    Called inside the transaction that cancelled the action. Returns the closed request, or None
+    when the action has none pending (it was never gated, or a human decided first).
+    """
+    approval = _find(session, action_id, lock=True)
+    if approval is None or approval.status != ApprovalStatus.PENDING.value:
+        return None
+    approval.status = ApprovalStatus.CANCELLED.value
+    approval.decided_at = utcnow()
+    approval.reason = "the agent cancelled the action"
+    session.add(approval)
+    record_event(
+        session,
+        event_type="approval.cancelled",
+        actor=actor,
+        action_id=action_id,
+        data={"approval_id": approval.id, "reason": approval.reason},
+    )
+    _touch_slack(session, approval)
+    return approval
+
+
+# ---------------------------------------------------------------------------------------------
 # Execution
 
 
@@ -484,15 +504,7 @@ def verify_for_execution(runtime: Runtime, action: Action, *, agent: str, target
             return "policy required an approval for this call but none exists; nothing ran"
         if approval.status != ApprovalStatus.APPROVED.value:
             return f"the approval request is {approval.status}, not approved; nothing ran"
-        recomputed = approval_digest(
-            agent=agent,
-            on_behalf_of=action.on_behalf_of,
-            tool=action.tool,
-            args=action.args,
-            targets=targets,
-            preview=action.preview,
-            policy_version=approval.policy_version,
-        )
+        recomputed = action_digest(action, agent=agent, targets=targets, policy_version=approval.policy_version)
         if recomputed != approval.digest:
             return (
                 "what would run now differs from what was approved (approval digest "
