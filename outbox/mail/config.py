@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -28,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from outbox.yamlfiles import YAMLFileError, load_yaml_file
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
@@ -346,13 +347,10 @@ def parse_mail_config(data: Any, source: str = "<mail config>") -> MailConfig:
 
 
 def load_mail_config(path: Path) -> MailConfig:
-    """Read and validate `policies/mail.yaml`."""
+    """Read and validate `policies/mail.yaml`: strict YAML (a repeated key is refused, not
+    silently overridden), then the model; every error names the file, and the line when known."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MailConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise MailConfigError(f"{path}: not valid YAML: {exc}") from None
+        data = load_yaml_file(path)
+    except YAMLFileError as exc:
+        raise MailConfigError(str(exc)) from None
     return parse_mail_config(data, str(path))

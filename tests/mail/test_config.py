@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,54 @@ subdomains:
     assert f"{path}: subdomains[0].dkim.selector: Field required" in str(caught.value)
 
 
-def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "subdomains: [\n")
-    with pytest.raises(MailConfigError, match=f"{path}: not valid YAML"):
+def test_invalid_yaml_names_the_file_and_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "primary_domains: [example.com]\nsubdomains: [\n")
+    with pytest.raises(MailConfigError, match=rf"^{re.escape(str(path))}:3: "):
         load_mail_config(path)
+
+
+SUBDOMAIN_YAML = """\
+  - domain: agents.mail.example.com
+    dkim: {selector: s1, algorithm: rsa-sha256, key_file: keys/agents.key}
+    relay: {host: 127.0.0.1, port: 2525, starttls: false}
+    budgets: {per_hour: 100, per_day: 1000}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        # A second top-level key would silently replace the first: here, the protected domains.
+        (
+            "primary_domains: [example.com]\nprimary_domains: [example.org]\nsubdomains:\n" + SUBDOMAIN_YAML,
+            2,
+            "primary_domains",
+        ),
+        # Inside a subdomain: a second budget that raises the cap a reviewer saw.
+        (
+            "primary_domains: [example.com]\nsubdomains:\n"
+            + SUBDOMAIN_YAML.replace("per_day: 1000}", "per_day: 1000}\n    budgets: {per_hour: 9000, per_day: 90000}"),
+            7,
+            "budgets",
+        ),
+        # In a flow mapping, on one line.
+        (
+            "primary_domains: [example.com]\nsubdomains:\n"
+            + SUBDOMAIN_YAML.replace("starttls: false", "starttls: false, host: 10.0.0.1"),
+            5,
+            "host",
+        ),
+    ],
+)
+def test_a_repeated_key_is_refused_with_the_file_and_line(tmp_path: Path, text: str, line: int, key: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(MailConfigError, match=rf"^{re.escape(str(path))}:{line}: .*duplicate key '{key}'"):
+        load_mail_config(path)
+
+
+def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MailConfigError, match=rf"^{re.escape(str(tmp_path))}: cannot read"):
+        load_mail_config(tmp_path)  # a directory
 
 
 def test_a_primary_domain_cannot_be_a_sending_subdomain() -> None:
