@@ -23,12 +23,13 @@ from outbox.deliveries.callbacks import require_callback_allowed
 from outbox.errors import ActionNotCancellable, ActionNotFound, DomainError, InvalidCursor, ValidationFailed
 from outbox.idempotency import service as idempotency
 from outbox.logs import bind_log_context
+from outbox.policy.effective import EffectiveDecision, blast_radius, effective_decision
 from outbox.policy.engine import PolicyDecision
 from outbox.policy.matching import Subject
 from outbox.problems import problem_document, pydantic_errors
 from outbox.runtime import Runtime
 from outbox.sqltypes import new_id, utcnow
-from outbox.tools.base import Tool, ToolArgumentsError
+from outbox.tools.base import DryRunnable, Previewable, Tool, ToolArgumentsError
 from outbox.tools.registry import find_tool
 
 
@@ -118,11 +119,11 @@ def _record(
     # A callback is a request the outbox makes for the agent: policy allows it or it is a 422.
     if envelope.callback_url is not None:
         require_callback_allowed(active.snapshot, Subject(agent.principal, agent.roles), envelope.callback_url)
-    decision = active.snapshot.decide(Subject(agent.principal, agent.roles), targets)
-    # Config may escalate an allowed call to a human: over a tool's blast-radius bound, say.
-    escalation = _escalation(tool, args) if decision.effect == "allow" else None
-    effect = "approve" if escalation else decision.effect
-    explanation = f"{escalation} (policy alone would allow it)" if escalation else decision.explain()
+    # Policy, then the tool's blast-radius bound, which may send an allowed call to a human.
+    verdict = effective_decision(
+        active.snapshot, Subject(agent.principal, agent.roles), targets, blast_radius=blast_radius(tool, args)
+    )
+    decision, effect, explanation = verdict.policy, verdict.effect, verdict.explain()
     # A denied call runs nothing, not even a dry run.
     preview = _preview(tool, args, with_dry_run=effect != "deny")
 
@@ -168,19 +169,19 @@ def _record(
                 "tool": tool.name,
                 "args": normalised_args,
                 "on_behalf_of": envelope.on_behalf_of,
-                "decision": _decision_record(decision, escalation),
+                "decision": verdict.record(),
                 "preview": preview,
             },
         )
         if effect == "approve":
-            _open_approval(runtime, session, action, agent, decision, escalation=escalation)
+            _open_approval(runtime, session, action, agent, verdict)
         transition(
             session,
             action_id,
             from_statuses=[ActionStatus.RECEIVED],
             to_status=status,
             actor="policy",
-            data={"decision": _decision_record(decision, escalation), "explanation": explanation},
+            data={"decision": verdict.record(), "explanation": explanation},
             status_reason=explanation if effect != "allow" else None,
             # Publishing follows the commit; the sweeper re-publishes if that message is lost.
             last_published_at=utcnow() if status is ActionStatus.QUEUED else None,
@@ -202,20 +203,13 @@ def _record(
     return Answer(answer_status, body, action_id)
 
 
-def _escalation(tool: Tool, args: BaseModel) -> str | None:
-    check = getattr(tool, "approval_required_by_blast_radius", None)
-    return check(args) if callable(check) else None
-
-
 def _preview(tool: Tool, args: BaseModel, *, with_dry_run: bool) -> dict[str, Any] | None:
     """What an approver (and the audit log) sees: the tool's preview, plus the dry-run output
     for tools that declare one, run in the same sandbox at submission."""
-    preview_fn = getattr(tool, "preview", None)
-    preview: dict[str, Any] | None = preview_fn(args) if callable(preview_fn) else None
-    dry_run = getattr(tool, "dry_run", None)
-    if with_dry_run and callable(dry_run):
+    preview = tool.preview(args) if isinstance(tool, Previewable) else None
+    if with_dry_run and isinstance(tool, DryRunnable):
         try:
-            result = dry_run(args)
+            result = tool.dry_run(args)
         except Exception as exc:  # a dry run that cannot run is shown, not hidden
             outcome: dict[str, Any] | None = {"error": f"{type(exc).__name__}: {exc}"}
         else:
@@ -225,38 +219,18 @@ def _preview(tool: Tool, args: BaseModel, *, with_dry_run: bool) -> dict[str, An
     return preview
 
 
-def _decision_record(decision: PolicyDecision, escalation: str | None = None) -> dict[str, Any]:
-    return {
-        "effect": "approve" if escalation else decision.effect,
-        "policy_effect": decision.effect,
-        "escalation": escalation,
-        "policy_version": decision.policy_version,
-        "targets": [
-            {
-                "object": t.target.object,
-                "act": t.target.act,
-                "effect": t.effect,
-                "rule": t.rule.describe() if t.rule else None,
-            }
-            for t in decision.targets
-        ],
-    }
-
-
 def _open_approval(
     runtime: Runtime,
     session: Session,
     action: Action,
     agent: AuthenticatedAgent,
-    decision: PolicyDecision,
-    *,
-    escalation: str | None,
+    verdict: EffectiveDecision,
 ) -> None:
     """The approval request, bound to a digest of exactly what will run (outbox/approvals)."""
     from outbox.approvals.service import open_request
 
-    escalations = [escalation] if escalation else []
-    open_request(runtime, session, action, agent=agent.principal, decision=decision, escalations=escalations)
+    escalations = [verdict.escalation] if verdict.escalation else []
+    open_request(runtime, session, action, agent=agent.principal, decision=verdict.policy, escalations=escalations)
 
 
 def _denied_problem(action: Action, decision: PolicyDecision) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from outbox.agents.models import Agent, ApiKey
+from outbox.agents.principals import principal
 from outbox.audit.service import record_event
 from outbox.sqltypes import new_id, utcnow
 
@@ -30,7 +31,7 @@ class AuthenticatedAgent:
 
     @property
     def principal(self) -> str:
-        return f"agent:{self.name}"
+        return principal(self.name)
 
 
 def hash_key(key: str) -> str:

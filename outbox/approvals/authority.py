@@ -18,14 +18,15 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from outbox.agents.principals import names_an_agent
 from outbox.approvals.digest import bound_targets
 from outbox.approvals.schemas import Verdict
 from outbox.identities import InvalidIdentity, parse_principal, principals_in
+from outbox.policy.effective import APPROVE_ACT
 from outbox.policy.engine import PolicySnapshot, canonical_values
 from outbox.policy.matching import Subject
 from outbox.tools.base import Target
 
-APPROVE_ACT = "approve"
 _HUMAN_PREFIXES = ("user:", "slack:")
 
 
@@ -51,7 +52,7 @@ class ApprovalRefused(Exception):
 
 def identity_problem(identity: str) -> str | None:
     """Why `identity` cannot be an approver, or None."""
-    if identity.strip().casefold().startswith("agent:"):
+    if names_an_agent(identity):
         return "agents cannot approve or deny: approvers are humans (`user:…`, `slack:…`)"
     try:
         parse_principal(identity)

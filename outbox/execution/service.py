@@ -20,13 +20,15 @@ import structlog
 from outbox import metrics
 from outbox.actions.models import Action, ActionStatus
 from outbox.agents.models import Agent
+from outbox.agents.principals import principal
 from outbox.audit.service import record_event
 from outbox.execution.leases import ACTION_JOBS, action_retries
 from outbox.jobs import repository as jobs
+from outbox.policy.effective import blast_radius, effective_decision, execution_refusal
 from outbox.policy.matching import Subject
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
-from outbox.tools.base import Deferred, ExecutionContext, Failed, Succeeded, ToolOutcome
+from outbox.tools.base import Deferred, ExecutionContext, Failed, Previewable, Succeeded, ToolOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -95,26 +97,28 @@ def _execute(runtime: Runtime, action: Action) -> ToolOutcome:
         # Policy is checked again at execution: a call that policy denies now does not run,
         # whatever it was when it was submitted.
         targets = tool.targets(args)
-        decision = active.snapshot.decide(Subject(f"agent:{agent.name}", tuple(agent.roles)), targets)
+        verdict = effective_decision(
+            active.snapshot,
+            Subject(principal(agent.name), tuple(agent.roles)),
+            targets,
+            blast_radius=blast_radius(tool, args),
+        )
     except Exception as exc:  # definitions may have changed under a queued action
         return Failed(f"the arguments no longer validate: {exc}", retryable=False)
-    if decision.effect == "deny" or (decision.effect == "approve" and action.decision_effect == "allow"):
-        return Failed(
-            f"policy {decision.policy_version} no longer allows this call: {decision.explain()}",
-            retryable=False,
-        )
+    refusal = execution_refusal(verdict, action.decision_effect)
+    if refusal is not None:
+        return Failed(refusal, retryable=False)
     if action.decision_effect == "approve":
         # What runs must be what was approved (the digest), approved by people the running
         # policy still accepts as approvers; otherwise nothing runs.
         from outbox.approvals.service import verify_for_execution
 
-        refusal = verify_for_execution(runtime, action, agent=f"agent:{agent.name}", targets=targets)
+        refusal = verify_for_execution(runtime, action, agent=principal(agent.name), targets=targets)
         if refusal is not None:
             return Failed(refusal, retryable=False)
-    preview_fn = getattr(tool, "preview", None)
-    if callable(preview_fn) and action.preview is not None:
+    if isinstance(tool, Previewable) and action.preview is not None:
         recorded = {k: v for k, v in action.preview.items() if k != "dry_run"}
-        if preview_fn(args) != recorded:
+        if tool.preview(args) != recorded:
             # A reloaded tool definition would run something other than what was submitted
             # (another argv, say): what the record, the dry run and any approver saw is binding.
             return Failed(

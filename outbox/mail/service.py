@@ -50,6 +50,7 @@ from outbox.mail.schemas import (
 )
 from outbox.metrics import BudgetUse, Reading, SubdomainHealth
 from outbox.sqltypes import utcnow
+from outbox.tools.base import Configured
 
 if TYPE_CHECKING:
     from outbox.runtime import Runtime  # annotations only: the edges hand the runtime in
@@ -68,7 +69,7 @@ class MailNotConfiguredError(MailOperationError):
 def mail_config(runtime: Runtime) -> MailConfig:
     """The configuration the running policy's `email.send` uses (else the file, freshly read)."""
     tool = runtime.policy.current.tools.get("email.send")
-    config = getattr(tool, "config", None)
+    config = tool.config if isinstance(tool, Configured) else None
     if isinstance(config, MailConfig):
         return config
     loaded = load_configured_mail(runtime.settings)

@@ -14,14 +14,17 @@ A file holds `cases:`, a list of mappings:
       not_approvers: [agent:crm-bot]               # optional: must not be
 
 Cases are evaluated with the real tools of the directory (argument validation and targets), the
-same `PolicySnapshot.decide` the server uses, and, for approvals, the runtime's own answer to "may
-this person approve it" (`approvals/authority.py`: act `approve` on every target of the call).
+server's own effective decision (`policy/effective.py`: policy, then the tool's blast-radius
+bound), and, for approvals, the runtime's own answer to "may this person approve it"
+(`approvals/authority.py`: act `approve` on every target of the call). A case file therefore
+cannot pass a call the server treats otherwise (`tests/policy/test_decision_drift.py` runs every
+shipped case both ways).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,15 +33,17 @@ from xml.etree import ElementTree as ET
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from outbox.agents.principals import AGENT_PREFIX, principal
 from outbox.approvals.authority import authority_refusal
-from outbox.policy.engine import Effect, PolicyDecision, PolicyRule, PolicySnapshot, subject_name
+from outbox.policy.effective import blast_radius, effective_decision
+from outbox.policy.engine import Effect, PolicyRule, PolicySnapshot, subject_name
 from outbox.policy.matching import Subject
 from outbox.policy.targets import ToolCatalog
 from outbox.tools.base import Target, ToolArgumentsError
 from outbox.yamlfiles import YAMLFileError, parse_yaml
 
 TESTS_DIR = "tests"
-DEFAULT_AGENT = "agent:policy-test"
+DEFAULT_AGENT = principal("policy-test")
 
 
 class CaseTarget(BaseModel):
@@ -86,7 +91,7 @@ class PolicyCase(BaseModel):
             # A human subject means the canonical person, as in the rules and at runtime.
             return subject_name(self.subject)
         if self.agent is not None:
-            return self.agent if self.agent.startswith("agent:") else f"agent:{self.agent}"
+            return self.agent if self.agent.startswith(AGENT_PREFIX) else principal(self.agent)
         return DEFAULT_AGENT
 
     @property
@@ -182,9 +187,15 @@ def resolve_targets(case: PolicyCase, catalog: ToolCatalog) -> tuple[list[Target
         raise CaseError(f"{case.tool} refuses the arguments: {exc.errors(include_url=False)[0]['msg']}") from exc
     except ToolArgumentsError as exc:
         raise CaseError(f"{case.tool} refuses the arguments: {exc}") from exc
-    targets = tool.targets(args)
-    gate: Callable[[Any], str | None] | None = getattr(tool, "approval_required_by_blast_radius", None)
-    return targets, gate(args) if callable(gate) else None
+    return tool.targets(args), blast_radius(tool, args)
+
+
+@dataclass(frozen=True, slots=True)
+class ApproverAnswer:
+    """Whether `identity` may approve the case's call: `refusal` is None when it may."""
+
+    identity: str
+    refusal: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +206,8 @@ class CaseResult:
     got: Effect | None
     rules: tuple[PolicyRule, ...]
     messages: tuple[str, ...]
+    # The answer for every identity in the case's `approvers` and `not_approvers`, in order.
+    approvers: tuple[ApproverAnswer, ...] = ()
 
     @property
     def file(self) -> str:
@@ -225,43 +238,42 @@ def rule_matches(expected: str, rule: PolicyRule) -> bool:
     return _normalise_rule_text(expected) == _normalise_rule_text(rule.text)
 
 
-def effective_decision(
-    snapshot: PolicySnapshot, subject: Subject, targets: Sequence[Target], blast_radius: str | None
-) -> tuple[Effect, PolicyDecision]:
-    """The call's effect as the pipeline applies it: policy, then the tool's own approval bound."""
-    decision = snapshot.decide(subject, targets)
-    effect: Effect = decision.effect
-    if blast_radius is not None and effect == "allow":
-        effect = "approve"
-    return effect, decision
+def approver_refusal(snapshot: PolicySnapshot, identity: str, targets: Sequence[Target]) -> str | None:
+    """Why `identity` may not approve a call with these targets (made for nobody in particular,
+    as a case's calls are), or None: the runtime's own rule, on every target the runtime binds."""
+    refusal = authority_refusal(snapshot, identity, on_behalf_of=None, targets=targets, verdict="approve")
+    return None if refusal is None else refusal.message
 
 
 def run_case(located: LocatedCase, snapshot: PolicySnapshot, catalog: ToolCatalog) -> CaseResult:
     case = located.case
     try:
-        targets, blast_radius = resolve_targets(case, catalog)
+        targets, bound = resolve_targets(case, catalog)
     except CaseError as exc:
         return CaseResult(located, None, False, None, (), (str(exc),))
-    effect, decision = effective_decision(snapshot, case.as_subject(), targets, blast_radius)
+    verdict = effective_decision(snapshot, case.as_subject(), targets, blast_radius=bound)
+    effect, decision = verdict.effect, verdict.policy
     deciding = tuple(dict.fromkeys(t.rule for t in decision.deciding if t.rule is not None))
     messages: list[str] = []
     if effect != case.expect:
         why = decision.explain() if decision.targets else "the call has no targets"
-        if blast_radius is not None and decision.effect == "allow":
-            why = blast_radius
-        messages.append(f"expected {case.expect}, got {effect}: {why}")
+        messages.append(f"expected {case.expect}, got {effect}: {verdict.escalation or why}")
     if case.rule is not None and effect == case.expect and not any(rule_matches(case.rule, r) for r in deciding):
         shown = ", ".join(f"{r.file}:{r.line} `{r.text}`" for r in deciding) or "no rule"
         messages.append(f"expected rule {case.rule!r} to decide, but {shown} did")
-    # The runtime's own rule (approvals/authority.py) on the targets the runtime binds: all of them.
-    for approver in case.approvers:
-        refusal = authority_refusal(snapshot, approver, on_behalf_of=None, targets=targets, verdict="approve")
-        if refusal is not None:
-            messages.append(f"{approver} should be allowed to approve, but: {refusal.message}")
-    for outsider in case.not_approvers:
-        if authority_refusal(snapshot, outsider, on_behalf_of=None, targets=targets, verdict="approve") is None:
-            messages.append(f"{outsider} should not be allowed to approve, but policy lets them approve every target")
-    return CaseResult(located, None, not messages, effect, deciding, tuple(messages))
+    answers = tuple(
+        ApproverAnswer(identity, approver_refusal(snapshot, identity, targets))
+        for identity in (*case.approvers, *case.not_approvers)
+    )
+    for answer in answers[: len(case.approvers)]:
+        if answer.refusal is not None:
+            messages.append(f"{answer.identity} should be allowed to approve, but: {answer.refusal}")
+    for answer in answers[len(case.approvers) :]:
+        if answer.refusal is None:
+            messages.append(
+                f"{answer.identity} should not be allowed to approve, but policy lets them approve every target"
+            )
+    return CaseResult(located, None, not messages, effect, deciding, tuple(messages), answers)
 
 
 def run_cases(policy_dir: Path, snapshot: PolicySnapshot, catalog: ToolCatalog) -> list[CaseResult]:

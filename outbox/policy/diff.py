@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Literal
 
 from outbox.policy.cases import CaseError, load_cases, resolve_targets
+from outbox.policy.effective import APPROVE_ACT
 from outbox.policy.engine import PolicyRule, PolicySnapshot, TargetDecision, load_policy, strictness
 from outbox.policy.matching import Subject, act_match, acts_of, example_objects, object_match
 from outbox.policy.repository import RecordedCall
-from outbox.policy.targets import APPROVE_ACT, ToolCatalog, load_catalog, scheme_of
+from outbox.policy.targets import ToolCatalog, load_catalog, scheme_of
 from outbox.tools.base import Target
 
 

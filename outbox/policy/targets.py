@@ -1,6 +1,6 @@
 """What tools can touch, as policy sees it, for static analysis (`policy check`, `policy diff`).
 
-The contract, optional for a tool:
+The contract, optional for a tool (`DescribesTargets` in `outbox/tools/base.py`):
 
     def target_patterns(self) -> list[Target]
 
@@ -12,8 +12,8 @@ contain `/` is written as a final `/**`). Acts are concrete. Examples:
 `k8s:{cluster}/namespace/{name}` delete. A tool without the method is loaded and counted, but
 rules cannot be checked against its objects.
 
-A tool may also declare `destructive_acts: frozenset[str]`, acts `policy check` treats as
-destructive in addition to the usual ones (delete, apply, send, …).
+A tool may also declare `destructive_acts: frozenset[str]` (`DeclaresDestructiveActs`), acts
+`policy check` treats as destructive in addition to the usual ones (delete, apply, send, …).
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from outbox.config import Settings
 from outbox.db import Database
-from outbox.tools.base import Target, Tool
+from outbox.tools.base import DeclaresDestructiveActs, DescribesTargets, Target, Tool
 from outbox.tools.registry import ToolServices, load_tools
 
 # Acts that change or destroy something that cannot simply be read back; a wildcard `allow` on
@@ -33,13 +32,6 @@ from outbox.tools.registry import ToolServices, load_tools
 DESTRUCTIVE_ACTS = frozenset(
     {"delete", "apply", "send", "destroy", "drop", "drain", "exec", "purge", "truncate", "terminate", "kill"}
 )
-# Every object can be approved: `p, user:…, <object>, approve, allow` says who may approve it.
-APPROVE_ACT = "approve"
-
-
-@runtime_checkable
-class DescribesTargets(Protocol):
-    def target_patterns(self) -> list[Target]: ...
 
 
 @dataclass(frozen=True)
@@ -93,9 +85,8 @@ def catalog_of(tools: Mapping[str, Tool]) -> ToolCatalog:
     undescribed: list[str] = []
     destructive = set(DESTRUCTIVE_ACTS)
     for name, tool in tools.items():
-        extra = getattr(tool, "destructive_acts", None)
-        if isinstance(extra, frozenset | set | tuple | list):
-            destructive.update(str(a) for a in extra)
+        if isinstance(tool, DeclaresDestructiveActs):
+            destructive.update(tool.destructive_acts)
         if isinstance(tool, DescribesTargets):
             patterns[name] = tuple(tool.target_patterns())
         else:

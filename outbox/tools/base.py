@@ -119,3 +119,73 @@ class Tool(Protocol):
     def execute(self, ctx: ExecutionContext, args: BaseModel) -> ToolOutcome:
         """Perform the side effect. Runs in a worker, at most once per claimed attempt."""
         ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional capabilities. A tool has one when it implements the protocol; the pipeline asks with
+# `isinstance(tool, Previewable)` and mypy checks every use. A method set to None counts as
+# absent (`typing.runtime_checkable` treats a None callable member so).
+
+
+@runtime_checkable
+class Previewable(Protocol):
+    """Shows what a call would do, for the action record and the approver, before it runs.
+
+    Execution compares the preview again before running, so a reloaded definition that would
+    run something else than what was submitted (and approved) runs nothing.
+    """
+
+    def preview(self, args: BaseModel) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class DryRunOutput(Protocol):
+    """What a dry run did: what ran, and what came back."""
+
+    def artifact(self) -> dict[str, Any]: ...
+
+    def response(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class DryRunnable(Protocol):
+    """Can run a harmless version of the call at submission, whose output the approver sees."""
+
+    def dry_run(self, args: BaseModel) -> DryRunOutput | None:
+        """The dry run's output, or None when this call has no dry run. May raise when it
+        cannot run; the pipeline records the error in the preview instead."""
+        ...
+
+
+@runtime_checkable
+class BlastRadiusBounded(Protocol):
+    """Sends a call a human must approve because of how much it touches, whatever policy says."""
+
+    def approval_required_by_blast_radius(self, args: BaseModel) -> str | None:
+        """Why a human must approve this call, or None when it is within the tool's bound."""
+        ...
+
+
+@runtime_checkable
+class DescribesTargets(Protocol):
+    """Declares every shape of target `targets()` can produce, for static policy analysis
+    (`outbox policy check` and `diff`; the pattern language is in `outbox/policy/targets.py`)."""
+
+    def target_patterns(self) -> list[Target]: ...
+
+
+@runtime_checkable
+class DeclaresDestructiveActs(Protocol):
+    """Names acts of its own that `policy check` treats as destructive (mail's `bulk`)."""
+
+    @property
+    def destructive_acts(self) -> frozenset[str]: ...
+
+
+@runtime_checkable
+class Configured(Protocol):
+    """Built from a configuration file that operators also read through the outbox (the mail
+    config behind `email.send`, say); `config` is that file, parsed."""
+
+    @property
+    def config(self) -> object: ...
