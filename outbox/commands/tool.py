@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from outbox.commands.arguments import arguments_model, validate_arguments
 from outbox.commands.definitions import CommandToolDefinition
-from outbox.commands.parameters import ArgumentValue
+from outbox.commands.parameters import ArgumentValue, ArrayParameter, StringParameter
 from outbox.commands.sandbox import SandboxError, SandboxResult, SandboxSettings, run_command
 from outbox.commands.templates import render_argv, render_targets
 from outbox.tools.base import ExecutionContext, Failed, Succeeded, Target, ToolArgumentsError, ToolOutcome
@@ -71,9 +71,9 @@ class CommandTool:
             objects = [template.object]
             for name, parameter in self.definition.parameters.items():
                 placeholder = "{" + name + "}"
-                item = getattr(parameter, "items", None) or parameter
-                enum = getattr(item, "enum", None)
-                pattern = getattr(item, "pattern", None) or ""
+                item = parameter.items if isinstance(parameter, ArrayParameter) else parameter
+                enum = item.enum if isinstance(item, StringParameter) else None
+                pattern = (item.pattern if isinstance(item, StringParameter) else None) or ""
                 expanded: list[str] = []
                 for obj in objects:
                     if placeholder not in obj:

@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 
 from outbox.actions.models import Action
 from outbox.agents.models import Agent
+from outbox.agents.principals import principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,7 @@ class RecordedCall:
 def agents_and_roles(session: Session) -> list[tuple[str, tuple[str, ...]]]:
     """Every agent that is not revoked, as (`agent:<name>`, its roles)."""
     rows = session.exec(select(Agent.name, Agent.roles).where(col(Agent.revoked_at).is_(None))).all()
-    return [(f"agent:{name}", tuple(roles or ())) for name, roles in rows]
+    return [(principal(name), tuple(roles or ())) for name, roles in rows]
 
 
 def recorded_calls(session: Session, *, since: datetime | None = None, limit: int = 50_000) -> list[RecordedCall]:
@@ -41,6 +42,6 @@ def recorded_calls(session: Session, *, since: datetime | None = None, limit: in
     for name, roles, targets in session.exec(query).all():
         for target in targets or ():
             if isinstance(target, dict) and "object" in target and "act" in target:
-                key = (f"agent:{name}", tuple(roles or ()), str(target["object"]), str(target["act"]))
+                key = (principal(name), tuple(roles or ()), str(target["object"]), str(target["act"]))
                 seen.setdefault(key, None)
     return [RecordedCall(*key) for key in seen]
