@@ -86,7 +86,7 @@ def test_status_command_prints_json(settings: Settings, monkeypatch: pytest.Monk
     monkeypatch.setattr(status_module, "get_settings", lambda: settings)
     result = CliRunner().invoke(app, ["status", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # logs (stderr) may interleave with output
     assert report["queue"]["by_status"]["queued"] == 2
     assert report["policy"]["version"].startswith("sha256:")
 
