@@ -16,7 +16,7 @@ from outbox.actions.lifecycle import transition
 from outbox.actions.models import CANCELLABLE_STATUSES, Action, ActionStatus
 from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
 from outbox.agents.service import AuthenticatedAgent
-from outbox.approvals.models import ApprovalRequest
+from outbox.approvals.service import cancel_request
 from outbox.audit.service import record_event
 from outbox.canonical import value_problems
 from outbox.deliveries.callbacks import require_callback_allowed
@@ -324,10 +324,7 @@ def cancel_action(runtime: Runtime, agent: AuthenticatedAgent, action_id: str) -
             status_reason="cancelled by the agent",
         )
         if moved:
-            approval = session.exec(select(ApprovalRequest).where(ApprovalRequest.action_id == action_id)).first()
-            if approval is not None and approval.status == "pending":
-                approval.status = "cancelled"
-                session.add(approval)
+            cancel_request(session, action_id, actor=agent.principal)
         session.refresh(action)
         if not moved:
             raise ActionNotCancellable(action_id, action.status)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from sqlmodel import col
+from sqlmodel import col, select
 
 from outbox.actions.models import Action
 from outbox.approvals.authority import ApprovalRefused, RefusalCode
 from outbox.approvals.digest import approval_digest
 from outbox.approvals.service import decide
+from outbox.audit.models import AuditEvent
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime
@@ -326,10 +328,48 @@ def test_cancelling_an_awaiting_action_closes_its_request(gate_runtime: Runtime,
     with gate_runtime.db.session() as session:
         agent = authenticate(session, key)
     assert agent is not None
+    before = utcnow()
     cancel_action(gate_runtime, agent, action_id)
 
-    assert approval_of(gate_runtime, action_id).status == "cancelled"
+    approval = approval_of(gate_runtime, action_id)
+    assert approval.status == "cancelled"
+    assert approval.decided_at is not None
+    assert before <= approval.decided_at <= utcnow()
     assert refused(gate_runtime, action_id, "user:lead@example.com") is RefusalCode.NOT_PENDING
+    # The closing is on the record, by the agent that cancelled, in the cancelling transaction.
+    with gate_runtime.db.session() as session:
+        events = session.exec(
+            select(AuditEvent).where(col(AuditEvent.action_id) == action_id).order_by(col(AuditEvent.id))
+        ).all()
+    [closed] = [event for event in events if event.event_type == "approval.cancelled"]
+    assert closed.actor == agent.principal
+    assert json.loads(closed.data_json)["approval_id"] == approval.id
+    assert [e.event_type for e in events] == [
+        "action.received",
+        "approval.requested",
+        "action.awaiting_approval",
+        "action.cancelled",
+        "approval.cancelled",
+        "approval.refused",  # the late click above
+    ]
+
+
+def test_cancelling_an_action_without_an_approval_writes_no_approval_event(
+    gate_runtime: Runtime, target_server: TargetServer
+) -> None:
+    from outbox.actions.service import cancel_action
+    from outbox.agents.service import authenticate
+
+    key = deployer(gate_runtime)
+    action_id = submit_call(gate_runtime, key, method="GET", url=f"{target_server.base_url}/x")
+    assert action_of(gate_runtime, action_id).status == "queued"
+    with gate_runtime.db.session() as session:
+        agent = authenticate(session, key)
+    assert agent is not None
+    cancel_action(gate_runtime, agent, action_id)
+
+    assert action_of(gate_runtime, action_id).status == "cancelled"
+    assert not [t for t in event_types(gate_runtime, action_id) if t.startswith("approval.")]
 
 
 def test_one_person_under_two_identities_counts_once_toward_a_quorum(
