@@ -3,6 +3,11 @@
 A tool turns validated agent arguments into policy targets at submission time, and into a real
 side effect at execution time. The pipeline (authentication, idempotency, policy, approval,
 leases, retries, audit) is the same for every tool; a tool only owns what is specific to it.
+
+Beyond `Tool`, a tool may have optional capabilities, each a protocol below: `Previewable`,
+`DryRunnable`, `BlastRadiusBounded`, `DescribesTargets`, `DeclaresDestructiveActs`,
+`Configured`. A tool has one by implementing it; the pipeline asks with `isinstance`, so mypy
+checks every call, and a tool without it simply goes without (no preview, no dry run, …).
 """
 
 from __future__ import annotations
