@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from outbox import metrics
 from outbox.api.deps import RuntimeDep
+from outbox.execution.queue_state import read_queue_state
 from outbox.problems import Problem
 
 router = APIRouter()
@@ -32,5 +33,5 @@ async def prometheus_metrics(request: Request, runtime: RuntimeDep) -> Response:
                 headers={"WWW-Authenticate": 'Bearer realm="agent-outbox metrics"'},
             )
     # The collectors query the database: keep them off the event loop.
-    body = await run_in_threadpool(metrics.render_metrics, runtime)
+    body = await run_in_threadpool(metrics.render_metrics, runtime, read_queue_state)
     return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)

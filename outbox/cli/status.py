@@ -152,7 +152,7 @@ def _api_policy(api: str, timeout: float, admin_token: str | None) -> dict[str, 
 
 def collect_status(settings: Settings, *, api: str | None = None, timeout: float = 2.0) -> StatusReport:
     from outbox.db import Database
-    from outbox.metrics import read_queue_state
+    from outbox.execution.queue_state import read_queue_state
     from outbox.runtime import Runtime
     from outbox.sqltypes import utcnow
 

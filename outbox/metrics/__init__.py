@@ -2,9 +2,9 @@
 
 - `definitions`: the event metrics (decisions in the API, executions and sweeps in workers,
   approval waits where a human decides, HTTP requests) and the functions that record them.
-- `collectors`: state read from the database when `/metrics` is scraped, and the hook
-  (`register_collector`) through which other modules (mail budgets, breakers, pauses) publish
-  theirs.
+- `collectors`: state read when `/metrics` is scraped: the action queue (`QueueState`, read by
+  `outbox.execution.queue_state`), the policy, and the hook (`register_collector`) through which
+  other modules (mail budgets, breakers, pauses) publish theirs. Metrics imports no domain.
 - `servers`: the exposition: `render_metrics` for the API's `/metrics`, and the metrics server of
   a Celery worker, which sums its pool processes in multiprocess mode.
 
@@ -24,7 +24,6 @@ from outbox.metrics.collectors import (
     Reading,
     StateCollector,
     SubdomainHealth,
-    read_queue_state,
     read_registered,
     register_collector,
     unregister_collector,
@@ -40,6 +39,7 @@ from outbox.metrics.definitions import (
 )
 from outbox.metrics.servers import (
     MetricsSettings,
+    QueueReader,
     mark_worker_process_dead,
     multiprocess_dir,
     render_metrics,
@@ -52,6 +52,7 @@ __all__ = [
     "BudgetUse",
     "CollectorResult",
     "MetricsSettings",
+    "QueueReader",
     "QueueState",
     "Reading",
     "StateCollector",
@@ -62,7 +63,6 @@ __all__ = [
     "observe_approval_wait",
     "observe_execution",
     "observe_http",
-    "read_queue_state",
     "read_registered",
     "record_decision",
     "record_sweep",

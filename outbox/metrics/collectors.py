@@ -1,9 +1,11 @@
 """State read when `/metrics` is scraped (and by `outbox status`), never counted in a process.
 
-Two sources: the database (actions by state, queue lag, approval backlog, expired leases), read
-here, and the state other modules own (mail budgets, breakers, pauses), published through
-`register_collector`. The database is the truth every replica shares, so every API replica
-reports the same values: aggregate them with `max()`, never `sum()`.
+Two sources: the action queue (actions by state, queue lag, approval backlog, expired leases),
+read from the database by the reader the edge hands to `render_metrics`
+(`outbox.execution.queue_state.read_queue_state`), and the state other modules own (mail budgets,
+breakers, pauses), published through `register_collector`. The database is the truth every
+replica shares, so every API replica reports the same values: aggregate them with `max()`, never
+`sum()`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
-from sqlalchemy import func
-from sqlmodel import col, select
-
-from outbox.actions.models import Action, ActionStatus
-from outbox.sqltypes import utcnow
 
 if TYPE_CHECKING:
-    from outbox.db import Database
     from outbox.runtime import Runtime
 
 
@@ -128,7 +124,7 @@ def registered_families(results: list[CollectorResult]) -> Iterator[Metric]:
             yield family
 
 
-# --- State from the database ---------------------------------------------------------------
+# --- The action queue ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -157,51 +153,6 @@ class QueueState:
         if self.oldest_approval_since is None:
             return 0.0
         return max((self.measured_at - self.oldest_approval_since).total_seconds(), 0.0)
-
-
-def read_queue_state(db: Database, now: datetime | None = None) -> QueueState:
-    """A handful of queries on the `(status, not_before)` index; cheap enough for every scrape."""
-    now = now or utcnow()
-    queued = col(Action.status) == ActionStatus.QUEUED.value
-    with db.session() as session:
-        counts = {status.value: 0 for status in ActionStatus}
-        for status, count in session.execute(select(Action.status, func.count()).group_by(col(Action.status))).all():
-            counts[str(status)] = int(count)
-        # Became due when queued (updated_at) or, for retries and delays, at not_before.
-        fresh_count, fresh_oldest = session.execute(
-            select(func.count(), func.min(col(Action.updated_at))).where(queued & col(Action.not_before).is_(None))
-        ).one()
-        delayed_count, delayed_oldest = session.execute(
-            select(func.count(), func.min(col(Action.not_before))).where(queued & (col(Action.not_before) <= now))
-        ).one()
-        expired = session.execute(
-            select(func.count()).where(
-                (col(Action.status) == ActionStatus.RUNNING.value) & (col(Action.lease_expires_at) < now)
-            )
-        ).scalar_one()
-        approval_oldest = session.execute(
-            select(func.min(col(Action.updated_at))).where(col(Action.status) == ActionStatus.AWAITING_APPROVAL.value)
-        ).scalar_one()
-        owners = (
-            session.execute(
-                select(col(Action.lease_owner))
-                .where((col(Action.status) == ActionStatus.RUNNING.value) & col(Action.lease_owner).is_not(None))
-                .distinct()
-            )
-            .scalars()
-            .all()
-        )
-    oldest = [t for t in (fresh_oldest, delayed_oldest) if t is not None]
-    return QueueState(
-        measured_at=now,
-        by_status=counts,
-        due=int(fresh_count) + int(delayed_count),
-        oldest_due_since=min(oldest) if oldest else None,
-        leases_expired=int(expired),
-        awaiting_approval=counts[ActionStatus.AWAITING_APPROVAL.value],
-        oldest_approval_since=approval_oldest,
-        running_owners=sorted(str(o) for o in owners),
-    )
 
 
 def queue_families(state: QueueState) -> Iterator[Metric]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +12,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.metrics.collectors import (
+    QueueState,
     policy_families,
     queue_families,
-    read_queue_state,
     read_registered,
     registered_families,
 )
@@ -23,7 +23,11 @@ from outbox.metrics.definitions import REGISTRY
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from outbox.db import Database
     from outbox.runtime import Runtime
+
+# Reads the action queue from the database (`outbox.execution.queue_state.read_queue_state`).
+QueueReader = Callable[["Database"], QueueState]
 
 
 class MetricsSettings(BaseSettings):
@@ -56,8 +60,9 @@ def _process_source() -> Any:
 class _Scrape:
     """Everything one `/metrics` answer holds; `generate_latest` only needs `collect()`."""
 
-    def __init__(self, runtime: Runtime | None) -> None:
+    def __init__(self, runtime: Runtime | None, read_queue: QueueReader | None) -> None:
         self.runtime = runtime
+        self.read_queue = read_queue
 
     def collect(self) -> Iterator[Metric]:
         yield from _process_source().collect()
@@ -67,13 +72,14 @@ class _Scrape:
             "outbox_metrics_collector_up", "1 when a state collector answered on this scrape.", labels=["collector"]
         )
         yield from policy_families(self.runtime)
-        try:
-            families = list(queue_families(read_queue_state(self.runtime.db)))
-            up.add_metric(["database"], 1)
-        except Exception:  # the database is down: say so in the metrics, still answer
-            families = []
-            up.add_metric(["database"], 0)
-        yield from families
+        if self.read_queue is not None:
+            try:
+                families = list(queue_families(self.read_queue(self.runtime.db)))
+                up.add_metric(["database"], 1)
+            except Exception:  # the database is down: say so in the metrics, still answer
+                families = []
+                up.add_metric(["database"], 0)
+            yield from families
         results = read_registered(self.runtime)
         for result in results:
             up.add_metric([result.name], float(result.error is None))
@@ -81,9 +87,10 @@ class _Scrape:
         yield up
 
 
-def render_metrics(runtime: Runtime | None) -> bytes:
-    """The Prometheus text exposition for this process, plus database state when a runtime is given."""
-    return generate_latest(_Scrape(runtime))
+def render_metrics(runtime: Runtime | None, read_queue: QueueReader | None = None) -> bytes:
+    """The Prometheus text exposition for this process; with a runtime, the policy it serves and
+    the state registered collectors publish; with `read_queue` as well, the action queue."""
+    return generate_latest(_Scrape(runtime, read_queue))
 
 
 def start_worker_metrics_server(port: int, host: str = "0.0.0.0") -> WSGIServer:  # noqa: S104

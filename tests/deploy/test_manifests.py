@@ -23,6 +23,7 @@ import yaml
 from outbox import metrics
 from outbox.cli.main import app
 from outbox.config import Settings
+from outbox.execution.queue_state import read_queue_state
 from outbox.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,7 +218,7 @@ def exposed_names(runtime: Runtime) -> Iterator[set[str]]:
 
     metrics.register_collector("test-names", mail)
     try:
-        yield metric_sample_names(metrics.render_metrics(runtime).decode())
+        yield metric_sample_names(metrics.render_metrics(runtime, read_queue_state).decode())
     finally:
         metrics.unregister_collector("test-names")
 

@@ -19,6 +19,7 @@ from outbox import metrics
 from outbox.actions.models import Action, ActionStatus
 from outbox.config import Settings
 from outbox.db import Database
+from outbox.execution.queue_state import read_queue_state
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime
@@ -113,7 +114,7 @@ def test_retried_and_delayed_actions_are_due_from_their_not_before(runtime: Runt
     set_action(runtime, retried, not_before=now - timedelta(seconds=30), updated_at=now - timedelta(hours=1))
     set_action(runtime, later, not_before=now + timedelta(minutes=5))
 
-    state = metrics.read_queue_state(runtime.db, now)
+    state = read_queue_state(runtime.db, now)
 
     assert state.by_status["queued"] == 2
     assert state.due == 1
@@ -133,7 +134,7 @@ def test_expired_leases_and_the_approval_backlog_are_reported(runtime: Runtime, 
     )
     set_action(runtime, waiting, status=ActionStatus.AWAITING_APPROVAL.value, updated_at=now - timedelta(minutes=10))
 
-    state = metrics.read_queue_state(runtime.db, now)
+    state = read_queue_state(runtime.db, now)
 
     assert state.leases_expired == 1
     assert state.running_owners == ["host-a:41:1"]
@@ -187,7 +188,7 @@ def test_an_unreachable_database_is_reported_in_the_metrics_not_raised(runtime: 
     unreachable = Database(Settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none"))
     broken = Runtime(settings=runtime.settings, db=unreachable, policy=runtime.policy, dispatcher=runtime.dispatcher)
     try:
-        text = metrics.render_metrics(broken).decode()
+        text = metrics.render_metrics(broken, read_queue_state).decode()
     finally:
         unreachable.dispose()
     assert 'outbox_metrics_collector_up{collector="database"} 0.0' in text
