@@ -9,6 +9,7 @@ transaction with its audit event, and only if this worker's attempt still holds 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 import time
@@ -66,8 +67,10 @@ def claim(runtime: Runtime, action_id: str, worker: str) -> Action | None:
         return session.get(Action, action_id)
 
 
-def run_action(runtime: Runtime, action_id: str) -> str | None:
-    """Execute an action if it can be claimed; return the status it ended in (None if not run)."""
+def run_action(runtime: Runtime, action_id: str, *, rng: random.Random | None = None) -> str | None:
+    """Execute an action if it can be claimed; return the status it ended in (None if not run).
+
+    `rng` draws the retry delay's jitter (tests pass a seeded one)."""
     worker = worker_identity()
     action = claim(runtime, action_id, worker)
     if action is None:
@@ -77,7 +80,7 @@ def run_action(runtime: Runtime, action_id: str) -> str | None:
     started = time.perf_counter()
     outcome = _execute(runtime, action)
     elapsed = time.perf_counter() - started
-    status = _record_outcome(runtime, action, worker, outcome)
+    status = _record_outcome(runtime, action, worker, outcome, rng=rng)
     metrics.observe_execution(action.tool, status, elapsed)
     bound.info("action.executed", status=status)
     return status
@@ -140,7 +143,9 @@ def _execute(runtime: Runtime, action: Action) -> ToolOutcome:
         return Failed(f"the tool raised {type(exc).__name__}: {exc}", retryable=True)
 
 
-def _record_outcome(runtime: Runtime, action: Action, worker: str, outcome: ToolOutcome) -> str:
+def _record_outcome(
+    runtime: Runtime, action: Action, worker: str, outcome: ToolOutcome, *, rng: random.Random | None = None
+) -> str:
     retries = action_retries(runtime.settings)
     actor = f"worker:{worker}"
     target: ActionStatus
@@ -165,7 +170,7 @@ def _record_outcome(runtime: Runtime, action: Action, worker: str, outcome: Tool
             {"not_before": outcome.not_before.isoformat(), "reason": outcome.reason},
         )
     elif outcome.retryable and not retries.exhausted(action.attempts):
-        delay = retries.delay(action.attempts)
+        delay = retries.delay(action.attempts, rng)
         target, values, data = (
             ActionStatus.QUEUED,
             {
