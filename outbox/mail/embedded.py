@@ -25,6 +25,7 @@ from outbox.mail.dns.verdicts import check_and_store, run_due_checks
 from outbox.mail.environment import key_base_dir, sink_dir
 from outbox.mail.sending.dkim_signing import dkim_record_name, generate_key, write_private_key
 from outbox.mail.sending.sink import MaildirSink
+from outbox.mail.service import MailNotConfiguredError, mail_config
 from outbox.state_files import private_directory
 
 if TYPE_CHECKING:
@@ -96,8 +97,6 @@ def _periodic_dns_checks(runtime: Runtime, config: MailConfig, stop: threading.E
 
 def start_embedded_mail(runtime: Runtime) -> EmbeddedMail | None:
     """Start what the embedded server runs for mail; None when mail is not configured."""
-    from outbox.mail.service import MailNotConfiguredError, mail_config
-
     try:
         config = mail_config(runtime)
     except MailNotConfiguredError:

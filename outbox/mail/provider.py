@@ -33,6 +33,7 @@ from outbox.mail.sending.delivery import SmtpDelivery
 from outbox.mail.sending.gate import MailGate
 from outbox.mail.sending.message import EmailSendArgs
 from outbox.mail.sending.tool import EmailSendTool
+from outbox.mail.service import collect_mail_metrics
 from outbox.sqltypes import utcnow
 from outbox.tools.base import Deferred, ExecutionContext, Failed, Target, ToolOutcome
 from outbox.tools.registry import ToolServices
@@ -135,8 +136,6 @@ def provide_mail_tools(policy_dir: Path, services: ToolServices) -> list[Pipelin
     config = load_configured_mail(settings, policy_dir)
     if config is None:
         return []
-    from outbox.mail.service import collect_mail_metrics
-
     metrics.register_collector("mail", collect_mail_metrics)
     # A process without the secret (a production CLI run without OUTBOX_UNSUBSCRIBE_SECRET)
     # still loads the policy; servers and workers refuse to start without it

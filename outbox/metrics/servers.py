@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -50,8 +50,6 @@ def multiprocess_dir() -> Path | None:
 def _process_source() -> Any:
     if multiprocess_dir() is None:
         return REGISTRY
-    from prometheus_client import multiprocess
-
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
@@ -111,8 +109,6 @@ def start_worker_metrics_server(port: int, host: str = "0.0.0.0") -> WSGIServer:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink(missing_ok=True)
-    from prometheus_client import multiprocess, start_http_server
-
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     server, _thread = start_http_server(port, addr=host, registry=registry)
@@ -123,6 +119,4 @@ def mark_worker_process_dead(pid: int) -> None:
     """Drop a finished pool process's live gauges (multiprocess mode only)."""
     directory = multiprocess_dir()
     if directory is not None:
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid, path=str(directory))  # type: ignore[no-untyped-call]
