@@ -25,6 +25,7 @@ from outbox.agents.principals import principal
 from outbox.audit.service import record_event
 from outbox.execution.leases import ACTION_JOBS, action_retries
 from outbox.jobs import repository as jobs
+from outbox.jobs.backoff import RetryPolicy
 from outbox.policy.effective import blast_radius, effective_decision, execution_refusal
 from outbox.policy.matching import Subject
 from outbox.runtime import Runtime
@@ -146,8 +147,52 @@ def _execute(runtime: Runtime, action: Action) -> ToolOutcome:
 def _record_outcome(
     runtime: Runtime, action: Action, worker: str, outcome: ToolOutcome, *, rng: random.Random | None = None
 ) -> str:
-    retries = action_retries(runtime.settings)
+    """Settle this worker's attempt with its outcome and audit it; "lease_lost" if the lease
+    expired and the action was re-driven meanwhile (the outcome is then kept as evidence only)."""
+    target, values, data = _next_state(action, outcome, action_retries(runtime.settings), rng)
     actor = f"worker:{worker}"
+    now = utcnow()
+    if target.is_terminal:
+        values["finished_at"] = now
+    held = jobs.Claim(job_id=action.id, attempt=action.attempts, owner=worker, lease_until=now)
+    with runtime.db.session() as session:
+        moved = jobs.settle(
+            session,
+            ACTION_JOBS,
+            held,
+            held=ActionStatus.RUNNING.value,
+            now=now,
+            values={"status": target.value, **values},
+        )
+        if not moved:
+            # The lease expired and the sweeper gave the action to someone else: keep what
+            # happened on the record anyway, it is evidence.
+            record_event(
+                session,
+                event_type="action.late_result",
+                actor=actor,
+                action_id=action.id,
+                data={"attempt": action.attempts, "outcome": type(outcome).__name__, **data},
+            )
+            return "lease_lost"
+        record_event(
+            session,
+            event_type=f"action.{target.value}",
+            actor=actor,
+            action_id=action.id,
+            from_status=ActionStatus.RUNNING.value,
+            to_status=target.value,
+            data={"attempt": action.attempts, **data},
+        )
+    return target.value
+
+
+def _next_state(
+    action: Action, outcome: ToolOutcome, retries: RetryPolicy, rng: random.Random | None
+) -> tuple[ActionStatus, dict[str, Any], dict[str, Any]]:
+    """Where an attempt's outcome takes the action: the status, the columns to set, and the
+    audit event's data. A retryable failure is queued again after a backoff until the attempts
+    are used up; then, like any other failure, it is dead-lettered as failed with the reason."""
     target: ActionStatus
     values: dict[str, Any]
     data: dict[str, Any]
@@ -198,37 +243,4 @@ def _record_outcome(
             {"status_reason": reason, "artifact": outcome.artifact or None, "response": outcome.response or None},
             {"reason": reason, "artifact": outcome.artifact, "response": outcome.response},
         )
-    now = utcnow()
-    if target.is_terminal:
-        values["finished_at"] = now
-    held = jobs.Claim(job_id=action.id, attempt=action.attempts, owner=worker, lease_until=now)
-    with runtime.db.session() as session:
-        moved = jobs.settle(
-            session,
-            ACTION_JOBS,
-            held,
-            held=ActionStatus.RUNNING.value,
-            now=now,
-            values={"status": target.value, **values},
-        )
-        if not moved:
-            # The lease expired and the sweeper gave the action to someone else: keep what
-            # happened on the record anyway, it is evidence.
-            record_event(
-                session,
-                event_type="action.late_result",
-                actor=actor,
-                action_id=action.id,
-                data={"attempt": action.attempts, "outcome": type(outcome).__name__, **data},
-            )
-            return "lease_lost"
-        record_event(
-            session,
-            event_type=f"action.{target.value}",
-            actor=actor,
-            action_id=action.id,
-            from_status=ActionStatus.RUNNING.value,
-            to_status=target.value,
-            data={"attempt": action.attempts, **data},
-        )
-    return target.value
+    return target, values, data

@@ -11,7 +11,7 @@ production, a thread in the embedded server).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -30,6 +30,7 @@ from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 
 BATCH = 500
+SWEEPER = "sweeper"
 
 
 @dataclass
@@ -42,10 +43,30 @@ class SweepReport:
 
 
 def sweep_once(runtime: Runtime) -> SweepReport:
-    settings = runtime.settings
     report = SweepReport()
     now = utcnow()
-    actor = "sweeper"
+    report.resumed = _resume_deferred(runtime, now)
+    report.lease_expired, report.exhausted = _redrive_expired_leases(runtime, now)
+    # Approvals (outbox/approvals/sweeper.py): expiry fails closed; callbacks and Slack message
+    # updates are queued for changed actions and, in the embedded mode, delivered here.
+    report.approvals_expired += sweep_approvals(runtime)
+
+    report.republished = _republish_due(runtime, now)
+    if report.republished:
+        runtime.dispatcher.publish(report.republished)
+    metrics.record_sweep(
+        republished=len(report.republished),
+        resumed=report.resumed,
+        lease_expired=report.lease_expired,
+        exhausted=report.exhausted,
+        approval_expired=report.approvals_expired,
+    )
+    return report
+
+
+def _resume_deferred(runtime: Runtime, now: datetime) -> int:
+    """Deferred actions whose window has reopened go back to queued."""
+    resumed = 0
     with runtime.db.session() as session:
         for action_id in session.exec(
             select(Action.id)
@@ -57,14 +78,20 @@ def sweep_once(runtime: Runtime) -> SweepReport:
                 action_id,
                 from_statuses=[ActionStatus.DEFERRED],
                 to_status=ActionStatus.QUEUED,
-                actor=actor,
+                actor=SWEEPER,
                 event_type="action.resumed",
                 not_before=None,
                 last_published_at=None,
             ):
-                report.resumed += 1
+                resumed += 1
+    return resumed
 
-    retries = action_retries(settings)
+
+def _redrive_expired_leases(runtime: Runtime, now: datetime) -> tuple[int, int]:
+    """Running actions whose worker stopped answering go back to queued, or are dead-lettered
+    as failed once they used all their attempts. Returns (re-queued, dead-lettered)."""
+    requeued = dead_lettered = 0
+    retries = action_retries(runtime.settings)
 
     def lease_expired(lease: ExpiredLease, dead: bool) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -93,20 +120,21 @@ def sweep_once(runtime: Runtime) -> SweepReport:
             record_event(
                 session,
                 event_type="action.lease_expired",
-                actor=actor,
+                actor=SWEEPER,
                 action_id=lease.job_id,
                 from_status=ActionStatus.RUNNING.value,
                 to_status=(ActionStatus.FAILED if dead else ActionStatus.QUEUED).value,
                 data={"lease_owner": lease.owner, "attempt": lease.attempt},
             )
-            report.exhausted += int(dead)
-            report.lease_expired += int(not dead)
+            dead_lettered += int(dead)
+            requeued += int(not dead)
+    return requeued, dead_lettered
 
-    # Approvals (outbox/approvals/sweeper.py): expiry fails closed; callbacks and Slack message
-    # updates are queued for changed actions and, in the embedded mode, delivered here.
-    report.approvals_expired += sweep_approvals(runtime)
 
-    stale = now - timedelta(seconds=settings.republish_after_seconds)
+def _republish_due(runtime: Runtime, now: datetime) -> list[str]:
+    """Queued actions that are due and were not claimed soon after publishing are published
+    again (the broker may have lost the message); expired idempotency records go too."""
+    stale = now - timedelta(seconds=runtime.settings.republish_after_seconds)
     with runtime.db.session() as session:
         due = session.exec(
             select(Action.id)
@@ -120,15 +148,5 @@ def sweep_once(runtime: Runtime) -> SweepReport:
         ).all()
         if due:
             session.execute(update(Action).where(col(Action.id).in_(due)).values(last_published_at=now))
-        report.republished = list(due)
         purge_expired(session)
-    if report.republished:
-        runtime.dispatcher.publish(report.republished)
-    metrics.record_sweep(
-        republished=len(report.republished),
-        resumed=report.resumed,
-        lease_expired=report.lease_expired,
-        exhausted=report.exhausted,
-        approval_expired=report.approvals_expired,
-    )
-    return report
+    return list(due)
