@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 
 from outbox.agents.service import AuthenticatedAgent, authenticate
+from outbox.api.security import AdminToken, AgentKey, bearer_token, token_matches
 from outbox.logs import bind_log_context
 from outbox.problems import Problem
 from outbox.runtime import Runtime
@@ -22,14 +23,6 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def _unauthorized(detail: str) -> Problem:
     return Problem(
         401,
@@ -41,8 +34,8 @@ def _unauthorized(detail: str) -> Problem:
     )
 
 
-def current_agent(request: Request, runtime: RuntimeDep) -> AuthenticatedAgent:
-    token = _bearer(request)
+def current_agent(credentials: AgentKey, runtime: RuntimeDep) -> AuthenticatedAgent:
+    token = bearer_token(credentials)
     if token is None:
         raise _unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
     with runtime.db.read_session() as session:
@@ -70,16 +63,12 @@ def _admin_unauthorized(detail: str) -> Problem:
     )
 
 
-def _is_admin_token(runtime: Runtime, token: str | None) -> bool:
+def _is_admin_token(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> bool:
     configured = runtime.settings.admin_token
-    return (
-        configured is not None
-        and token is not None
-        and hmac.compare_digest(token.encode(), configured.get_secret_value().encode())
-    )
+    return configured is not None and token_matches(credentials, configured.get_secret_value())
 
 
-def require_admin(request: Request, runtime: RuntimeDep) -> str:
+def require_admin(credentials: AdminToken, runtime: RuntimeDep) -> str:
     if runtime.settings.admin_token is None:
         raise Problem(
             401,
@@ -88,10 +77,9 @@ def require_admin(request: Request, runtime: RuntimeDep) -> str:
             "No admin token is configured on this server.",
             hint="Set OUTBOX_ADMIN_TOKEN and send it as `Authorization: Bearer <token>`.",
         )
-    token = _bearer(request)
-    if token is None:
+    if bearer_token(credentials) is None:
         raise _admin_unauthorized("The admin token is missing: no `Authorization: Bearer` header.")
-    if not _is_admin_token(runtime, token):
+    if not _is_admin_token(runtime, credentials):
         raise _admin_unauthorized("The admin token is wrong.")
     return "admin"
 
@@ -110,10 +98,11 @@ class Caller:
         return self.agent is None
 
 
-def agent_or_admin(request: Request, runtime: RuntimeDep) -> Caller:
-    if _is_admin_token(runtime, _bearer(request)):
+def agent_or_admin(agent_key: AgentKey, admin_token: AdminToken, runtime: RuntimeDep) -> Caller:
+    # One header, two schemes: the OpenAPI document lists either credential for these endpoints.
+    if _is_admin_token(runtime, admin_token):
         return Caller(agent=None)
-    return Caller(agent=current_agent(request, runtime))
+    return Caller(agent=current_agent(agent_key, runtime))
 
 
 AgentOrAdmin = Annotated[Caller, Depends(agent_or_admin)]

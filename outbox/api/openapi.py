@@ -3,8 +3,9 @@ and schemathesis can hold the server to it (tests/api/test_schemathesis.py).
 
 FastAPI derives paths, parameters and success bodies from the routes. Added here, in one place:
 
-- security: which credential each operation takes (agent key, admin token, mail events token),
-  read from the route's dependencies, so a new route cannot be documented with the wrong one;
+- security: FastAPI lists the credential each operation takes (agent key, admin token, mail
+  events token) from the `HTTPBearer` schemes its dependencies read (outbox/api/security.py), so a
+  new route cannot be documented with the wrong one; an open operation says `security: []`;
 - the body of POST /v1/actions, which the route reads itself (it records the exact bytes);
 - every client error as RFC 9457 `application/problem+json` with one `Problem` schema, FastAPI's
   own 422 shape replaced: the statuses every operation can answer (400 for a NUL in the target;
@@ -15,21 +16,18 @@ FastAPI derives paths, parameters and success bodies from the routes. Added here
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import fastapi.routing
 from fastapi import FastAPI, Request, Response
-from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from outbox.actions.schemas import ActionCreate
-from outbox.api.deps import agent_or_admin, current_agent, require_admin
 from outbox.api.errors import http_exception_handler
 from outbox.canonical import MAX_SAFE_INTEGER
-from outbox.mail.api import require_events_token
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -56,31 +54,6 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
     "additionalProperties": True,
-}
-
-SECURITY_SCHEMES: dict[str, Any] = {
-    "agentKey": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "An agent's API key, created (and shown once) by `outbox agents create`.",
-    },
-    "adminToken": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "The server's admin token, the value of OUTBOX_ADMIN_TOKEN.",
-    },
-    "mailEventsToken": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "The token mail providers send with feedback, the value of OUTBOX_MAIL_EVENTS_TOKEN.",
-    },
-}
-
-_SECURITY_OF: dict[Callable[..., Any], list[dict[str, list[str]]]] = {
-    current_agent: [{"agentKey": []}],
-    require_admin: [{"adminToken": []}],
-    agent_or_admin: [{"agentKey": []}, {"adminToken": []}],
-    require_events_token: [{"mailEventsToken": []}],
 }
 
 _DESCRIPTIONS = {
@@ -122,22 +95,14 @@ _EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
 _HTML_ERRORS: dict[tuple[str, str], set[int]] = {("get", "/unsubscribe/{token}"): {400}}
 
 
-def _dependency_calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
-    for dependency in dependant.dependencies:
-        if dependency.call is not None:
-            yield dependency.call
-        yield from _dependency_calls(dependency)
-
-
 @dataclass(frozen=True, slots=True)
 class _Operation:
     path: str
     method: str
-    dependant: Dependant
 
 
 def _operations(app: FastAPI) -> Iterator[_Operation]:
-    """Every documented operation with its dependencies. FastAPI ≥ 0.160 keeps included routers
+    """Every documented operation. FastAPI ≥ 0.160 keeps included routers
     as such (`iter_route_contexts` flattens them, with the prefix applied); older ones copy the
     routes into the app."""
     iter_route_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
@@ -148,14 +113,7 @@ def _operations(app: FastAPI) -> Iterator[_Operation]:
         if not isinstance(original, APIRoute) or not route.include_in_schema or dependant is None:
             continue
         for method in route.methods or ():
-            yield _Operation(route.path_format, method.lower(), dependant)
-
-
-def _security(dependant: Dependant) -> list[dict[str, list[str]]] | None:
-    for call in _dependency_calls(dependant):
-        if call in _SECURITY_OF:
-            return _SECURITY_OF[call]
-    return None
+            yield _Operation(route.path_format, method.lower())
 
 
 def _problem_response(status: int, existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -187,10 +145,10 @@ def _actions_request_body() -> dict[str, Any]:
 
 def _document_operation(route: _Operation, operation: dict[str, Any]) -> None:
     method = route.method
-    security = _security(route.dependant)
     statuses = {400} | _EXTRA_STATUSES.get((method, route.path), set())
-    if security is not None:
-        operation["security"] = security
+    # FastAPI lists the bearer schemes (outbox/api/security.py) each operation depends on; an
+    # operation without one is open, said explicitly so a client does not assume a global default.
+    if operation.get("security"):
         statuses.add(401)
     else:
         operation["security"] = []
@@ -243,7 +201,6 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     # FastAPI's 422 shapes are never sent: every error is a Problem.
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
-    components["securitySchemes"] = SECURITY_SCHEMES
     for route in _operations(app):
         operation = schema["paths"].get(route.path, {}).get(route.method)
         if operation is not None:

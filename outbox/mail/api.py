@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hmac
 from html import escape
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from outbox.api.deps import AdminDep, RuntimeDep
+from outbox.api.security import MailEventsToken, token_matches
 from outbox.errors import ValidationFailed
 from outbox.mail import service
 from outbox.mail.environment import unsubscribe_secret
@@ -124,7 +124,7 @@ async def unsubscribe_one_click(token: str, runtime: RuntimeDep) -> HTMLResponse
 feedback_router = APIRouter(prefix="/v1/mail", tags=["mail"])
 
 
-def require_events_token(request: Request, runtime: RuntimeDep) -> None:
+def require_events_token(credentials: MailEventsToken, runtime: RuntimeDep) -> None:
     configured = runtime.settings.mail_events_token
     if configured is None:
         raise Problem(
@@ -134,10 +134,7 @@ def require_events_token(request: Request, runtime: RuntimeDep) -> None:
             "No OUTBOX_MAIL_EVENTS_TOKEN is configured on this server.",
             hint="Set OUTBOX_MAIL_EVENTS_TOKEN and send it as `Authorization: Bearer <token>`.",
         )
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), configured.get_secret_value().encode()
-    ):
+    if not token_matches(credentials, configured.get_secret_value()):
         raise Problem(
             401,
             "unauthorized",
