@@ -246,23 +246,18 @@ def _cap_out(name: str, kind: str, key: str, used: int, limit: int, resets_at: d
     return CapUsageOut(name=name, kind=kind, key=key, used=used, limit=limit, resets_at=resets_at)
 
 
-def _subdomain_status(
-    session: Session, runtime: Runtime, sub: SubdomainConfig, pauses: list[MailPause], now: datetime
-) -> SubdomainStatusOut:
-    domain = sub.domain
-    caps = [usage(session, c) for c in send_caps(sub, [], "-", now) if c.kind in ("hour", "day")]
-    hour_start, day_start = window_start(now, HOUR), window_start(now, DAY)
-    prefix = key_prefix(domain)
-    used_hour = repository.counters_with_prefix(session, prefix + "domain:", hour_start)
-    used_day = repository.counters_with_prefix(session, prefix, day_start)
-    recipient_domains = []
+def _recipient_domain_caps(session: Session, sub: SubdomainConfig, now: datetime) -> list[CapUsageOut]:
+    """Every recipient domain with an hourly cap: the configured ones and any charged this hour."""
+    hour_start = window_start(now, HOUR)
+    used_hour = repository.counters_with_prefix(session, key_prefix(sub.domain) + "domain:", hour_start)
     seen_domains = {key.split(":")[3] for key in used_hour}
+    caps = []
     for recipient_domain in sorted(set(sub.recipient_domain_hourly) | seen_domains):
         limit = sub.recipient_domain_hourly_cap(recipient_domain)
         if limit is None:
             continue
-        key = recipient_domain_key(domain, recipient_domain)
-        recipient_domains.append(
+        key = recipient_domain_key(sub.domain, recipient_domain)
+        caps.append(
             _cap_out(
                 f"hourly cap for recipients at {recipient_domain}",
                 "recipient_domain_hour",
@@ -272,9 +267,16 @@ def _subdomain_status(
                 hour_start + HOUR,
             )
         )
+    return caps
+
+
+def _daily_caps(session: Session, sub: SubdomainConfig, now: datetime) -> tuple[list[CapUsageOut], int]:
+    """Each agent's daily cap in use, and how many recipients have reached theirs today."""
+    day_start = window_start(now, DAY)
+    prefix = key_prefix(sub.domain)
     agents = []
     recipients_at_cap = 0
-    for key, value in sorted(used_day.items()):
+    for key, value in sorted(repository.counters_with_prefix(session, prefix, day_start).items()):
         if sub.per_agent_daily is not None and key.startswith(prefix + "agent:"):
             agent = key.removeprefix(prefix + "agent:").removesuffix(":day")
             agents.append(
@@ -282,64 +284,81 @@ def _subdomain_status(
             )
         elif sub.per_recipient_daily is not None and key.startswith(prefix + "recipient:"):
             recipients_at_cap += value >= sub.per_recipient_daily
+    return agents, recipients_at_cap
+
+
+def _warm_up_out(sub: SubdomainConfig, now: datetime) -> WarmUpOut | None:
+    if not sub.warm_up:
+        return None
     today = now.astimezone(UTC).date()
-    warm_up = (
-        WarmUpOut(
-            start_date=sub.warm_up.start_date,
-            day=warmup_day(sub, today),
-            daily_cap_today=daily_limit(sub, today),
-            full_daily_cap=sub.budgets.per_day,
-        )
-        if sub.warm_up
-        else None
+    return WarmUpOut(
+        start_date=sub.warm_up.start_date,
+        day=warmup_day(sub, today),
+        daily_cap_today=daily_limit(sub, today),
+        full_daily_cap=sub.budgets.per_day,
     )
+
+
+def _breaker_out(session: Session, sub: SubdomainConfig, now: datetime, *, tripped: bool) -> BreakerOut:
     reading = read_breaker(session, sub, now)
+    return BreakerOut(
+        tripped=tripped,
+        window_hours=sub.breaker.window_hours,
+        since=reading.since,
+        sent=reading.sent,
+        bounces=reading.bounces,
+        complaints=reading.complaints,
+        bounce_rate=round(reading.bounce_rate, 6),
+        complaint_rate=round(reading.complaint_rate, 6),
+        minimum_sample=reading.minimum_sample,
+        bounce_threshold=reading.bounce_threshold,
+        complaint_threshold=reading.complaint_threshold,
+    )
+
+
+def _dns_out(session: Session, sub: SubdomainConfig) -> DnsOut:
+    state = repository.subdomain_state(session, sub.domain)
+    dns_ok = state.dns_ok if state else None
+    return DnsOut(
+        enforced=sub.enforce_dns_checks,
+        ok=dns_ok,
+        blocked=blocks_sending(sub.enforce_dns_checks, dns_ok),
+        reason=state.dns_reason if state else None,
+        checked_at=state.dns_checked_at if state else None,
+        checks=list((state.dns_report or {}).get("checks", [])) if state else [],
+    )
+
+
+def _subdomain_status(
+    session: Session, runtime: Runtime, sub: SubdomainConfig, pauses: list[MailPause], now: datetime
+) -> SubdomainStatusOut:
+    caps = [usage(session, c) for c in send_caps(sub, [], "-", now) if c.kind in ("hour", "day")]
+    agents, recipients_at_cap = _daily_caps(session, sub, now)
     own = [
         p
         for p in pauses
-        if p.scope == PauseScope.ALL.value or (p.scope == PauseScope.SUBDOMAIN.value and p.target == domain)
+        if p.scope == PauseScope.ALL.value or (p.scope == PauseScope.SUBDOMAIN.value and p.target == sub.domain)
     ]
     tripped = any(p.cause == PauseCause.BREAKER.value and p.scope == PauseScope.SUBDOMAIN.value for p in own)
-    state = repository.subdomain_state(session, domain)
-    dns_ok = state.dns_ok if state else None
-    blocked = blocks_sending(sub.enforce_dns_checks, dns_ok)
+    dns = _dns_out(session, sub)
     reasons = [describe_pause(p) for p in own]
-    if blocked:
-        reasons.append(f"blocked: the DNS check failed ({state.dns_reason if state else ''})")
-    if sub.enforce_dns_checks and dns_ok is None:
+    if dns.blocked:
+        reasons.append(f"blocked: the DNS check failed ({dns.reason})")  # blocked: a stored verdict exists
+    if sub.enforce_dns_checks and dns.ok is None:
         reasons.append("DNS not checked yet: the first send checks it")
     return SubdomainStatusOut(
-        domain=domain,
-        sending="paused" if own else ("blocked" if blocked else "ok"),
+        domain=sub.domain,
+        sending="paused" if own else ("blocked" if dns.blocked else "ok"),
         reasons=reasons,
         caps=[_cap_out(c.name, c.kind, c.key, c.used, c.limit, c.resets_at) for c in caps],
-        recipient_domains=recipient_domains,
+        recipient_domains=_recipient_domain_caps(session, sub, now),
         agents=agents,
         per_recipient_daily=sub.per_recipient_daily,
         recipients_at_daily_cap=recipients_at_cap,
-        warm_up=warm_up,
+        warm_up=_warm_up_out(sub, now),
         send_window=sub.send_window.model_dump(mode="json") if sub.send_window else None,
-        breaker=BreakerOut(
-            tripped=tripped,
-            window_hours=sub.breaker.window_hours,
-            since=reading.since,
-            sent=reading.sent,
-            bounces=reading.bounces,
-            complaints=reading.complaints,
-            bounce_rate=round(reading.bounce_rate, 6),
-            complaint_rate=round(reading.complaint_rate, 6),
-            minimum_sample=reading.minimum_sample,
-            bounce_threshold=reading.bounce_threshold,
-            complaint_threshold=reading.complaint_threshold,
-        ),
-        dns=DnsOut(
-            enforced=sub.enforce_dns_checks,
-            ok=dns_ok,
-            blocked=blocked,
-            reason=state.dns_reason if state else None,
-            checked_at=state.dns_checked_at if state else None,
-            checks=list((state.dns_report or {}).get("checks", [])) if state else [],
-        ),
+        breaker=_breaker_out(session, sub, now, tripped=tripped),
+        dns=dns,
         pauses=[PauseOut.of(p) for p in own],
     )
 

@@ -139,6 +139,8 @@ class EmailSendTool:
         ]
 
     def execute(self, ctx: ExecutionContext, args: BaseModel) -> ToolOutcome:
+        # One function on purpose: it is the send pipeline in the order of the module docstring
+        # (window, sign, verify, admit, deliver, record), each step able to end the attempt.
         mail_args = _mail_args(args)
         sub = self.config.subdomain(mail_args.sender.domain)
         if sub is None:
