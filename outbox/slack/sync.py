@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
+from outbox.actions.models import Action
 from outbox.approvals.models import ApprovalRequest
 from outbox.approvals.service import view
 from outbox.deliveries import service as delivery
@@ -84,8 +85,6 @@ def reconcile_messages(session: Session, *, limit: int = 200) -> int:
     change, is left alone: the pending one will render the latest state, and retrying a call
     Slack refused for good would only be refused again.
     """
-    from outbox.actions.models import Action
-
     handled = exists().where(
         (col(Delivery.kind) == delivery.KIND_SLACK_MESSAGE)
         & (col(Delivery.subject_id) == col(ApprovalRequest.id))
