@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from outbox.config import Settings
 from outbox.state_files import secure_state
@@ -108,3 +110,24 @@ class Database:
 
     def __exit__(self, *_exc: object) -> None:
         self.dispose()
+
+
+def insert_or_ignore(session: Session, table: type[SQLModel], rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert the rows whose keys are new, skip the others; return how many were inserted.
+
+    `ON CONFLICT DO NOTHING` on both backends, so concurrent writers of the same row never fail
+    on a unique key. Counted with RETURNING: a multi-row insert's rowcount is not reliable on
+    every driver.
+    """
+    if not rows:
+        return 0
+    values = [dict(row) for row in rows]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = pg_insert(table).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite_insert(table).values(values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only the two supported backends exist
+        raise NotImplementedError(f"insert_or_ignore on {dialect}")
+    keys = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    return len(session.execute(statement.returning(*keys)).all())

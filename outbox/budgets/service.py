@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, insert, or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, or_, update
 from sqlmodel import Session, col
 
 from outbox.budgets.models import BudgetCounter, ConcurrencySlot
+from outbox.db import insert_or_ignore
 from outbox.sqltypes import utcnow
 
 
@@ -64,18 +63,6 @@ def window_start(now: datetime, window: timedelta) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
 
 
-def _insert_ignore(
-    session: Session, table: type[BudgetCounter] | type[ConcurrencySlot], rows: list[dict[str, object]]
-) -> None:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(pg_insert(table).values(rows).on_conflict_do_nothing())
-    elif dialect == "sqlite":
-        session.execute(sqlite_insert(table).values(rows).on_conflict_do_nothing())
-    else:  # pragma: no cover - only the two supported backends exist
-        session.execute(insert(table).values(rows))
-
-
 def reserve(session: Session, caps: Sequence[Cap], amount: int = 1) -> Reservation:
     """Charge `amount` against every cap, or against none.
 
@@ -88,7 +75,7 @@ def reserve(session: Session, caps: Sequence[Cap], amount: int = 1) -> Reservati
             return Reservation(False, cap)
     if not ordered:
         return Reservation(True)
-    _insert_ignore(
+    insert_or_ignore(
         session,
         BudgetCounter,
         [{"key": c.key, "window_start": c.window_start, "used": 0} for c in ordered],
@@ -121,7 +108,7 @@ def used(session: Session, key: str, window: timedelta, now: datetime | None = N
 def acquire_slot(session: Session, key: str, limit: int, holder: str, ttl: timedelta) -> bool:
     """Take one of `limit` slots for `key`, or return False when all are held."""
     now = utcnow()
-    _insert_ignore(session, ConcurrencySlot, [{"key": key, "slot": n} for n in range(limit)])
+    insert_or_ignore(session, ConcurrencySlot, [{"key": key, "slot": n} for n in range(limit)])
     for slot in range(limit):
         result = session.execute(
             update(ConcurrencySlot)

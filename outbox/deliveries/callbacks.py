@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import exists
@@ -196,5 +196,5 @@ def _destination_now(runtime: Runtime, action: Action, agent: Agent | None) -> C
 
 def _retry_after(value: str | None) -> float | None:
     """The receiver's Retry-After (either form), waited for at most an hour."""
-    seconds = parse_retry_after(value, now=datetime.now(UTC))
+    seconds = parse_retry_after(value, now=utcnow())
     return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECONDS)

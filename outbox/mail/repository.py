@@ -6,12 +6,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, SQLModel, col, select
+from sqlalchemy import and_, delete, func, or_, update
+from sqlmodel import Session, col, select
 
 from outbox.budgets.models import BudgetCounter
+from outbox.db import insert_or_ignore
 from outbox.mail.addresses import recipient_key
 from outbox.mail.models import (
     EVERY_SUBDOMAIN,
@@ -23,24 +22,6 @@ from outbox.mail.models import (
     MailSuppression,
     PauseScope,
 )
-
-
-def insert_ignore(session: Session, table: type[SQLModel], rows: Sequence[dict[str, Any]]) -> int:
-    """Insert rows whose primary key is new; return how many were inserted.
-
-    Counted with RETURNING: a multi-row insert's rowcount is not reliable on every driver."""
-    if not rows:
-        return 0
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        statement: Any = pg_insert(table).values(list(rows)).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite_insert(table).values(list(rows)).on_conflict_do_nothing()
-    else:  # pragma: no cover - only the two supported backends exist
-        statement = insert(table).values(list(rows))
-    keys = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
-    return len(session.execute(statement.returning(*keys)).all())
-
 
 # --- Deliveries ----------------------------------------------------------------------------
 
@@ -74,7 +55,7 @@ def upsert_delivery_result(
         .values(attempts=col(MailDelivery.attempts) + 1, **values)
     )
     if moved.rowcount == 0:  # type: ignore[attr-defined]
-        insert_ignore(
+        insert_or_ignore(
             session,
             MailDelivery,
             [
@@ -134,7 +115,7 @@ def suppressions_among(session: Session, recipients: Iterable[str], subdomain: s
 def add_suppression(session: Session, suppression: MailSuppression) -> bool:
     """Insert the suppression, its recipient stored as its key; False if it was there."""
     row = {**suppression.model_dump(), "recipient": recipient_key(suppression.recipient)}
-    return insert_ignore(session, MailSuppression, [row]) == 1
+    return insert_or_ignore(session, MailSuppression, [row]) == 1
 
 
 def remove_suppression(session: Session, key: str, scope: str | None) -> list[MailSuppression]:
@@ -192,7 +173,7 @@ def pauses_stopping(session: Session, subdomain: str, agent_name: str) -> list[M
 
 
 def add_pause(session: Session, pause: MailPause) -> bool:
-    return insert_ignore(session, MailPause, [pause.model_dump()]) == 1
+    return insert_or_ignore(session, MailPause, [pause.model_dump()]) == 1
 
 
 def remove_pause(session: Session, scope: PauseScope, target: str) -> MailPause | None:
@@ -213,7 +194,7 @@ def list_pauses(session: Session) -> list[MailPause]:
 
 def add_feedback_event(session: Session, event: MailFeedbackEvent) -> bool:
     """Store the event unless its id was seen before (providers redeliver webhooks)."""
-    return insert_ignore(session, MailFeedbackEvent, [event.model_dump()]) == 1
+    return insert_or_ignore(session, MailFeedbackEvent, [event.model_dump()]) == 1
 
 
 def feedback_counts(session: Session, subdomain: str, since: datetime) -> dict[str, int]:
@@ -229,7 +210,7 @@ def feedback_counts(session: Session, subdomain: str, since: datetime) -> dict[s
 
 
 def ensure_states(session: Session, subdomains: Iterable[str]) -> None:
-    insert_ignore(session, MailSubdomainState, [{"subdomain": s} for s in subdomains])
+    insert_or_ignore(session, MailSubdomainState, [{"subdomain": s} for s in subdomains])
 
 
 def subdomain_state(session: Session, subdomain: str) -> MailSubdomainState | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from outbox.config import Settings
-from outbox.db import Database
+from outbox.db import Database, insert_or_ignore
 from outbox.mail import repository
 from outbox.mail.budgets.ledger import BudgetVerdict, first_day_fitting, reserve_send_budget, send_caps, start_of
 from outbox.mail.config import MailConfig, SubdomainConfig
@@ -111,7 +111,7 @@ class DatabaseMailGate:
                 verdict = reserve_send_budget(session, send_caps(sub, to_charge, ctx.agent_name, now))
                 if not verdict.granted:
                     return self._over_budget(sub, verdict, len(to_charge), now)
-                repository.insert_ignore(
+                insert_or_ignore(
                     session,
                     MailDelivery,
                     [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from ipaddress import ip_address
 from pathlib import Path
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from outbox.mail.config import MailConfig, SubdomainConfig
 from outbox.mail.sending.dkim_signing import DkimKey, DkimKeyError, dkim_record_name, load_signing_key
+from outbox.sqltypes import utcnow
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 
@@ -284,7 +285,7 @@ def check_subdomain(
     config: MailConfig,
     resolver: dns.resolver.Resolver,
     key: DkimKey | str,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    now: Callable[[], datetime] = utcnow,
 ) -> SubdomainDnsReport:
     """All three checks for one subdomain; `ok` only if every one passes."""
     checks = [

@@ -18,7 +18,6 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +27,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from outbox.sqltypes import utcnow
 from outbox.state_files import PRIVATE_FILE_MODE, private_directory, private_parents
 
 DEFAULT_MAILDIR = Path(".outbox/maildir")
@@ -117,7 +117,7 @@ class _MaildirHandler:
         content = envelope.original_content or b""
         head = f"Return-Path: <{envelope.mail_from}>\r\n"
         head += "".join(f"Delivered-To: {r}\r\n" for r in envelope.rcpt_tos)
-        head += f"X-Outbox-Sink: from {peer} at {datetime.now(UTC).isoformat()}\r\n"
+        head += f"X-Outbox-Sink: from {peer} at {utcnow().isoformat()}\r\n"
         key = self._maildir.add(head.encode("utf-8", "surrogateescape") + content)
         # mailbox writes 0666 & ~umask; a stored message is the outbox's data, for its uid only.
         os.chmod(os.path.join(self._maildir._path, "new", key), PRIVATE_FILE_MODE)

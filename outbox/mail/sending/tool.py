@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +38,7 @@ from outbox.mail.sending.unsubscribe import (
     sign_unsubscribe_token,
 )
 from outbox.mail.sending.windows import next_allowed
+from outbox.sqltypes import utcnow
 from outbox.tools.base import (
     Deferred,
     ExecutionContext,
@@ -48,11 +49,6 @@ from outbox.tools.base import (
     ToolArgumentsError,
     ToolOutcome,
 )
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
 
 # Reasons name at most this many recipients; the response has every one.
 _REASON_RECIPIENTS = 5
@@ -82,7 +78,7 @@ class EmailSendTool:
         unsubscribe_secret: bytes,
         delivery: SmtpDelivery | None = None,
         key_base_dir: Path | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if len(unsubscribe_secret) < MIN_SECRET_BYTES:
             raise ValueError(f"the unsubscribe secret needs at least {MIN_SECRET_BYTES} bytes")
