@@ -34,8 +34,9 @@ from outbox.actions.schemas import ActionOut
 from outbox.agents.models import Agent
 from outbox.agents.service import AuthenticatedAgent
 from outbox.canonical import canonical_json
-from outbox.deliveries import service as delivery
+from outbox.deliveries import results as delivery
 from outbox.deliveries.models import Delivery
+from outbox.deliveries.repository import enqueue
 from outbox.errors import ValidationFailed
 from outbox.policy.engine import PolicyDecision, PolicySnapshot
 from outbox.policy.matching import Subject
@@ -127,9 +128,7 @@ def enqueue_due_callbacks(session: Session, *, limit: int = 500) -> int:
         .limit(limit)
     ).all()
     for action_id in due:
-        delivery.enqueue(
-            session, kind=delivery.KIND_CALLBACK, subject_id=action_id, coalesce_key=f"callback:{action_id}"
-        )
+        enqueue(session, kind=delivery.KIND_CALLBACK, subject_id=action_id, coalesce_key=f"callback:{action_id}")
     return len(due)
 
 

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, or_, select
 
 from outbox.deliveries.models import Delivery, DeliveryState
 from outbox.jobs.repository import JobTable
+from outbox.sqltypes import new_id, utcnow
 
 DELIVERY_JOBS = JobTable.of(
     Delivery.__table__,  # type: ignore[attr-defined]
@@ -23,7 +24,39 @@ DELIVERY_JOBS = JobTable.of(
 )
 
 
-def insert(session: Session, values: dict[str, Any], *, coalesce_key: str | None) -> bool:
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    subject_id: str,
+    payload: dict[str, Any] | None = None,
+    coalesce_key: str | None = None,
+) -> str | None:
+    """Add a delivery in the caller's transaction. Returns its id when a new row was written.
+
+    With `coalesce_key`, at most one pending delivery exists per key: a second enqueue only bumps
+    the pending row's generation (its handler renders the latest state anyway), and keeps its
+    schedule, so a peer's Retry-After is still honoured.
+    """
+    now = utcnow()
+    delivery_id = new_id("dlv")
+    values: dict[str, Any] = {
+        "id": delivery_id,
+        "kind": kind,
+        "subject_id": subject_id,
+        "payload": payload or {},
+        "state": DeliveryState.PENDING.value,
+        "generation": 1,
+        "attempts": 0,
+        "not_before": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    written = _insert(session, values, coalesce_key=coalesce_key)
+    return delivery_id if written else None
+
+
+def _insert(session: Session, values: dict[str, Any], *, coalesce_key: str | None) -> bool:
     """Insert a pending delivery; with `coalesce_key`, bump the generation of the pending row that
     already has that key instead. Returns whether a new row was written."""
     if coalesce_key is None:

@@ -14,64 +14,57 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from sqlmodel import Session, col
 
-from outbox.deliveries import repository
+from outbox.deliveries import callbacks, repository
 from outbox.deliveries.models import Delivery, DeliveryState
+from outbox.deliveries.repository import enqueue, pending_ids
+from outbox.deliveries.results import (
+    KIND_CALLBACK,
+    KIND_SLACK_EPHEMERAL,
+    KIND_SLACK_MESSAGE,
+    KIND_SLACK_VIEW,
+    ClaimedDelivery,
+    Delivered,
+    DeliveryResult,
+    GiveUp,
+    RetryLater,
+)
 from outbox.jobs import repository as jobs
 from outbox.jobs.backoff import RetryPolicy
 from outbox.jobs.repository import ExpiredLease
 from outbox.runtime import Runtime
-from outbox.sqltypes import new_id, utcnow
+from outbox.sqltypes import utcnow
+
+# The one way in for the rest of the outbox: write a delivery in your transaction (`enqueue`),
+# make the due ones (`deliver_due`); channels answer with the result types.
+__all__ = [
+    "KIND_CALLBACK",
+    "KIND_SLACK_EPHEMERAL",
+    "KIND_SLACK_MESSAGE",
+    "KIND_SLACK_VIEW",
+    "ClaimedDelivery",
+    "Delivered",
+    "DeliveryReport",
+    "DeliveryResult",
+    "GiveUp",
+    "RetryLater",
+    "any_due",
+    "deliver_due",
+    "enqueue",
+    "pending_ids",
+    "redrive_expired",
+    "retry_now",
+]
 
 log = structlog.get_logger(__name__)
 
-KIND_SLACK_MESSAGE = "slack.message"
-KIND_SLACK_EPHEMERAL = "slack.ephemeral"
-KIND_SLACK_VIEW = "slack.view"
-KIND_CALLBACK = "callback"
-
 # A claimed delivery is someone else's to retry only after this, even if its worker died.
 _LEASE = timedelta(seconds=120)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryLater:
-    """The peer is unavailable or asked us to slow down; `retry_after` is its Retry-After."""
-
-    error: str
-    retry_after: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GiveUp:
-    """Retrying cannot help (bad token, unknown channel, receiver refused with 4xx)."""
-
-    error: str
-
-
-DeliveryResult = Delivered | RetryLater | GiveUp
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedDelivery:
-    id: str
-    kind: str
-    subject_id: str
-    payload: dict[str, Any]
-    generation: int
-    attempts: int
-    created_at: datetime
-    lease: jobs.Claim
 
 
 Handler = Callable[[Runtime, ClaimedDelivery], DeliveryResult]
@@ -85,56 +78,18 @@ class DeliveryReport:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def enqueue(
-    session: Session,
-    *,
-    kind: str,
-    subject_id: str,
-    payload: dict[str, Any] | None = None,
-    coalesce_key: str | None = None,
-) -> str | None:
-    """Add a delivery in the caller's transaction. Returns its id when a new row was written.
-
-    With `coalesce_key`, at most one pending delivery exists per key: a second enqueue only bumps
-    the pending row's generation (its handler renders the latest state anyway), and keeps its
-    schedule, so a peer's Retry-After is still honoured.
-    """
-    now = utcnow()
-    delivery_id = new_id("dlv")
-    values: dict[str, Any] = {
-        "id": delivery_id,
-        "kind": kind,
-        "subject_id": subject_id,
-        "payload": payload or {},
-        "state": DeliveryState.PENDING.value,
-        "generation": 1,
-        "attempts": 0,
-        "not_before": now,
-        "created_at": now,
-        "updated_at": now,
-    }
-    written = repository.insert(session, values, coalesce_key=coalesce_key)
-    return delivery_id if written else None
-
-
-def pending_ids(session: Session, *, subject_id: str) -> list[str]:
-    return repository.pending_ids(session, subject_id=subject_id)
-
-
 def _handler(kind: str) -> Handler:
     """The channel that makes a delivery of `kind`.
 
-    Imported here, not at the top: both channels import this module (to enqueue and to return
-    results). When the composition root (Runtime) carries the channel table, it goes there.
+    Slack's is imported here, not at the top: outbox/slack/ is an edge above this package and
+    imports it. When the composition root (Runtime) carries the channel table, it goes there.
     """
     if kind.startswith("slack."):
         from outbox.slack.sync import handle_slack_delivery
 
         return handle_slack_delivery
     if kind == KIND_CALLBACK:
-        from outbox.deliveries.callbacks import deliver_callback
-
-        return deliver_callback
+        return callbacks.deliver_callback
     raise LookupError(f"no handler for delivery kind {kind!r}")
 
 
