@@ -25,13 +25,13 @@ import structlog
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
 from slack_sdk.signature import SignatureVerifier
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from outbox.api.deps import RuntimeDep
 from outbox.approvals.authority import ApprovalRefused
 from outbox.approvals.service import check_may_decide, decide
 from outbox.canonical import JSONInputError, loads_strict
+from outbox.db import insert_or_ignore
 from outbox.deliveries import service as delivery
 from outbox.identities import InvalidIdentity, parse_principal
 from outbox.problems import Problem
@@ -83,13 +83,8 @@ def signature_valid(secret: str, raw: bytes, timestamp: str | None, signature: s
 
 def remember(runtime: Runtime, key: str) -> bool:
     """Record a key; False if it was already recorded (by any replica: the database decides)."""
-    try:
-        with runtime.db.session() as session:
-            session.add(SlackSeenRequest(key=key))
-            session.flush()
-    except IntegrityError:
-        return False
-    return True
+    with runtime.db.session() as session:
+        return insert_or_ignore(session, SlackSeenRequest, [SlackSeenRequest(key=key).model_dump()]) == 1
 
 
 def slack_identity(payload: dict[str, Any]) -> tuple[str, str]:
