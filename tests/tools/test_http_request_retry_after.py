@@ -62,7 +62,9 @@ def run_against(runtime: Runtime, backend: TooManyRequests, retry_after: str | N
     """Submit one GET to the backend, run it, and return the action and when it was run."""
     backend.retry_after = retry_after
     key = make_agent(runtime.db, "retry-after-test", ["http-writer"])
-    action_id = submit_call(runtime, key, "http.request", {"method": "GET", "url": f"http://127.0.0.1:{backend.port}/x"})
+    action_id = submit_call(
+        runtime, key, "http.request", {"method": "GET", "url": f"http://127.0.0.1:{backend.port}/x"}
+    )
     started = datetime.now(UTC)
     run_action(runtime, action_id)
     return load(runtime, action_id), started
