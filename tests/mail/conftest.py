@@ -1,4 +1,5 @@
-"""Real components for the mail layer: keys, a loopback DNS server, an SMTP sink, a mail config."""
+"""Real components for the mail tests: keys, a loopback DNS server, an SMTP sink, a mail config, and
+the whole pipeline (`world`: a runtime on SQLite and PostgreSQL with mail.yaml written per test)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from outbox.api.app import create_app
+from outbox.config import get_settings
 from outbox.mail.config import MailConfig, parse_mail_config
 from outbox.mail.sending.delivery import SmtpDelivery
 from outbox.mail.sending.dkim_signing import DkimKey, generate_key, write_private_key
 from outbox.mail.sending.sink import MaildirSink, SinkScript
+from outbox.runtime import Runtime
 from tests.mail.dns_server import LoopbackDns
+from tests.mail.world import MailCli, MailWorld
 
 SUBDOMAIN = "agents.mail.example.com"
 SELECTOR = "sel2026"
@@ -136,3 +143,46 @@ def make_config(tmp_path: Path) -> Callable[..., MailConfig]:
         return parse_mail_config(config_data(**{"dkim": dkim, "relay": relay, **subdomain}))
 
     return make
+
+
+# --- The whole pipeline (tests/mail/world.py) ---------------------------------------------
+
+
+@pytest.fixture
+def world(
+    policy_dir: Path,
+    tmp_path: Path,
+    rsa_key: DkimKey,
+    start_sink: Callable[..., MaildirSink],
+    dns_server: LoopbackDns,
+    make_runtime: Callable[..., Runtime],
+) -> MailWorld:
+    key_file = tmp_path / "keys" / "agents.key"
+    write_private_key(key_file, rsa_key)
+    return MailWorld(policy_dir, key_file, rsa_key, start_sink(SinkScript()), dns_server, make_runtime)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[MailCli]:
+    monkeypatch.setenv("OUTBOX_LOG_JSON", "false")
+    monkeypatch.setenv("OUTBOX_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("OUTBOX_POLICY_WATCH", "false")
+    get_settings.cache_clear()
+    yield MailCli(monkeypatch, CliRunner())
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def api(world: MailWorld) -> Iterator[Callable[[], TestClient]]:
+    """A TestClient on the world's runtime (call after `world.configure()`)."""
+    clients: list[TestClient] = []
+
+    def client() -> TestClient:
+        test_client = TestClient(create_app(runtime=world.rt))
+        test_client.__enter__()
+        clients.append(test_client)
+        return test_client
+
+    yield client
+    for test_client in clients:
+        test_client.__exit__(None, None, None)

@@ -31,7 +31,7 @@ from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 from tests.conftest import POLICIES, _truncate_postgres
 from tests.mail.dns_server import LoopbackDns
-from tests.mail.pipeline.conftest import SUBDOMAIN, UNSUBSCRIBE_SECRET, message, subdomain_config, write_mail_yaml
+from tests.mail.world import SUBDOMAIN, UNSUBSCRIBE_SECRET, message, subdomain_config, write_mail_yaml
 from tests.support.agents import make_agent
 from tests.support.calls import submit_call
 from tests.support.processes import outbox_env, start, wait_until

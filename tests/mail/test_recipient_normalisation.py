@@ -21,7 +21,7 @@ from outbox.mail.models import MailFeedbackEvent, MailSuppression
 from outbox.mail.sending.message import message_id_for
 from outbox.mail.sending.unsubscribe import _b64, _mac, sign_unsubscribe_token
 from outbox.sqltypes import utcnow
-from tests.mail.pipeline.conftest import (
+from tests.mail.world import (
     EVENTS_TOKEN,
     SUBDOMAIN,
     UNSUBSCRIBE_SECRET,

@@ -15,7 +15,7 @@ from outbox.budgets.service import used
 from outbox.mail.budgets.db_gate import DatabaseMailGate
 from outbox.mail.budgets.ledger import HOUR, hour_key
 from outbox.sqltypes import utcnow
-from tests.mail.pipeline.conftest import SUBDOMAIN, MailWorld
+from tests.mail.world import SUBDOMAIN, MailWorld
 
 
 def test_a_send_whose_result_was_not_recorded_is_retried_with_the_same_message_id_and_no_new_charge(

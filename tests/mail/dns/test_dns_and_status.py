@@ -19,7 +19,7 @@ from outbox.mail.dns.verdicts import dns_verdict
 from outbox.mail.sending.dkim_signing import dkim_record_name, load_signing_key
 from outbox.mail.service import dns_checks_due, mail_config, run_due_dns_checks
 from outbox.sqltypes import utcnow
-from tests.mail.pipeline.conftest import (
+from tests.mail.world import (
     SUBDOMAIN,
     MailCli,
     MailWorld,

@@ -1,25 +1,24 @@
-"""`email.send` wired into the pipeline: a real runtime (SQLite and PostgreSQL), a real SMTP sink,
-a real DNS server on loopback, the real policy with a mail.yaml written for each test."""
+"""`email.send` wired into the pipeline, for the tests that run it whole: a real runtime (SQLite and
+PostgreSQL), a real SMTP sink, a real DNS server on loopback, the real policy with a mail.yaml
+written for each test. The fixtures that build it (`world`, `cli`, `api`) are in conftest.py."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
-from outbox.api.app import create_app
 from outbox.cli.main import app
 from outbox.config import get_settings
 from outbox.execution.service import run_action
-from outbox.mail.sending.dkim_signing import DkimKey, dkim_record_name, write_private_key
-from outbox.mail.sending.sink import MaildirSink, SinkScript
+from outbox.mail.sending.dkim_signing import DkimKey, dkim_record_name
+from outbox.mail.sending.sink import MaildirSink
 from outbox.runtime import Runtime
 from tests.mail.dns_server import LoopbackDns
 from tests.support.agents import make_agent
@@ -147,20 +146,6 @@ class MailWorld:
         return [m.message_id for m in self.sink.messages()]
 
 
-@pytest.fixture
-def world(
-    policy_dir: Path,
-    tmp_path: Path,
-    rsa_key: DkimKey,
-    start_sink: Callable[..., MaildirSink],
-    dns_server: LoopbackDns,
-    make_runtime: Callable[..., Runtime],
-) -> MailWorld:
-    key_file = tmp_path / "keys" / "agents.key"
-    write_private_key(key_file, rsa_key)
-    return MailWorld(policy_dir, key_file, rsa_key, start_sink(SinkScript()), dns_server, make_runtime)
-
-
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d")
 
 
@@ -191,32 +176,6 @@ class MailCli:
     @staticmethod
     def printed(result: Result) -> str:
         return "\n".join(line for line in result.stdout.splitlines() if not LOG_LINE.match(line))
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[MailCli]:
-    monkeypatch.setenv("OUTBOX_LOG_JSON", "false")
-    monkeypatch.setenv("OUTBOX_LOG_LEVEL", "WARNING")
-    monkeypatch.setenv("OUTBOX_POLICY_WATCH", "false")
-    get_settings.cache_clear()
-    yield MailCli(monkeypatch, CliRunner())
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def api(world: MailWorld) -> Iterator[Callable[[], TestClient]]:
-    """A TestClient on the world's runtime (call after `world.configure()`)."""
-    clients: list[TestClient] = []
-
-    def client() -> TestClient:
-        test_client = TestClient(create_app(runtime=world.rt))
-        test_client.__enter__()
-        clients.append(test_client)
-        return test_client
-
-    yield client
-    for test_client in clients:
-        test_client.__exit__(None, None, None)
 
 
 def admin_headers() -> dict[str, str]:

@@ -17,7 +17,7 @@ from outbox.audit.models import AuditEvent
 from outbox.mail.models import MailFeedbackEvent, MailPause, MailSuppression
 from outbox.mail.sending.message import message_id_for
 from tests.mail.feedback.test_dsn import POSTFIX_DSN
-from tests.mail.pipeline.conftest import (
+from tests.mail.world import (
     EVENTS_TOKEN,
     SUBDOMAIN,
     MailCli,

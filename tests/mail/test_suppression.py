@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
-from tests.mail.pipeline.conftest import OTHER, SUBDOMAIN, MailCli, MailWorld, admin_headers, message, subdomain_config
+from tests.mail.world import OTHER, SUBDOMAIN, MailCli, MailWorld, admin_headers, message, subdomain_config
 from tests.support.calls import load
 
 

@@ -14,7 +14,7 @@ from outbox.config import Settings, UnsafeConfigurationError
 from outbox.mail.environment import load_configured_mail, unsubscribe_secret
 from outbox.mail.sending.sink import read_maildir
 from tests.conftest import POLICIES
-from tests.mail.pipeline.conftest import MailWorld, message
+from tests.mail.world import MailWorld, message
 from tests.support.agents import make_agent
 from tests.support.calls import load
 from tests.support.processes import OUTBOX, free_port, outbox_env, stop, wait_until

@@ -14,7 +14,7 @@ from outbox.actions.models import Action
 from outbox.audit.models import AuditEvent
 from outbox.execution.sweeper import sweep_once
 from outbox.sqltypes import utcnow
-from tests.mail.pipeline.conftest import SUBDOMAIN, MailCli, MailWorld, admin_headers, message
+from tests.mail.world import SUBDOMAIN, MailCli, MailWorld, admin_headers, message
 from tests.support.agents import make_agent
 from tests.support.calls import load, submit_call
 

@@ -16,7 +16,7 @@ from outbox.mail.budgets.ledger import DAY, HOUR, agent_key, day_key, hour_key, 
 from outbox.mail.models import MailDelivery
 from outbox.mail.sending.sink import SinkScript
 from outbox.sqltypes import utcnow
-from tests.mail.pipeline.conftest import SUBDOMAIN, MailWorld, message
+from tests.mail.world import SUBDOMAIN, MailWorld, message
 from tests.support.agents import make_agent
 from tests.support.calls import load, submit_call
 

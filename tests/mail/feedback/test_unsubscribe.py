@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from outbox.mail.models import MailSuppression
-from tests.mail.pipeline.conftest import SUBDOMAIN, MailWorld, message
+from tests.mail.world import SUBDOMAIN, MailWorld, message
 from tests.support.agents import make_agent
 from tests.support.calls import load, submit_call
 
