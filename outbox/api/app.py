@@ -33,21 +33,25 @@ def _dispatcher_for(settings: Settings) -> Dispatcher:
     return CeleryDispatcher(make_celery(settings.broker_url))
 
 
+def _build_runtime(settings: Settings | None) -> Runtime:
+    """The app's own runtime, from the settings (or the environment); a SQLite database is
+    brought to the current schema first."""
+    resolved = settings or get_settings()
+    resolved.check_production_safety()
+    configure_logging(resolved)
+    if resolved.is_sqlite:
+        from outbox.migrations import upgrade
+
+        upgrade(resolved)
+    return Runtime.build(resolved, _dispatcher_for(resolved))
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. Without a runtime, one is built at startup from the settings."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        active = runtime
-        if active is None:
-            resolved = settings or get_settings()
-            resolved.check_production_safety()
-            configure_logging(resolved)
-            if resolved.is_sqlite:
-                from outbox.migrations import upgrade
-
-                upgrade(resolved)
-            active = Runtime.build(resolved, _dispatcher_for(resolved))
+        active = runtime if runtime is not None else _build_runtime(settings)
         app.state.runtime = active
         stop = threading.Event()
         from outbox.mail.embedded import start_embedded_mail
