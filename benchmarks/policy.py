@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from outbox.policy.engine import PolicySnapshot, load_policy  # noqa: E402
 from outbox.policy.matching import Subject  # noqa: E402
-from outbox.tools.base import Target  # noqa: E402
+from outbox.toolkit.base import Target  # noqa: E402
 
 SIZES = (100, 1_000, 10_000)
 GOAL_RATIO = 3.0

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from outbox.config import Settings
 from outbox.db import Database
 from outbox.policy.store import PolicyStore
-from outbox.tools.registry import ToolServices
+from outbox.toolkit.registry import ToolProvider, ToolServices
+from outbox.tools.providers import BUILTIN_PROVIDERS
 
 
 class Dispatcher(Protocol):
@@ -38,7 +40,13 @@ class Runtime:
     dispatcher: Dispatcher
 
     @classmethod
-    def build(cls, settings: Settings, dispatcher: Dispatcher | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        dispatcher: Dispatcher | None = None,
+        *,
+        providers: Sequence[ToolProvider] = BUILTIN_PROVIDERS,
+    ) -> Runtime:
         db = Database(settings)
-        policy = PolicyStore(settings.policy_dir, ToolServices(settings=settings, db=db))
+        policy = PolicyStore(settings.policy_dir, ToolServices(settings=settings, db=db), providers)
         return cls(settings=settings, db=db, policy=policy, dispatcher=dispatcher or NullDispatcher())

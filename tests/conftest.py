@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,8 @@ from sqlmodel import SQLModel
 from outbox.config import Settings
 from outbox.migrations import upgrade
 from outbox.runtime import Dispatcher, Runtime
+from outbox.toolkit.registry import ToolProvider
+from outbox.tools.providers import BUILTIN_PROVIDERS
 from tests.support.http_target import TargetServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,9 +147,14 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 def make_runtime(settings: Settings) -> Iterator[Callable[..., Runtime]]:
     built: list[Runtime] = []
 
-    def build(dispatcher: Dispatcher | None = None, **overrides: object) -> Runtime:
+    def build(
+        dispatcher: Dispatcher | None = None,
+        *,
+        providers: Sequence[ToolProvider] = BUILTIN_PROVIDERS,
+        **overrides: object,
+    ) -> Runtime:
         active = settings.model_copy(update=overrides) if overrides else settings
-        runtime = Runtime.build(active, dispatcher)
+        runtime = Runtime.build(active, dispatcher, providers=providers)
         built.append(runtime)
         return runtime
 

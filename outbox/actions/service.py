@@ -29,8 +29,8 @@ from outbox.policy.matching import Subject
 from outbox.problems import problem_document, pydantic_errors
 from outbox.runtime import Runtime
 from outbox.sqltypes import new_id, utcnow
-from outbox.tools.base import DryRunnable, Previewable, Tool, ToolArgumentsError
-from outbox.tools.registry import find_tool
+from outbox.toolkit.base import DryRunnable, Previewable, Target, Tool, ToolArgumentsError
+from outbox.toolkit.registry import find_tool
 
 
 @dataclass(frozen=True, slots=True)

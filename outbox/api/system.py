@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from outbox.api.deps import AdminDep, AgentOrAdmin, CurrentAgent, RuntimeDep
 from outbox.api.schemas import PolicyReloadOut, PolicyStatusOut, ReloadErrorOut, ToolOut, ToolsOut
 from outbox.problems import Problem
-from outbox.tools.registry import function_name
+from outbox.toolkit.registry import function_name
 
 router = APIRouter()
 

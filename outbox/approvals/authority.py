@@ -25,7 +25,7 @@ from outbox.identities import InvalidIdentity, parse_principal, principals_in
 from outbox.policy.effective import APPROVE_ACT
 from outbox.policy.engine import PolicySnapshot, canonical_values
 from outbox.policy.matching import Subject
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 
 _HUMAN_PREFIXES = ("user:", "slack:")
 

@@ -44,7 +44,7 @@ from outbox.problems import problem_document
 from outbox.runtime import NullDispatcher, Runtime
 from outbox.slack.client import slack_enabled
 from outbox.sqltypes import new_id, utcnow
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 
 log = structlog.get_logger(__name__)
 

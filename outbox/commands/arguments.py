@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from outbox.commands.definitions import CommandToolDefinition
 from outbox.commands.parameters import ArgumentValue, ArrayParameter, IntegerParameter
-from outbox.tools.base import FieldProblem, ToolArgumentsError
+from outbox.toolkit.base import FieldProblem, ToolArgumentsError
 
 ARGUMENTS_HINT = (
     "Each parameter is one literal value that the program receives as a single argument: no"

@@ -13,7 +13,7 @@ from outbox.commands.sandbox import SandboxConfigurationError, SandboxSettings
 from outbox.commands.tool import CommandTool
 from outbox.config import Settings
 from outbox.state_files import state_paths
-from outbox.tools.registry import ToolServices
+from outbox.toolkit.registry import ToolServices
 
 # `outbox serve --port` defaults to this; the API's port is not a setting.
 DEFAULT_API_PORT = 8000

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from outbox.commands.parameters import ArgumentValue
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 
 PARAMETER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ARGV_PLACEHOLDER = re.compile(r"^(?P<prefix>[^{}]*)\{(?P<param>[a-z][a-z0-9_]*)\}$")

@@ -17,7 +17,7 @@ from outbox.commands.definitions import CommandToolDefinition
 from outbox.commands.parameters import ArgumentValue, ArrayParameter, StringParameter
 from outbox.commands.sandbox import SandboxError, SandboxResult, SandboxSettings, run_command
 from outbox.commands.templates import render_argv, render_targets
-from outbox.tools.base import ExecutionContext, Failed, Succeeded, Target, ToolArgumentsError, ToolOutcome
+from outbox.toolkit.base import ExecutionContext, Failed, Succeeded, Target, ToolArgumentsError, ToolOutcome
 
 log = structlog.get_logger(__name__)
 

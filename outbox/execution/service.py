@@ -30,7 +30,7 @@ from outbox.policy.effective import blast_radius, effective_decision, execution_
 from outbox.policy.matching import Subject
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
-from outbox.tools.base import Deferred, ExecutionContext, Failed, Previewable, Succeeded, ToolOutcome
+from outbox.toolkit.base import Deferred, ExecutionContext, Failed, Previewable, Succeeded, ToolOutcome
 
 log = structlog.get_logger(__name__)
 

@@ -35,8 +35,8 @@ from outbox.mail.sending.message import EmailSendArgs
 from outbox.mail.sending.tool import EmailSendTool
 from outbox.mail.service import collect_mail_metrics
 from outbox.sqltypes import utcnow
-from outbox.tools.base import Deferred, ExecutionContext, Failed, Target, ToolOutcome
-from outbox.tools.registry import ToolServices
+from outbox.toolkit.base import Deferred, ExecutionContext, Failed, Target, ToolOutcome
+from outbox.toolkit.registry import ToolServices
 
 BULK_ACT = "bulk"
 

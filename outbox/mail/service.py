@@ -50,7 +50,7 @@ from outbox.mail.schemas import (
 )
 from outbox.metrics import BudgetUse, Reading, SubdomainHealth
 from outbox.sqltypes import utcnow
-from outbox.tools.base import Configured
+from outbox.toolkit.base import Configured
 
 if TYPE_CHECKING:
     from outbox.runtime import Runtime  # annotations only: the edges hand the runtime in

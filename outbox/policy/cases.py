@@ -39,7 +39,7 @@ from outbox.policy.effective import blast_radius, effective_decision
 from outbox.policy.engine import Effect, PolicyRule, PolicySnapshot, subject_name
 from outbox.policy.matching import Subject
 from outbox.policy.targets import ToolCatalog
-from outbox.tools.base import Target, ToolArgumentsError
+from outbox.toolkit.base import Target, ToolArgumentsError
 from outbox.yamlfiles import YAMLFileError, parse_yaml
 
 TESTS_DIR = "tests"

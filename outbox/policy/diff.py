@@ -36,7 +36,7 @@ from outbox.policy.engine import PolicyRule, PolicySnapshot, TargetDecision, loa
 from outbox.policy.matching import Subject, act_match, acts_of, example_objects, object_match
 from outbox.policy.repository import RecordedCall
 from outbox.policy.targets import ToolCatalog, load_catalog, scheme_of
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 
 
 class DiffError(Exception):

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from outbox.policy.engine import Effect, PolicyDecision, PolicySnapshot, strictness
 from outbox.policy.matching import Subject
-from outbox.tools.base import BlastRadiusBounded, Target, Tool
+from outbox.toolkit.base import BlastRadiusBounded, Target, Tool
 
 # Every object can be approved: `p, user:…, <object>, approve, allow` says who may approve it.
 APPROVE_ACT = "approve"

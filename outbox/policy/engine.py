@@ -26,7 +26,7 @@ from outbox.identities import canonical_or_none
 from outbox.policy.index import IndexedRule, RoleGraph, RuleIndex
 from outbox.policy.matching import Subject, act_match, object_match
 from outbox.sqltypes import utcnow
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 
 Effect = Literal["allow", "approve", "deny"]
 # Strictest first: the order in which effects are probed and compared.

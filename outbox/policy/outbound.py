@@ -8,7 +8,7 @@ no human to approve a callback, so `approve` refuses it too.
 
 from __future__ import annotations
 
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 from outbox.urls import CanonicalURL
 
 CALLBACK_ACT = "callback"

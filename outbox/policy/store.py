@@ -8,7 +8,7 @@ a mix. A load that fails keeps the previous policy and is reported.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +18,8 @@ import structlog
 from outbox.approvals.config import ApprovalsConfig, load_approvals_config
 from outbox.policy.engine import PolicySnapshot, content_version, load_policy
 from outbox.sqltypes import utcnow
-from outbox.tools.base import Tool
-from outbox.tools.registry import ToolServices, load_tools
+from outbox.toolkit.base import Tool
+from outbox.toolkit.registry import ToolProvider, ToolServices, load_tools
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +62,11 @@ _CONSISTENT_LOAD_ATTEMPTS = 3
 
 
 class PolicyStore:
-    def __init__(self, directory: Path, services: ToolServices) -> None:
+    def __init__(self, directory: Path, services: ToolServices, providers: Sequence[ToolProvider]) -> None:
         self.directory = directory
         self.services = services
+        # Handed in by the composition root: the policy engine knows no tool.
+        self.providers = providers
         self._lock = threading.Lock()
         self._current = self._load()
         self.last_failure: ReloadFailure | None = None
@@ -72,7 +74,7 @@ class PolicyStore:
     def _load(self) -> ActivePolicy:
         for _attempt in range(_CONSISTENT_LOAD_ATTEMPTS):
             snapshot = load_policy(self.directory)
-            tools = load_tools(snapshot.directory, self.services)
+            tools = load_tools(snapshot.directory, self.services, self.providers)
             # approvals.yaml is part of the policy: a broken one fails the load like a broken rule.
             approvals = load_approvals_config(snapshot.directory)
             if content_version(snapshot.directory) == snapshot.version:

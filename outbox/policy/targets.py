@@ -1,6 +1,6 @@
 """What tools can touch, as policy sees it, for static analysis (`policy check`, `policy diff`).
 
-The contract, optional for a tool (`DescribesTargets` in `outbox/tools/base.py`):
+The contract, optional for a tool (`DescribesTargets` in `outbox/toolkit/base.py`):
 
     def target_patterns(self) -> list[Target]
 
@@ -18,14 +18,15 @@ A tool may also declare `destructive_acts: frozenset[str]` (`DeclaresDestructive
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from outbox.config import Settings
 from outbox.db import Database
-from outbox.tools.base import DeclaresDestructiveActs, DescribesTargets, Target, Tool
-from outbox.tools.registry import ToolServices, load_tools
+from outbox.toolkit.base import DeclaresDestructiveActs, DescribesTargets, Target, Tool
+from outbox.toolkit.registry import ToolProvider, ToolServices, load_tools
+from outbox.tools.providers import BUILTIN_PROVIDERS
 
 # Acts that change or destroy something that cannot simply be read back; a wildcard `allow` on
 # one of them is a risky grant.
@@ -68,11 +69,11 @@ def analysis_services(policy_dir: Path) -> ToolServices:
     return ToolServices(settings=settings, db=Database(settings))
 
 
-def load_catalog(policy_dir: Path) -> ToolCatalog:
+def load_catalog(policy_dir: Path, providers: Sequence[ToolProvider] = BUILTIN_PROVIDERS) -> ToolCatalog:
     """Load the directory's tools through the registry; a failure is reported, not raised."""
     services = analysis_services(policy_dir)
     try:
-        tools = load_tools(policy_dir, services)
+        tools = load_tools(policy_dir, services, providers)
     except Exception as exc:  # a provider's own validation error, with its file and field
         return ToolCatalog(tools={}, patterns={}, undescribed=(), load_error=f"{type(exc).__name__}: {exc}")
     finally:

@@ -1,8 +1,10 @@
 """Which tools exist: built from the policy directory, reloaded with it.
 
-Each provider reads its own part of the policy directory (http hosts, mail config, command tool
-definitions) and returns the tools it contributes. A provider that fails makes the whole load
-fail, so a reload keeps the previous, complete set.
+The providers are handed in by the composition root (`Runtime.build`, see
+`outbox/tools/providers.py` for the built-in ones), so this module knows no tool. Each provider
+reads its own part of the policy directory (http hosts, mail config, command tool definitions)
+and returns the tools it contributes. A provider that fails makes the whole load fail, so a
+reload keeps the previous, complete set.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from outbox.config import Settings
 from outbox.db import Database
-from outbox.tools.base import Tool
+from outbox.toolkit.base import Tool
 
 
 @dataclass(frozen=True)
@@ -27,17 +29,9 @@ class ToolServices:
 ToolProvider = Callable[[Path, ToolServices], Sequence[Tool]]
 
 
-def _providers() -> list[ToolProvider]:
-    from outbox.commands.provider import provide_command_tools
-    from outbox.mail.provider import provide_mail_tools
-    from outbox.tools.http_request import provide_http_tools
-
-    return [provide_http_tools, provide_command_tools, provide_mail_tools]
-
-
-def load_tools(policy_dir: Path, services: ToolServices) -> Mapping[str, Tool]:
+def load_tools(policy_dir: Path, services: ToolServices, providers: Sequence[ToolProvider]) -> Mapping[str, Tool]:
     tools: dict[str, Tool] = {}
-    for provider in _providers():
+    for provider in providers:
         for tool in provider(policy_dir, services):
             if tool.name in tools:
                 raise ValueError(f"tool {tool.name!r} is defined twice")

@@ -27,7 +27,7 @@ from outbox.budgets.service import Cap, acquire_slot, release_slot, reserve
 from outbox.canonical import canonical_json
 from outbox.retry_after import parse_retry_after
 from outbox.sqltypes import utcnow
-from outbox.tools.base import (
+from outbox.toolkit.base import (
     Deferred,
     ExecutionContext,
     Failed,
@@ -35,7 +35,7 @@ from outbox.tools.base import (
     Target,
     ToolOutcome,
 )
-from outbox.tools.registry import ToolServices
+from outbox.toolkit.registry import ToolServices
 from outbox.urls import CanonicalURL, URLRefused, canonical_authority, parse_url
 from outbox.yamlfiles import load_yaml_file
 

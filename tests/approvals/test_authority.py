@@ -13,7 +13,7 @@ from outbox.policy.cases import run_cases
 from outbox.policy.engine import PolicySnapshot, load_policy
 from outbox.policy.matching import Subject
 from outbox.policy.targets import load_catalog
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 from tests.conftest import POLICIES
 
 # On top of the shipped rules: identities written in mixed case, and a person with two identities.

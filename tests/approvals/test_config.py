@@ -10,7 +10,7 @@ import pytest
 from outbox.approvals.config import ApprovalsConfig, load_approvals_config, parse_duration
 from outbox.policy.engine import PolicyLoadError, load_policy
 from outbox.policy.matching import Subject
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 
 
 def decision_for(policy_dir: Path, obj: str, act: str = "delete"):  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from outbox.commands import CommandTool
-from outbox.tools.base import FieldProblem, Target, ToolArgumentsError
+from outbox.toolkit.base import FieldProblem, Target, ToolArgumentsError
 
 ToolLookup = Callable[[str], CommandTool]
 

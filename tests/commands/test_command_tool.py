@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from outbox.commands import CommandTool, CommandToolDefinition, SandboxSettings
-from outbox.tools.base import ExecutionContext, Failed, Succeeded, Tool
+from outbox.toolkit.base import ExecutionContext, Failed, Succeeded, Tool
 from tests.commands.conftest import KUBECONFIG
 
 ToolLookup = Callable[[str], CommandTool]

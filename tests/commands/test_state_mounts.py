@@ -20,7 +20,7 @@ from outbox.commands import SandboxConfigurationError, SandboxSettings, load_com
 from outbox.commands.provider import sandbox_settings
 from outbox.config import Settings, get_settings
 from outbox.runtime import Runtime
-from outbox.tools.base import ExecutionContext, Failed
+from outbox.toolkit.base import ExecutionContext, Failed
 from tests.commands.conftest import SHIPPED_TOOLS
 from tests.commands.test_sandbox import python
 

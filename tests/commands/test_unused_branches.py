@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from outbox.commands import CommandTool
-from outbox.tools.base import ExecutionContext, Failed, Succeeded, Target, ToolArgumentsError
+from outbox.toolkit.base import ExecutionContext, Failed, Succeeded, Target, ToolArgumentsError
 
 ToolLookup = Callable[[str], CommandTool]
 CONTEXT = ExecutionContext("act_2", "agt_1", "ops-bot", "ana", "k-2", 1)

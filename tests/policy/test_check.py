@@ -14,7 +14,7 @@ from outbox.cli.main import app
 from outbox.config import get_settings
 from outbox.policy.check import Finding, KnownPrincipals, check_policy
 from outbox.policy.targets import catalog_of, load_catalog
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 from outbox.tools.http_request import HttpRequestTool, HttpToolConfig
 from tests.conftest import POLICIES
 

@@ -11,7 +11,7 @@ from outbox.policy.engine import PolicyLoadError, load_policy
 from outbox.policy.matching import Subject, act_match, object_match
 from outbox.policy.store import PolicyStore
 from outbox.runtime import Runtime
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 
 MODEL = (Path(__file__).resolve().parents[2] / "policies" / "model.conf").read_text()
 

@@ -38,7 +38,7 @@ from outbox.policy.cases import LocatedCase, approver_refusal, load_cases, resol
 from outbox.policy.engine import PolicySnapshot
 from outbox.policy.targets import ToolCatalog, catalog_of
 from outbox.runtime import Runtime
-from outbox.tools import registry
+from outbox.tools.providers import BUILTIN_PROVIDERS
 from tests.support.dispatchers import RecordingDispatcher
 from tests.tools.targets_tool import NAME as TARGETS_TOOL
 from tests.tools.targets_tool import provide_targets_tool
@@ -75,11 +75,9 @@ class Answers:
 
 
 @pytest.fixture
-def case_runtime(monkeypatch: pytest.MonkeyPatch, make_runtime: Callable[..., Runtime]) -> Runtime:
+def case_runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
     """A runtime on the test's policy directory, with the targets tool loaded beside the real ones."""
-    real = registry._providers
-    monkeypatch.setattr(registry, "_providers", lambda: [*real(), provide_targets_tool])
-    return make_runtime(RecordingDispatcher())
+    return make_runtime(RecordingDispatcher(), providers=[*BUILTIN_PROVIDERS, provide_targets_tool])
 
 
 class Agents:

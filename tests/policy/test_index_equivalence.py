@@ -9,7 +9,7 @@ import pytest
 
 from outbox.policy.engine import load_policy
 from outbox.policy.matching import Subject
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 
 MODEL = (Path(__file__).resolve().parents[2] / "policies" / "model.conf").read_text()
 AGENTS = [f"agent:a{i}" for i in range(4)]

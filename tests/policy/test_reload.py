@@ -13,8 +13,8 @@ from outbox.policy.engine import content_version
 from outbox.policy.matching import Subject
 from outbox.policy.store import PolicyStore
 from outbox.runtime import Runtime
-from outbox.tools import registry
-from outbox.tools.base import Target
+from outbox.toolkit import registry
+from outbox.toolkit.base import Target
 
 READER = Subject("agent:r", ("role:http-reader",))
 GET = [Target("http:127.0.0.1:8080/v1/x", "get")]
@@ -81,7 +81,6 @@ def test_a_file_changed_while_loading_is_loaded_again(
     store: PolicyStore = runtime.policy
     rules = policy_dir / "rules.csv"
     changed = rules.read_text() + "p, role:http-reader, http:127.0.0.1:*/**, get, deny\n"
-    real_providers = registry._providers
     calls = {"n": 0}
 
     def editing_provider(directory: Path, services: registry.ToolServices) -> list[Any]:
@@ -90,7 +89,7 @@ def test_a_file_changed_while_loading_is_loaded_again(
             replace_atomically(rules, changed)
         return []
 
-    monkeypatch.setattr(registry, "_providers", lambda: [*real_providers(), editing_provider])
+    monkeypatch.setattr(store, "providers", [*store.providers, editing_provider])
     ok, version = store.reload()
     assert ok
     assert calls["n"] == 2

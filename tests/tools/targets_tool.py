@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from outbox.tools.base import ExecutionContext, Failed, Target, ToolOutcome
-from outbox.tools.registry import ToolServices
+from outbox.toolkit.base import ExecutionContext, Failed, Target, ToolOutcome
+from outbox.toolkit.registry import ToolServices
 
 NAME = "test.targets"
 

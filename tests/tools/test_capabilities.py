@@ -1,4 +1,4 @@
-"""Optional tool capabilities are protocols (`outbox/tools/base.py`), asked with `isinstance`.
+"""Optional tool capabilities are protocols (`outbox/toolkit/base.py`), asked with `isinstance`.
 
 The shipped tools have exactly the capabilities they are written to have, each one behaves as
 its protocol says, and a tool without one (the method missing, or set to None) is treated as not
@@ -23,8 +23,7 @@ from outbox.mail.service import mail_config
 from outbox.policy.effective import blast_radius
 from outbox.policy.targets import DESTRUCTIVE_ACTS, catalog_of, load_catalog
 from outbox.runtime import Runtime
-from outbox.tools import registry
-from outbox.tools.base import (
+from outbox.toolkit.base import (
     BlastRadiusBounded,
     Configured,
     DeclaresDestructiveActs,
@@ -35,6 +34,7 @@ from outbox.tools.base import (
     Target,
     Tool,
 )
+from outbox.tools.providers import BUILTIN_PROVIDERS
 from tests.support.agents import make_agent
 from tests.support.dispatchers import RecordingDispatcher
 from tests.tools.targets_tool import NAME as TARGETS_TOOL
@@ -158,10 +158,8 @@ def test_a_tool_without_a_capability_is_treated_as_not_having_it(tool: Tool) -> 
 
 
 @pytest.fixture
-def plain_runtime(monkeypatch: pytest.MonkeyPatch, make_runtime: Callable[..., Runtime]) -> Runtime:
-    real = registry._providers
-    monkeypatch.setattr(registry, "_providers", lambda: [*real(), provide_targets_tool])
-    return make_runtime(RecordingDispatcher())
+def plain_runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
+    return make_runtime(RecordingDispatcher(), providers=[*BUILTIN_PROVIDERS, provide_targets_tool])
 
 
 def submitted(runtime: Runtime, targets: list[dict[str, Any]]) -> Action:

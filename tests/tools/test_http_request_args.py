@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from outbox.tools.base import Target
+from outbox.toolkit.base import Target
 from outbox.tools.http_request import HttpRequestArgs, HttpRequestTool, HttpToolConfig
 
 

@@ -33,7 +33,7 @@ from outbox.mail.sending.delivery import RecipientResult
 from outbox.mail.sending.gate import Admitted, SendAttempt
 from outbox.mail.sending.message import EmailSendArgs, message_id_for
 from outbox.sqltypes import utcnow
-from outbox.tools.base import Deferred, ExecutionContext, Failed
+from outbox.toolkit.base import Deferred, ExecutionContext, Failed
 
 
 def classify(result: RecipientResult) -> DeliveryOutcome:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from outbox.mail.sending.delivery import RecipientResult
 from outbox.mail.sending.message import EmailSendArgs
-from outbox.tools.base import Deferred, ExecutionContext, Failed
+from outbox.toolkit.base import Deferred, ExecutionContext, Failed
 
 
 @dataclass(frozen=True, slots=True)

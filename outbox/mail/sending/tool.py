@@ -39,7 +39,7 @@ from outbox.mail.sending.unsubscribe import (
 )
 from outbox.mail.sending.windows import next_allowed
 from outbox.sqltypes import utcnow
-from outbox.tools.base import (
+from outbox.toolkit.base import (
     Deferred,
     ExecutionContext,
     Failed,

@@ -9,7 +9,7 @@ from outbox.mail.addresses import recipient_key
 from outbox.mail.sending.delivery import RecipientResult
 from outbox.mail.sending.gate import Admitted, SendAttempt
 from outbox.mail.sending.message import EmailSendArgs
-from outbox.tools.base import ExecutionContext
+from outbox.toolkit.base import ExecutionContext
 
 
 class AllowAllGate:

@@ -24,7 +24,7 @@ from outbox.mail.sending.message import EmailSendArgs
 from outbox.mail.sending.sink import MaildirSink, SinkScript
 from outbox.mail.sending.tool import EmailSendTool
 from outbox.mail.sending.unsubscribe import verify_unsubscribe_token
-from outbox.tools.base import Deferred, ExecutionContext, Failed, Succeeded, Tool, ToolArgumentsError
+from outbox.toolkit.base import Deferred, ExecutionContext, Failed, Succeeded, Tool, ToolArgumentsError
 from tests.mail.conftest import SECRET, SELECTOR, SUBDOMAIN
 from tests.mail.dns_server import LoopbackDns
 from tests.mail.sending.fakes import AllowAllGate
