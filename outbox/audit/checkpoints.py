@@ -190,49 +190,68 @@ def read_checkpoint_log(source: str, text: str, public_keys: dict[str, Ed25519Pu
             result.failures.append(f"{where} is not a checkpoint record: {exc}")
             continue
         checkpoint = signed.checkpoint
-        key = public_keys.get(checkpoint.key_id)
-        if key is None:
-            result.failures.append(
-                f"{where}: checkpoint #{checkpoint.seq} is signed by key {checkpoint.key_id}, which is not a "
-                f"known verification key (pass its public key with --public-key)"
-            )
+        signature_failure = _signature_failure(where, signed, public_keys)
+        if signature_failure is not None:
+            result.failures.append(signature_failure)
             continue
-        if not verify_signature(key, checkpoint.canonical(), signed.signature):
-            result.failures.append(
-                f"{where}: the signature of checkpoint #{checkpoint.seq} is INVALID: the line was altered "
-                f"or not written by the holder of key {checkpoint.key_id}"
-            )
-            continue
-        if previous is not None and checkpoint.seq < previous.seq:
-            result.failures.append(
-                f"{where}: checkpoint #{checkpoint.seq} follows #{previous.seq}: the checkpoint chain goes backwards"
-            )
-        elif checkpoint.seq == 1 and checkpoint.prev != GENESIS_DIGEST:
-            result.failures.append(f"{where}: checkpoint #1 does not start from the genesis digest")
-        elif checkpoint.seq - 1 in digests:
-            if checkpoint.prev not in digests[checkpoint.seq - 1]:
-                result.failures.append(
-                    f"{where}: checkpoint #{checkpoint.seq} does not chain to checkpoint #{checkpoint.seq - 1} "
-                    f"(prev {checkpoint.prev}): the checkpoint chain is BROKEN (a rewritten or forked history)"
-                )
-        elif checkpoint.seq > 1:
-            first = previous.seq + 1 if previous is not None else 1
-            result.notes.append(
-                f"{where}: checkpoints #{first}..#{checkpoint.seq - 1} are not in {source} "
-                "(written to another sink?); the chain across them is not checked"
-            )
-        if (
-            previous is not None
-            and checkpoint.seq > previous.seq
-            and (checkpoint.event_count < previous.event_count or checkpoint.last_event_id < previous.last_event_id)
-        ):
-            result.failures.append(
-                f"{where}: checkpoint #{checkpoint.seq} covers fewer events than #{previous.seq} "
-                f"({checkpoint.event_count} < {previous.event_count}): the checkpointed chain shrank"
-            )
+        _check_chain(result, where, checkpoint, previous, digests)
         digests.setdefault(checkpoint.seq, set()).add(checkpoint.digest)
         result.checkpoints.append(checkpoint)
         previous = checkpoint
     if skipped:
         result.notes.append(f"{skipped} lines of {source} are neither JSON nor checkpoints and were skipped")
     return result
+
+
+def _signature_failure(where: str, signed: SignedCheckpoint, public_keys: dict[str, Ed25519PublicKey]) -> str | None:
+    """Why a line's signature cannot be trusted (an unknown key, or a signature that does not verify), or None."""
+    checkpoint = signed.checkpoint
+    key = public_keys.get(checkpoint.key_id)
+    if key is None:
+        return (
+            f"{where}: checkpoint #{checkpoint.seq} is signed by key {checkpoint.key_id}, which is not a "
+            f"known verification key (pass its public key with --public-key)"
+        )
+    if not verify_signature(key, checkpoint.canonical(), signed.signature):
+        return (
+            f"{where}: the signature of checkpoint #{checkpoint.seq} is INVALID: the line was altered "
+            f"or not written by the holder of key {checkpoint.key_id}"
+        )
+    return None
+
+
+def _check_chain(
+    result: CheckpointLog,
+    where: str,
+    checkpoint: Checkpoint,
+    previous: Checkpoint | None,
+    digests: dict[int, set[str]],
+) -> None:
+    """Record in `result` how a correctly signed checkpoint links to the ones read before it."""
+    if previous is not None and checkpoint.seq < previous.seq:
+        result.failures.append(
+            f"{where}: checkpoint #{checkpoint.seq} follows #{previous.seq}: the checkpoint chain goes backwards"
+        )
+    elif checkpoint.seq == 1 and checkpoint.prev != GENESIS_DIGEST:
+        result.failures.append(f"{where}: checkpoint #1 does not start from the genesis digest")
+    elif checkpoint.seq - 1 in digests:
+        if checkpoint.prev not in digests[checkpoint.seq - 1]:
+            result.failures.append(
+                f"{where}: checkpoint #{checkpoint.seq} does not chain to checkpoint #{checkpoint.seq - 1} "
+                f"(prev {checkpoint.prev}): the checkpoint chain is BROKEN (a rewritten or forked history)"
+            )
+    elif checkpoint.seq > 1:
+        first = previous.seq + 1 if previous is not None else 1
+        result.notes.append(
+            f"{where}: checkpoints #{first}..#{checkpoint.seq - 1} are not in {result.source} "
+            "(written to another sink?); the chain across them is not checked"
+        )
+    if (
+        previous is not None
+        and checkpoint.seq > previous.seq
+        and (checkpoint.event_count < previous.event_count or checkpoint.last_event_id < previous.last_event_id)
+    ):
+        result.failures.append(
+            f"{where}: checkpoint #{checkpoint.seq} covers fewer events than #{previous.seq} "
+            f"({checkpoint.event_count} < {previous.event_count}): the checkpointed chain shrank"
+        )
