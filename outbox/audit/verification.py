@@ -72,6 +72,19 @@ def verify_audit(
     """Verify everything. `tolerance_seconds` None: events newer than the checkpoints never fail
     (a witness copy is older than the database by nature)."""
     report = AuditReport(checkpoint_source=source)
+    by_position = _take_checkpoints(report, checkpoints)
+    first_uncovered_at, rewritten = _walk_chain(session, report, by_position)
+    _report_lost_events(report, checkpoints, rewritten)
+    _report_uncheckpointed(report, first_uncovered_at, source=source, now=now, tolerance_seconds=tolerance_seconds)
+    if tolerance_seconds is not None:
+        _report_missing_tail(session, report, source)
+    _report_action_mismatches(session, report)
+    return report
+
+
+def _take_checkpoints(report: AuditReport, checkpoints: CheckpointLog | None) -> dict[int, list[Checkpoint]]:
+    """Copy what the checkpoint log says about itself into the report; the checkpoints by the
+    number of events each covers."""
     by_position: dict[int, list[Checkpoint]] = {}
     if checkpoints is not None:
         report.failures.extend(checkpoints.failures)
@@ -80,10 +93,18 @@ def verify_audit(
         report.latest_checkpoint = checkpoints.latest
         for checkpoint in checkpoints.checkpoints:
             by_position.setdefault(checkpoint.event_count, []).append(checkpoint)
+    return by_position
+
+
+def _walk_chain(
+    session: Session, report: AuditReport, by_position: dict[int, list[Checkpoint]]
+) -> tuple[datetime | None, list[str]]:
+    """One pass over the events: count them, find the first chain break, and compare each
+    checkpointed position with its event. Returns when the first event no checkpoint covers was
+    written, and what every checkpoint that no longer matches its event says."""
     latest = report.latest_checkpoint
     first_uncovered_at: datetime | None = None
     rewritten: list[str] = []
-
     expected_prev = GENESIS_HASH
     for position, audit_event in enumerate(iter_events(session), start=1):
         assert audit_event.id is not None
@@ -107,7 +128,11 @@ def verify_audit(
                 )
         if first_uncovered_at is None and position == (latest.event_count if latest else 0) + 1:
             first_uncovered_at = audit_event.created_at
+    return first_uncovered_at, rewritten
 
+
+def _report_lost_events(report: AuditReport, checkpoints: CheckpointLog | None, rewritten: list[str]) -> None:
+    """Checkpoints covering events the database no longer has, then those whose event changed."""
     missing = [c for c in (checkpoints.checkpoints if checkpoints else []) if c.event_count > report.events]
     if missing:
         worst = max(missing, key=lambda c: (c.event_count, c.seq))
@@ -126,6 +151,17 @@ def verify_audit(
     if len(rewritten) > 1:
         report.notes.append(f"{len(rewritten)} checkpoints no longer match the event at their position")
 
+
+def _report_uncheckpointed(
+    report: AuditReport,
+    first_uncovered_at: datetime | None,
+    *,
+    source: str,
+    now: datetime,
+    tolerance_seconds: float | None,
+) -> None:
+    """Events newer than the latest checkpoint: a note, or a failure once the oldest is past the tolerance."""
+    latest = report.latest_checkpoint
     covered = latest.event_count if latest else 0
     report.uncheckpointed = max(report.events - covered, 0)
     if report.uncheckpointed and first_uncovered_at is not None:
@@ -140,19 +176,24 @@ def verify_audit(
             limit = f"; tolerance {tolerance_seconds:.0f} s" if tolerance_seconds is not None else ""
             report.notes.append(f"not yet checkpointed: {what}{limit}")
 
-    if tolerance_seconds is not None:
-        recorded = session.exec(select(func.max(AuditCheckpoint.seq))).one()
-        if recorded is not None and (latest is None or recorded > latest.seq):
-            report.notes.append(
-                f"the database records checkpoint #{recorded} as written, but {source} "
-                + (f"ends at #{latest.seq}" if latest else "holds none")
-                + ": its tail is not here (written to another process's sink, or the file was cut)"
-            )
 
+def _report_missing_tail(session: Session, report: AuditReport, source: str) -> None:
+    """A note when the database records a newer checkpoint than `source` holds."""
+    latest = report.latest_checkpoint
+    recorded = session.exec(select(func.max(AuditCheckpoint.seq))).one()
+    if recorded is not None and (latest is None or recorded > latest.seq):
+        report.notes.append(
+            f"the database records checkpoint #{recorded} as written, but {source} "
+            + (f"ends at #{latest.seq}" if latest else "holds none")
+            + ": its tail is not here (written to another process's sink, or the file was cut)"
+        )
+
+
+def _report_action_mismatches(session: Session, report: AuditReport) -> None:
+    """Actions whose row disagrees with their events, the first MAX_MISMATCHES_SHOWN of them."""
     for count, mismatch in enumerate(find_action_mismatches(session)):
         if count < MAX_MISMATCHES_SHOWN:
             report.action_mismatches.append(f"action {mismatch.action_id} {mismatch.problem}")
         else:
             report.notes.append("more actions disagree with their events than are shown")
             break
-    return report
