@@ -32,7 +32,7 @@ from outbox.approvals.authority import (
     distinct_people,
     person_of,
 )
-from outbox.approvals.config import approvals_config_for
+from outbox.approvals.config import ApprovalsConfig, approvals_config_for
 from outbox.approvals.digest import action_digest, bound_targets
 from outbox.approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus
 from outbox.approvals.schemas import ApprovalOut, Verdict
@@ -75,19 +75,7 @@ def open_request(
     escalations: Sequence[str] = (),
 ) -> ApprovalRequest:
     """Create the approval request for an action policy sends to a human, and its Slack post."""
-    active = runtime.policy.current
-    snapshot = active.snapshot
-    try:
-        config = (
-            active.approvals
-            if active.version == decision.policy_version
-            else approvals_config_for(snapshot.directory, decision.policy_version)
-        )
-    except PolicyLoadError as exc:
-        # Fail closed: without valid gate terms (quorum, expiry) no request is opened.
-        log.error("approvals.config_invalid", error=str(exc))
-        raise ApprovalsMisconfigured from exc
-    gate = config.resolve(action.tool, decision)
+    gate = _approvals_config(runtime, decision).resolve(action.tool, decision)
     targets = bound_targets(t.target for t in decision.targets)
     now = utcnow()
     channel = gate.channel or runtime.settings.slack_default_channel
@@ -127,6 +115,21 @@ def open_request(
         log.warning("approval.no_slack_channel", approval_id=approval.id, hint="set OUTBOX_SLACK_DEFAULT_CHANNEL")
     _touch_slack(session, approval)
     return approval
+
+
+def _approvals_config(runtime: Runtime, decision: PolicyDecision) -> ApprovalsConfig:
+    """The approval gates of the policy version that made the decision."""
+    active = runtime.policy.current
+    try:
+        return (
+            active.approvals
+            if active.version == decision.policy_version
+            else approvals_config_for(active.snapshot.directory, decision.policy_version)
+        )
+    except PolicyLoadError as exc:
+        # Fail closed: without valid gate terms (quorum, expiry) no request is opened.
+        log.error("approvals.config_invalid", error=str(exc))
+        raise ApprovalsMisconfigured from exc
 
 
 def _touch_slack(session: Session, approval: ApprovalRequest) -> list[str]:
@@ -244,66 +247,19 @@ def decide(
     if verdict == "deny" and not (reason and reason.strip()):
         raise ApprovalRefused(RefusalCode.MISSING_REASON, "a denial needs a reason: the agent receives it")
     identity = approver_identity(identity)
-    snapshot = runtime.policy.current.snapshot
-    me = person_of(snapshot, identity)
-    refusal: ApprovalRefused | None = None
-    publish = False
-    result: DecisionResult | None = None
     try:
         with runtime.db.session() as session:
-            approval = _find(session, ref, lock=True)
-            if approval is None:
-                raise ApprovalRefused(RefusalCode.NOT_FOUND, f"no approval request {ref!r}")
-            action = session.get(Action, approval.action_id)
-            assert action is not None
-            # The same person, under this identity or one linked to it by `g` rules.
-            previous = next((d for d in _decisions(session, approval.id) if person_of(snapshot, d.approver) & me), None)
-            if previous is not None and previous.verdict == verdict:
-                # A double click, a Slack retry, the same command run twice: counted once.
-                result = DecisionResult(
-                    "duplicate",
-                    f"{identity} already decided ({previous.verdict}"
-                    + (f" as {previous.approver}" if previous.approver != identity else "")
-                    + f") at {previous.created_at:%H:%M:%S} UTC",
-                    view(session, approval),
-                )
-            else:
-                refusal = _state_refusal(approval, digest)
-                if refusal is not None and refusal.code is RefusalCode.EXPIRED:
-                    _expire(session, approval, actor="approvals")
-                if refusal is None:
-                    refusal = authority_refusal(
-                        snapshot,
-                        identity,
-                        on_behalf_of=action.on_behalf_of,
-                        targets=approval.bound_targets,
-                        verdict=verdict,
-                    )
-                if refusal is None and previous is not None:
-                    refusal = ApprovalRefused(
-                        RefusalCode.NOT_PENDING, f"{identity} already decided ({previous.verdict}); a decision is final"
-                    )
-                if refusal is not None:
-                    record_event(
-                        session,
-                        event_type="approval.refused",
-                        actor=identity,
-                        action_id=action.id,
-                        data={"approval_id": approval.id, "verdict": verdict, "via": via, "code": refusal.code.value},
-                    )
-                else:
-                    result, publish = _apply(
-                        runtime,
-                        session,
-                        approval,
-                        action,
-                        snapshot=snapshot,
-                        identity=identity,
-                        verdict=verdict,
-                        via=via,
-                        reason=reason,
-                        may_resubmit=may_resubmit,
-                    )
+            result, refusal, publish = _decide_locked(
+                runtime,
+                session,
+                ref,
+                identity=identity,
+                verdict=verdict,
+                via=via,
+                reason=reason,
+                may_resubmit=may_resubmit,
+                digest=digest,
+            )
     except IntegrityError as exc:
         # Two concurrent decisions by the same approver: the unique row already exists.
         raise ApprovalRefused(RefusalCode.NOT_PENDING, f"{identity} already decided on this request") from exc
@@ -316,6 +272,114 @@ def decide(
         waited = (utcnow() - result.approval.created_at).total_seconds()
         metrics.observe_approval_wait(waited, result.outcome)
     return result
+
+
+def _decide_locked(
+    runtime: Runtime,
+    session: Session,
+    ref: str,
+    *,
+    identity: str,
+    verdict: Verdict,
+    via: str,
+    reason: str | None,
+    may_resubmit: bool,
+    digest: str | None,
+) -> tuple[DecisionResult | None, ApprovalRefused | None, bool]:
+    """The decision inside the transaction, on the locked request: its result, or the refusal
+    (returned, not raised, so that its audit event and an expiry found on the way are committed),
+    and whether the action is to be published after the commit."""
+    snapshot = runtime.policy.current.snapshot
+    me = person_of(snapshot, identity)
+    approval = _find(session, ref, lock=True)
+    if approval is None:
+        raise ApprovalRefused(RefusalCode.NOT_FOUND, f"no approval request {ref!r}")
+    action = session.get(Action, approval.action_id)
+    assert action is not None
+    # The same person, under this identity or one linked to it by `g` rules.
+    previous = next((d for d in _decisions(session, approval.id) if person_of(snapshot, d.approver) & me), None)
+    if previous is not None and previous.verdict == verdict:
+        # A double click, a Slack retry, the same command run twice: counted once.
+        return _duplicate(session, approval, previous, identity), None, False
+    refusal = _refusal(
+        session,
+        approval,
+        action,
+        snapshot=snapshot,
+        identity=identity,
+        verdict=verdict,
+        via=via,
+        digest=digest,
+        previous=previous,
+    )
+    if refusal is not None:
+        return None, refusal, False
+    result, publish = _apply(
+        runtime,
+        session,
+        approval,
+        action,
+        snapshot=snapshot,
+        identity=identity,
+        verdict=verdict,
+        via=via,
+        reason=reason,
+        may_resubmit=may_resubmit,
+    )
+    return result, None, publish
+
+
+def _duplicate(
+    session: Session, approval: ApprovalRequest, previous: ApprovalDecision, identity: str
+) -> DecisionResult:
+    """The answer to a decision this person already recorded: nothing changes."""
+    return DecisionResult(
+        "duplicate",
+        f"{identity} already decided ({previous.verdict}"
+        + (f" as {previous.approver}" if previous.approver != identity else "")
+        + f") at {previous.created_at:%H:%M:%S} UTC",
+        view(session, approval),
+    )
+
+
+def _refusal(
+    session: Session,
+    approval: ApprovalRequest,
+    action: Action,
+    *,
+    snapshot: PolicySnapshot,
+    identity: str,
+    verdict: Verdict,
+    via: str,
+    digest: str | None,
+    previous: ApprovalDecision | None,
+) -> ApprovalRefused | None:
+    """Why this decision cannot be recorded (audited as `approval.refused`), or None. A request
+    found expired is marked expired on the way."""
+    refusal = _state_refusal(approval, digest)
+    if refusal is not None and refusal.code is RefusalCode.EXPIRED:
+        _expire(session, approval, actor="approvals")
+    if refusal is None:
+        refusal = authority_refusal(
+            snapshot,
+            identity,
+            on_behalf_of=action.on_behalf_of,
+            targets=approval.bound_targets,
+            verdict=verdict,
+        )
+    if refusal is None and previous is not None:
+        refusal = ApprovalRefused(
+            RefusalCode.NOT_PENDING, f"{identity} already decided ({previous.verdict}); a decision is final"
+        )
+    if refusal is not None:
+        record_event(
+            session,
+            event_type="approval.refused",
+            actor=identity,
+            action_id=action.id,
+            data={"approval_id": approval.id, "verdict": verdict, "via": via, "code": refusal.code.value},
+        )
+    return refusal
 
 
 def _apply(
@@ -332,6 +396,88 @@ def _apply(
     may_resubmit: bool,
 ) -> tuple[DecisionResult, bool]:
     now = utcnow()
+    approvers = _record_decision(
+        session,
+        approval,
+        action,
+        snapshot=snapshot,
+        identity=identity,
+        verdict=verdict,
+        via=via,
+        reason=reason,
+        now=now,
+    )
+    publish = False
+    if verdict == "deny":
+        _reject(session, approval, action, identity=identity, reason=reason, may_resubmit=may_resubmit, now=now)
+        outcome: Outcome = "rejected"
+        message = f"denied by {identity}; the agent is told why"
+    elif len(approvers) >= approval.quorum:
+        approval.status = ApprovalStatus.APPROVED.value
+        approval.decided_at, approval.decided_by = now, identity
+        publish = not isinstance(runtime.dispatcher, NullDispatcher)
+        transition(
+            session,
+            action.id,
+            from_statuses=[ActionStatus.AWAITING_APPROVAL],
+            to_status=ActionStatus.QUEUED,
+            actor=identity,
+            data={"approval_id": approval.id, "digest": approval.digest, "approvers": approvers},
+            status_reason=f"approved by {', '.join(approvers)}",
+            # Without a dispatcher here (the CLI), the server's sweeper publishes it at once.
+            last_published_at=now if publish else None,
+        )
+        outcome, message = "approved", f"approved ({len(approvers)} of {approval.quorum}); the call is queued"
+    else:
+        outcome = "recorded"
+        message = f"approval recorded ({len(approvers)} of {approval.quorum}); waiting for another approver"
+    session.add(approval)
+    session.flush()
+    deliveries = _touch_slack(session, approval)
+    session.refresh(action)
+    return DecisionResult(outcome, message, view(session, approval), deliveries), publish
+
+
+def _reject(
+    session: Session,
+    approval: ApprovalRequest,
+    action: Action,
+    *,
+    identity: str,
+    reason: str | None,
+    may_resubmit: bool,
+    now: datetime,
+) -> None:
+    """Close the request as rejected and move the action to `rejected` with the problem the agent reads."""
+    approval.status = ApprovalStatus.REJECTED.value
+    approval.decided_at, approval.decided_by = now, identity
+    approval.reason, approval.may_resubmit = reason, may_resubmit
+    transition(
+        session,
+        action.id,
+        from_statuses=[ActionStatus.AWAITING_APPROVAL],
+        to_status=ActionStatus.REJECTED,
+        actor=identity,
+        data={"approval_id": approval.id, "reason": reason, "may_resubmit": may_resubmit},
+        status_reason=f"rejected by {identity}: {reason}",
+        problem=rejection_problem(action.id, identity, reason or "", may_resubmit=may_resubmit),
+    )
+
+
+def _record_decision(
+    session: Session,
+    approval: ApprovalRequest,
+    action: Action,
+    *,
+    snapshot: PolicySnapshot,
+    identity: str,
+    verdict: Verdict,
+    via: str,
+    reason: str | None,
+    now: datetime,
+) -> list[str]:
+    """Insert one approver's decision and audit it; returns the distinct people who have approved
+    the digest now pending, in the order they approved."""
     session.add(
         ApprovalDecision(
             id=new_id("apd"),
@@ -368,47 +514,7 @@ def _apply(
             "quorum": approval.quorum,
         },
     )
-    publish = False
-    if verdict == "deny":
-        approval.status = ApprovalStatus.REJECTED.value
-        approval.decided_at, approval.decided_by = now, identity
-        approval.reason, approval.may_resubmit = reason, may_resubmit
-        transition(
-            session,
-            action.id,
-            from_statuses=[ActionStatus.AWAITING_APPROVAL],
-            to_status=ActionStatus.REJECTED,
-            actor=identity,
-            data={"approval_id": approval.id, "reason": reason, "may_resubmit": may_resubmit},
-            status_reason=f"rejected by {identity}: {reason}",
-            problem=rejection_problem(action.id, identity, reason or "", may_resubmit=may_resubmit),
-        )
-        outcome: Outcome = "rejected"
-        message = f"denied by {identity}; the agent is told why"
-    elif len(approvers) >= approval.quorum:
-        approval.status = ApprovalStatus.APPROVED.value
-        approval.decided_at, approval.decided_by = now, identity
-        publish = not isinstance(runtime.dispatcher, NullDispatcher)
-        transition(
-            session,
-            action.id,
-            from_statuses=[ActionStatus.AWAITING_APPROVAL],
-            to_status=ActionStatus.QUEUED,
-            actor=identity,
-            data={"approval_id": approval.id, "digest": approval.digest, "approvers": approvers},
-            status_reason=f"approved by {', '.join(approvers)}",
-            # Without a dispatcher here (the CLI), the server's sweeper publishes it at once.
-            last_published_at=now if publish else None,
-        )
-        outcome, message = "approved", f"approved ({len(approvers)} of {approval.quorum}); the call is queued"
-    else:
-        outcome = "recorded"
-        message = f"approval recorded ({len(approvers)} of {approval.quorum}); waiting for another approver"
-    session.add(approval)
-    session.flush()
-    deliveries = _touch_slack(session, approval)
-    session.refresh(action)
-    return DecisionResult(outcome, message, view(session, approval), deliveries), publish
+    return approvers
 
 
 # ---------------------------------------------------------------------------------------------
