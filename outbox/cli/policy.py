@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from outbox.policy.repository import RecordedCall
 
 policy_app = typer.Typer(no_args_is_help=True, help="Policies as code: check, test, diff, status.")
 
@@ -162,19 +165,9 @@ def diff(
         load_version,
         materialize,
     )
-    from outbox.policy.repository import RecordedCall
 
     directory = _default_dir(directory)
-    recorded: list[RecordedCall] = []
-    if from_audit:
-        from outbox.config import get_settings
-        from outbox.db import Database
-        from outbox.policy.repository import recorded_calls
-
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        with Database(get_settings()) as db, db.session() as session:
-            recorded = recorded_calls(session, since=since)
+    recorded = _recorded_calls(since) if from_audit else []
     try:
         with materialize(base, directory) as base_dir, materialize(head or str(directory), directory) as head_dir:
             versions = [load_version(base_dir, base), load_version(head_dir, head or "working tree")]
@@ -192,6 +185,18 @@ def diff(
     if fail_on_grant and result.grants:
         typer.echo(f"{len(result.grants)} decision(s) become more permissive", err=True)
         raise typer.Exit(1)
+
+
+def _recorded_calls(since: datetime | None) -> list[RecordedCall]:
+    """The calls recorded in the configured database (at or after `since`; naive means UTC)."""
+    from outbox.config import get_settings
+    from outbox.db import Database
+    from outbox.policy.repository import recorded_calls
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    with Database(get_settings()) as db, db.session() as session:
+        return recorded_calls(session, since=since)
 
 
 @policy_app.command("status")
