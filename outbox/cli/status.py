@@ -152,8 +152,6 @@ def _api_policy(api: str, timeout: float, admin_token: str | None) -> dict[str, 
 
 def collect_status(settings: Settings, *, api: str | None = None, timeout: float = 2.0) -> StatusReport:
     from outbox.db import Database
-    from outbox.execution.queue_state import read_queue_state
-    from outbox.runtime import Runtime
     from outbox.sqltypes import utcnow
 
     report = StatusReport(
@@ -163,61 +161,80 @@ def collect_status(settings: Settings, *, api: str | None = None, timeout: float
     now = utcnow()
     db = Database(settings)
     try:
-        try:
-            state = read_queue_state(db, now)
-            report.queue = _queue_section(state)
-            report.workers["running_lease_owners"] = state.running_owners
-            report.workers["recently_active"] = _recent_workers(db, now)
-            if state.leases_expired:
-                report.problems.append(
-                    f"{state.leases_expired} running action(s) have an expired lease: "
-                    "is the sweeper (outbox beat) running?"
-                )
-        except Exception as exc:
-            report.problems.append(
-                f"database unreachable or not migrated ({type(exc).__name__}); run `outbox db upgrade`"
-            )
-        if settings.broker_url:
-            ping = _celery_ping(settings.broker_url, timeout)
-            report.workers["celery_ping"] = ping
-            if not ping["ok"]:
-                report.problems.append(f"broker unreachable: {ping['error']}")
-            elif not ping["nodes"]:
-                report.problems.append("no Celery worker answered the ping")
-        else:
-            report.workers["celery_ping"] = {"ok": None, "note": "embedded mode: workers run inside `outbox serve`"}
-
-        try:
-            runtime = Runtime.build(settings)
-        except Exception as exc:
-            report.policy = {"directory": str(settings.policy_dir), "error": str(exc)}
-            report.problems.append(f"the policy directory does not load: {exc}")
-            report.mail = {"available": None, "note": "not checked: the policy does not load"}
-        else:
-            try:
-                snapshot = runtime.policy.current.snapshot
-                report.policy = {
-                    "directory": str(snapshot.directory),
-                    "version": snapshot.version,
-                    "git_commit": snapshot.git_commit,
-                }
-                report.mail = _mail_section(runtime)
-            finally:
-                runtime.db.dispose()
+        _check_queue(report, db, now)
+        _check_broker(report, settings, timeout)
+        _check_policy(report, settings)
         if api:
-            token = settings.admin_token.get_secret_value() if settings.admin_token else None
-            served = _api_policy(api, timeout, token)
-            report.policy["api"] = {"url": api, **served}
-            if "error" in served:
-                report.problems.append(f"the API at {api} did not answer: {served['error']}")
-            elif report.policy.get("version") and served.get("version") != report.policy["version"]:
-                report.problems.append(
-                    f"policy skew: the API serves {served.get('version')}, "
-                    f"the local directory is {report.policy['version']}"
-                )
+            _check_api(report, settings, api, timeout)
     finally:
         db.dispose()
     return report
+
+
+def _check_queue(report: StatusReport, db: Database, now: datetime) -> None:
+    """The queue and the workers holding leases, as the database sees them."""
+    from outbox.execution.queue_state import read_queue_state
+
+    try:
+        state = read_queue_state(db, now)
+        report.queue = _queue_section(state)
+        report.workers["running_lease_owners"] = state.running_owners
+        report.workers["recently_active"] = _recent_workers(db, now)
+        if state.leases_expired:
+            report.problems.append(
+                f"{state.leases_expired} running action(s) have an expired lease: is the sweeper (outbox beat) running?"
+            )
+    except Exception as exc:
+        report.problems.append(f"database unreachable or not migrated ({type(exc).__name__}); run `outbox db upgrade`")
+
+
+def _check_broker(report: StatusReport, settings: Settings, timeout: float) -> None:
+    """Whether a Celery worker answers through the broker (embedded mode has none to ask)."""
+    if settings.broker_url:
+        ping = _celery_ping(settings.broker_url, timeout)
+        report.workers["celery_ping"] = ping
+        if not ping["ok"]:
+            report.problems.append(f"broker unreachable: {ping['error']}")
+        elif not ping["nodes"]:
+            report.problems.append("no Celery worker answered the ping")
+    else:
+        report.workers["celery_ping"] = {"ok": None, "note": "embedded mode: workers run inside `outbox serve`"}
+
+
+def _check_policy(report: StatusReport, settings: Settings) -> None:
+    """The local policy directory's version, and mail's readiness under it."""
+    from outbox.runtime import Runtime
+
+    try:
+        runtime = Runtime.build(settings)
+    except Exception as exc:
+        report.policy = {"directory": str(settings.policy_dir), "error": str(exc)}
+        report.problems.append(f"the policy directory does not load: {exc}")
+        report.mail = {"available": None, "note": "not checked: the policy does not load"}
+    else:
+        try:
+            snapshot = runtime.policy.current.snapshot
+            report.policy = {
+                "directory": str(snapshot.directory),
+                "version": snapshot.version,
+                "git_commit": snapshot.git_commit,
+            }
+            report.mail = _mail_section(runtime)
+        finally:
+            runtime.db.dispose()
+
+
+def _check_api(report: StatusReport, settings: Settings, api: str, timeout: float) -> None:
+    """The policy version the API at `api` serves, against the local one."""
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    served = _api_policy(api, timeout, token)
+    report.policy["api"] = {"url": api, **served}
+    if "error" in served:
+        report.problems.append(f"the API at {api} did not answer: {served['error']}")
+    elif report.policy.get("version") and served.get("version") != report.policy["version"]:
+        report.problems.append(
+            f"policy skew: the API serves {served.get('version')}, the local directory is {report.policy['version']}"
+        )
 
 
 def _age(seconds: float) -> str:
