@@ -378,9 +378,15 @@ class RuleAnalysis:
 
     def _check_object(self, rule: PolicyRule) -> None:
         obj, act = rule.values[1], rule.values[2]
+        scheme = scheme_of(obj)
+        self._check_object_spelling(rule, obj, scheme)
+        if self.patterns:
+            self._check_object_reachable(rule, obj, act, scheme)
+
+    def _check_object_spelling(self, rule: PolicyRule, obj: str, scheme: str) -> None:
+        """Warnings about how the pattern is written: globs misused, regex or template syntax, no scheme."""
         parsed = ObjectPattern.parse(obj)
         body = obj[: -len("/**")] if parsed.tail else obj
-        scheme = scheme_of(obj)
         if "**" in body:
             self.report.add(
                 "warning",
@@ -410,8 +416,9 @@ class RuleAnalysis:
                 rule,
             )
 
-        if not self.patterns:
-            return
+    def _check_object_reachable(self, rule: PolicyRule, obj: str, act: str, scheme: str) -> None:
+        """Whether any tool produces an object, and requests an act, the rule can match (an
+        error when the tool catalog is complete)."""
         if "*" not in scheme and scheme not in self.schemes:
             severity: Severity = "error" if self.catalog.complete else "warning"
             known = ", ".join(f"{s}:" for s in sorted(self.schemes))
