@@ -353,17 +353,25 @@ class HttpRequestTool:
             "truncated": truncated,
             "elapsed_seconds": round(time.monotonic() - started, 6),
         }
-        status = reply.status_code
-        if status == 429 or status >= 500:
-            now = utcnow()
-            retry_after = parse_retry_after(reply.headers.get("retry-after"), now=now)
-            if status == 429 and retry_after is not None:
-                wait = timedelta(seconds=min(retry_after, _MAX_RETRY_AFTER_SECONDS))
-                return Deferred(now + wait, f"{url.authority} answered 429")
-            return Failed(f"HTTP {status}", retryable=True, artifact=artifact, response=response)
-        if status >= 400:
-            return Failed(f"HTTP {status}", retryable=False, artifact=artifact, response=response)
-        return Succeeded(artifact=artifact, response=response, summary=f"HTTP {status}")
+        return _outcome_of(reply, url, artifact, response)
+
+
+def _outcome_of(
+    reply: httpx.Response, url: CanonicalURL, artifact: dict[str, Any], response: dict[str, Any]
+) -> ToolOutcome:
+    """What the reply's status means for the action: 429 with a Retry-After waits for it, 429
+    without one and 5xx are retried, other 4xx fail for good, the rest succeed."""
+    status = reply.status_code
+    if status == 429 or status >= 500:
+        now = utcnow()
+        retry_after = parse_retry_after(reply.headers.get("retry-after"), now=now)
+        if status == 429 and retry_after is not None:
+            wait = timedelta(seconds=min(retry_after, _MAX_RETRY_AFTER_SECONDS))
+            return Deferred(now + wait, f"{url.authority} answered 429")
+        return Failed(f"HTTP {status}", retryable=True, artifact=artifact, response=response)
+    if status >= 400:
+        return Failed(f"HTTP {status}", retryable=False, artifact=artifact, response=response)
+    return Succeeded(artifact=artifact, response=response, summary=f"HTTP {status}")
 
 
 def _read_capped(reply: httpx.Response, cap: int) -> tuple[bytes, bool]:
