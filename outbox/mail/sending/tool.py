@@ -135,8 +135,10 @@ class EmailSendTool:
         ]
 
     def execute(self, ctx: ExecutionContext, args: BaseModel) -> ToolOutcome:
-        # One function on purpose: it is the send pipeline in the order of the module docstring
-        # (window, sign, verify, admit, deliver, record), each step able to end the attempt.
+        # Clearer whole: this is the send pipeline in the order of the module docstring (window,
+        # sign, verify, admit, deliver, record), and each step may end the attempt with its own
+        # outcome. Split, every step would hand back "go on, or stop with this", and the order a
+        # reviewer checks against the docstring would be spread over several functions.
         mail_args = _mail_args(args)
         sub = self.config.subdomain(mail_args.sender.domain)
         if sub is None:
