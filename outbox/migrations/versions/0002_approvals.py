@@ -26,6 +26,8 @@ def _json() -> sa.types.TypeEngine:  # type: ignore[type-arg]
 
 
 def upgrade() -> None:
+    # Clearer whole: a migration is its schema change as one ordered list of statements,
+    # read against the models and never edited once released.
     op.create_table(
         "deliveries",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
