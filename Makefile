@@ -11,7 +11,7 @@ help:
 	@echo "make serve          run the embedded service (SQLite, in-process workers) on :8000"
 	@echo "make test           run the test suite (PostgreSQL and Redis on 127.0.0.1)"
 	@echo "make test-fast      the suite without the slow tests that start real server processes"
-	@echo "make lint           what CI's lint step runs: ruff, ruff format --check, mypy"
+	@echo "make lint           what CI's lint step runs: ruff, ruff format --check, mypy, lint-imports"
 	@echo "make lock           re-resolve requirements.lock after changing pyproject.toml's ranges"
 	@echo "make prod-local     the production topology without containers: api, 2 workers, beat"
 	@echo "make k8s-manifests  print the Kubernetes manifests (kustomize, policies included)"
@@ -44,6 +44,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # The versions CI and `make install` use, resolved within pyproject.toml's ranges.
 lock:

@@ -8,6 +8,7 @@ import time
 import uuid
 
 import httpx
+from sqlalchemy import create_engine, text
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -33,8 +34,6 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
 
 def create_database(prefix: str) -> str:
     """A fresh PostgreSQL database for one benchmark run; returns its URL."""
-    from sqlalchemy import create_engine, text
-
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -44,8 +43,6 @@ def create_database(prefix: str) -> str:
 
 
 def drop_database(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))

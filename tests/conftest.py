@@ -22,6 +22,7 @@ from outbox.migrations import upgrade
 from outbox.runtime import Dispatcher, Runtime
 from outbox.toolkit.registry import ToolProvider
 from outbox.tools.providers import BUILTIN_PROVIDERS
+from tests.support.dispatchers import RecordingDispatcher
 from tests.support.http_target import TargetServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ def _postgres_reachable() -> str | None:
 @pytest.fixture(scope="session")
 def redis_available() -> None:
     """Skip (visibly) when Redis is unreachable, unless OUTBOX_TEST_REQUIRE_REDIS=1 (CI)."""
-    import redis
+    import redis  # noqa: PLC0415 - the Redis client loads only for the tests that ask for Redis
 
     client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=3)
     try:
@@ -169,7 +170,6 @@ def make_runtime(settings: Settings) -> Iterator[Callable[..., Runtime]]:
 @pytest.fixture
 def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
     """A runtime whose dispatcher records publications instead of executing them."""
-    from tests.support.dispatchers import RecordingDispatcher
 
     return make_runtime(RecordingDispatcher())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import structlog
 from celery import Celery
 
 from outbox.config import get_settings
@@ -59,12 +60,12 @@ class CeleryDispatcher:
     """Publishes wake-ups to the broker. Failures are logged, never raised: the action is
     already committed and the sweeper will publish it again."""
 
+    reaches_workers = True
+
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
 
     def publish(self, action_ids: list[str]) -> None:
-        import structlog
-
         for action_id in action_ids:
             try:
                 self.celery.send_task(EXECUTE_TASK, args=[action_id], retry=False)

@@ -21,6 +21,8 @@ log = structlog.get_logger(__name__)
 
 
 class EmbeddedDispatcher:
+    reaches_workers = True
+
     def __init__(self) -> None:
         self._queue: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from functools import cache
 
 import structlog
@@ -27,8 +28,6 @@ def runtime() -> Runtime:
     configure_logging(settings)
     built = Runtime.build(settings, CeleryDispatcher(app))
     if settings.policy_watch:
-        import threading
-
         built.policy.watch(threading.Event())
     return built
 

@@ -6,20 +6,19 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 
 from outbox import metrics
+from outbox.actions.callbacks import require_callback_allowed
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import CANCELLABLE_STATUSES, Action, ActionStatus
 from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
 from outbox.agents.service import AuthenticatedAgent
-from outbox.approvals.service import cancel_request
 from outbox.audit.service import record_event
 from outbox.canonical import value_problems
-from outbox.deliveries.callbacks import require_callback_allowed
 from outbox.errors import ActionNotCancellable, ActionNotFound, DomainError, InvalidCursor, ValidationFailed
 from outbox.idempotency import service as idempotency
 from outbox.logs import bind_log_context
@@ -27,10 +26,12 @@ from outbox.policy.effective import EffectiveDecision, blast_radius, effective_d
 from outbox.policy.engine import PolicyDecision
 from outbox.policy.matching import Subject
 from outbox.problems import problem_document, pydantic_errors
-from outbox.runtime import Runtime
 from outbox.sqltypes import new_id, utcnow
-from outbox.toolkit.base import DryRunnable, Previewable, Target, Tool, ToolArgumentsError
+from outbox.toolkit.base import DryRunnable, Previewable, Tool, ToolArgumentsError
 from outbox.toolkit.registry import find_tool
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +228,10 @@ def _open_approval(
     verdict: EffectiveDecision,
 ) -> None:
     """The approval request, bound to a digest of exactly what will run (outbox/approvals)."""
-    from outbox.approvals.service import open_request
-
     escalations = [verdict.escalation] if verdict.escalation else []
-    open_request(runtime, session, action, agent=agent.principal, decision=verdict.policy, escalations=escalations)
+    runtime.approvals.open(
+        runtime, session, action, agent=agent.principal, decision=verdict.policy, escalations=escalations
+    )
 
 
 def _denied_problem(action: Action, decision: PolicyDecision) -> dict[str, Any]:
@@ -324,7 +325,7 @@ def cancel_action(runtime: Runtime, agent: AuthenticatedAgent, action_id: str) -
             status_reason="cancelled by the agent",
         )
         if moved:
-            cancel_request(session, action_id, actor=agent.principal)
+            runtime.approvals.cancel(session, action_id, actor=agent.principal)
         session.refresh(action)
         if not moved:
             raise ActionNotCancellable(action_id, action.status)

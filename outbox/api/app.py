@@ -20,7 +20,7 @@ from outbox.config import Settings, get_settings
 from outbox.logs import configure_logging
 from outbox.mail import api as mail_api
 from outbox.runtime import Dispatcher, Runtime
-from outbox.slack import interactions as slack_interactions
+from outbox.slack import api as slack_api
 
 
 def _dispatcher_for(settings: Settings) -> Dispatcher:
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(actions.router)
     app.include_router(system.router)
     app.include_router(approvals_api.router)
-    app.include_router(slack_interactions.router)
+    app.include_router(slack_api.router)
     app.include_router(metrics.router)
     app.include_router(mail_api.router)
     install_openapi(app)

@@ -7,7 +7,7 @@ to authenticate its users and pass their identity.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +18,9 @@ from outbox.approvals.schemas import ApprovalOut, ApprovalPage, ApproveIn, Decis
 from outbox.approvals.service import decide, get_approval, list_approvals
 from outbox.deliveries import service as delivery
 from outbox.problems import Problem
-from outbox.runtime import Runtime
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 router = APIRouter(prefix="/v1/admin/approvals", tags=["approvals"])
 

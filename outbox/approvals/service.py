@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -32,19 +32,20 @@ from outbox.approvals.authority import (
     distinct_people,
     person_of,
 )
-from outbox.approvals.config import ApprovalsConfig, approvals_config_for
 from outbox.approvals.digest import action_digest, bound_targets
 from outbox.approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus
 from outbox.approvals.schemas import ApprovalOut, Verdict
 from outbox.audit.service import record_event
 from outbox.deliveries import service as delivery
 from outbox.errors import ApprovalsMisconfigured
+from outbox.policy.approval_gates import ApprovalsConfig, approvals_config_for
 from outbox.policy.engine import PolicyDecision, PolicyLoadError, PolicySnapshot
 from outbox.problems import problem_document
-from outbox.runtime import NullDispatcher, Runtime
-from outbox.slack.client import slack_enabled
 from outbox.sqltypes import new_id, utcnow
 from outbox.toolkit.base import Target
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +80,7 @@ def open_request(
     targets = bound_targets(t.target for t in decision.targets)
     now = utcnow()
     channel = gate.channel or runtime.settings.slack_default_channel
-    slack_channel = channel if slack_enabled(runtime.settings) else None
+    slack_channel = channel if runtime.approval_notifier.enabled() else None
     approval = ApprovalRequest(
         id=new_id("apr"),
         action_id=action.id,
@@ -111,7 +112,7 @@ def open_request(
             "gate": approval.gate,
         },
     )
-    if slack_enabled(runtime.settings) and slack_channel is None:
+    if runtime.approval_notifier.enabled() and slack_channel is None:
         log.warning("approval.no_slack_channel", approval_id=approval.id, hint="set OUTBOX_SLACK_DEFAULT_CHANNEL")
     _touch_slack(session, approval)
     return approval
@@ -415,7 +416,7 @@ def _apply(
     elif len(approvers) >= approval.quorum:
         approval.status = ApprovalStatus.APPROVED.value
         approval.decided_at, approval.decided_by = now, identity
-        publish = not isinstance(runtime.dispatcher, NullDispatcher)
+        publish = runtime.dispatcher.reaches_workers
         transition(
             session,
             action.id,

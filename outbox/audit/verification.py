@@ -15,6 +15,7 @@ when the oldest of them is older than the tolerance (the checkpointer runs every
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,10 +26,20 @@ from sqlmodel import Session, select
 
 from outbox.audit.checkpoints import Checkpoint, CheckpointLog, format_time, read_checkpoint_log
 from outbox.audit.models import AuditCheckpoint
-from outbox.audit.reconstruction import find_action_mismatches
 from outbox.audit.service import GENESIS_HASH, ChainBreak, event_hash, iter_events
 
 MAX_MISMATCHES_SHOWN = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ActionMismatch:
+    action_id: str
+    problem: str
+
+
+# Finds the actions whose row disagrees with their events: `outbox.actions.reconstruction`, which
+# reads the actions table above this package, is handed in by the caller.
+MismatchFinder = Callable[[Session], Iterator[ActionMismatch]]
 
 
 @dataclass
@@ -68,6 +79,7 @@ def verify_audit(
     source: str,
     now: datetime,
     tolerance_seconds: float | None,
+    find_action_mismatches: MismatchFinder,
 ) -> AuditReport:
     """Verify everything. `tolerance_seconds` None: events newer than the checkpoints never fail
     (a witness copy is older than the database by nature)."""
@@ -78,7 +90,7 @@ def verify_audit(
     _report_uncheckpointed(report, first_uncovered_at, source=source, now=now, tolerance_seconds=tolerance_seconds)
     if tolerance_seconds is not None:
         _report_missing_tail(session, report, source)
-    _report_action_mismatches(session, report)
+    _report_action_mismatches(session, report, find_action_mismatches)
     return report
 
 
@@ -189,9 +201,9 @@ def _report_missing_tail(session: Session, report: AuditReport, source: str) -> 
         )
 
 
-def _report_action_mismatches(session: Session, report: AuditReport) -> None:
+def _report_action_mismatches(session: Session, report: AuditReport, find: MismatchFinder) -> None:
     """Actions whose row disagrees with their events, the first MAX_MISMATCHES_SHOWN of them."""
-    for count, mismatch in enumerate(find_action_mismatches(session)):
+    for count, mismatch in enumerate(find(session)):
         if count < MAX_MISMATCHES_SHOWN:
             report.action_mismatches.append(f"action {mismatch.action_id} {mismatch.problem}")
         else:

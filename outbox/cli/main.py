@@ -175,7 +175,7 @@ def audit_verify(
     Exit 1 naming what is wrong: an edited event, missing events, a rewritten chain, an altered
     checkpoint, an edited action row.
     """
-    from outbox.audit.cli import run_verify
+    from outbox.cli.audit import run_verify
 
     with cli_database() as db, db.read_session() as session:
         code = run_verify(session, _settings(), checkpoint=checkpoint, public_keys=public_key or [])
@@ -205,7 +205,7 @@ def audit_export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Write every event as JSON Lines, with each action's request, artifact and response."""
-    from outbox.audit.export import export_jsonl
+    from outbox.actions.audit_export import export_jsonl
 
     if since is not None and since.tzinfo is None:
         from datetime import UTC

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from outbox.policy.repository import RecordedCall
+    from outbox.policytools.repository import RecordedCall
 
 policy_app = typer.Typer(no_args_is_help=True, help="Policies as code: check, test, diff, status.")
 
@@ -66,14 +66,14 @@ def check(
 
     Exits 1 on errors (and, with --strict, on warnings).
     """
-    from outbox.policy.check import KnownPrincipals, check_policy
+    from outbox.policytools.check import KnownPrincipals, check_policy
 
     directory = _default_dir(directory)
     known = None
     if with_db:
         from outbox.config import get_settings
         from outbox.db import Database
-        from outbox.policy.repository import agents_and_roles
+        from outbox.policytools.repository import agents_and_roles
 
         with Database(get_settings()) as db, db.session() as session:
             agents = agents_and_roles(session)
@@ -103,9 +103,9 @@ def run_tests(
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
 ) -> None:
     """Run the cases in <DIR>/tests/*.yaml; print a table; exit 1 on any failure."""
-    from outbox.policy.cases import format_table, junit_xml, run_cases
     from outbox.policy.engine import PolicyLoadError, load_policy
-    from outbox.policy.targets import load_catalog
+    from outbox.policytools.cases import format_table, junit_xml, run_cases
+    from outbox.policytools.targets import load_catalog
 
     directory = _default_dir(directory)
     try:
@@ -155,7 +155,7 @@ def diff(
     ] = None,
 ) -> None:
     """Every decision that changes between two policy versions, with the rules on each side."""
-    from outbox.policy.diff import (
+    from outbox.policytools.diff import (
         DiffError,
         build_probes,
         diff_versions,
@@ -191,7 +191,7 @@ def _recorded_calls(since: datetime | None) -> list[RecordedCall]:
     """The calls recorded in the configured database (at or after `since`; naive means UTC)."""
     from outbox.config import get_settings
     from outbox.db import Database
-    from outbox.policy.repository import recorded_calls
+    from outbox.policytools.repository import recorded_calls
 
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
@@ -217,7 +217,7 @@ def status(
     ] = None,
 ) -> None:
     """GET /v1/policy from each server and report version skew. Exit 1 on skew, 2 if unreachable."""
-    from outbox.policy.status import SkewReport, fetch_all
+    from outbox.policytools.status import SkewReport, fetch_all
 
     report = SkewReport(tuple(fetch_all(server, timeout=timeout, token=token)), expected=expect)
     typer.echo(report.format_text())

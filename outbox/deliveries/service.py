@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlmodel import Session, col
 
-from outbox.deliveries import callbacks, repository
+from outbox.deliveries import repository
 from outbox.deliveries.models import Delivery, DeliveryState
 from outbox.deliveries.repository import enqueue, pending_ids
 from outbox.deliveries.results import (
@@ -37,8 +37,10 @@ from outbox.deliveries.results import (
 from outbox.jobs import repository as jobs
 from outbox.jobs.backoff import RetryPolicy
 from outbox.jobs.repository import ExpiredLease
-from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 # The one way in for the rest of the outbox: write a delivery in your transaction (`enqueue`),
 # make the due ones (`deliver_due`); channels answer with the result types.
@@ -67,7 +69,10 @@ log = structlog.get_logger(__name__)
 _LEASE = timedelta(seconds=120)
 
 
-Handler = Callable[[Runtime, ClaimedDelivery], DeliveryResult]
+# A channel: makes one claimed delivery and says how it went. The channels, by family (the kind up
+# to its first dot), are wired by the composition root (`Runtime.build`): Slack's lives in
+# outbox/slack/, an edge above this package.
+Handler = Callable[["Runtime", ClaimedDelivery], DeliveryResult]
 
 
 @dataclass
@@ -78,19 +83,12 @@ class DeliveryReport:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def _handler(kind: str) -> Handler:
-    """The channel that makes a delivery of `kind`.
-
-    Slack's is imported here, not at the top: outbox/slack/ is an edge above this package and
-    imports it. When the composition root (Runtime) carries the channel table, it goes there.
-    """
-    if kind.startswith("slack."):
-        from outbox.slack.sync import handle_slack_delivery
-
-        return handle_slack_delivery
-    if kind == KIND_CALLBACK:
-        return callbacks.deliver_callback
-    raise LookupError(f"no handler for delivery kind {kind!r}")
+def _handler(runtime: Runtime, kind: str) -> Handler:
+    """The channel that makes a delivery of `kind`, from the table the composition root wired."""
+    handler = runtime.delivery_handlers.get(_family(kind))
+    if handler is None:
+        raise LookupError(f"no handler for delivery kind {kind!r}")
+    return handler
 
 
 def _family(kind: str) -> str:
@@ -137,7 +135,7 @@ def deliver_due(
         if claimed is None:
             continue
         try:
-            result = _handler(claimed.kind)(runtime, claimed)
+            result = _handler(runtime, claimed.kind)(runtime, claimed)
         except Exception as exc:  # a handler bug must not stop the other deliveries
             log.exception("delivery.crashed", delivery_id=claimed.id, kind=claimed.kind)
             result = RetryLater(f"{type(exc).__name__}: {exc}")

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -22,15 +22,18 @@ from outbox import metrics
 from outbox.actions.models import Action, ActionStatus
 from outbox.agents.models import Agent
 from outbox.agents.principals import principal
+from outbox.approvals.service import verify_for_execution
 from outbox.audit.service import record_event
 from outbox.execution.leases import ACTION_JOBS, action_retries
 from outbox.jobs import repository as jobs
 from outbox.jobs.backoff import RetryPolicy
 from outbox.policy.effective import blast_radius, effective_decision, execution_refusal
 from outbox.policy.matching import Subject
-from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 from outbox.toolkit.base import Deferred, ExecutionContext, Failed, Previewable, Succeeded, ToolOutcome
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -115,8 +118,6 @@ def _execute(runtime: Runtime, action: Action) -> ToolOutcome:
     if action.decision_effect == "approve":
         # What runs must be what was approved (the digest), approved by people the running
         # policy still accepts as approvers; otherwise nothing runs.
-        from outbox.approvals.service import verify_for_execution
-
         refusal = verify_for_execution(runtime, action, agent=principal(agent.name), targets=targets)
         if refusal is not None:
             return Failed(refusal, retryable=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
 from sqlmodel import col, or_, select
@@ -26,8 +26,10 @@ from outbox.execution.leases import ACTION_JOBS, action_retries
 from outbox.idempotency.service import purge_expired
 from outbox.jobs import repository as jobs
 from outbox.jobs.repository import ExpiredLease
-from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 BATCH = 500
 SWEEPER = "sweeper"

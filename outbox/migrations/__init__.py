@@ -6,6 +6,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
 
 from outbox.config import Settings
 from outbox.state_files import secure_state
@@ -28,9 +30,6 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
 
 
 def current(settings: Settings) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine
-
     engine = create_engine(settings.database_url)
     try:
         with engine.connect() as connection:

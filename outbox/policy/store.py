@@ -14,8 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 import structlog
+from watchfiles import watch
 
-from outbox.approvals.config import ApprovalsConfig, load_approvals_config
+from outbox.policy.approval_gates import ApprovalsConfig, load_approvals_config
 from outbox.policy.engine import PolicySnapshot, content_version, load_policy
 from outbox.sqltypes import utcnow
 from outbox.toolkit.base import Tool
@@ -118,7 +119,6 @@ class PolicyStore:
 
     def watch(self, stop: threading.Event) -> threading.Thread:
         """Reload when a file in the policy directory changes."""
-        from watchfiles import watch
 
         def run() -> None:
             for _changes in watch(self.directory, stop_event=stop, raise_interrupt=False):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import structlog
@@ -35,10 +35,12 @@ from outbox.db import insert_or_ignore
 from outbox.deliveries import service as delivery
 from outbox.identities import InvalidIdentity, parse_principal
 from outbox.problems import Problem
-from outbox.runtime import Runtime
 from outbox.slack.blocks import APPROVE_ACTION, DENY_ACTION, DENY_MODAL, REASON_BLOCK, RESUBMIT_BLOCK, deny_modal
 from outbox.slack.client import SlackClient, SlackNotConfigured, SlackRefused, SlackUnavailable
 from outbox.slack.models import SlackSeenRequest
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 

@@ -8,6 +8,7 @@ coalesced changes always show the latest truth, whatever order they were queued 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import exists
 from sqlmodel import Session, col, select
@@ -17,10 +18,12 @@ from outbox.approvals.models import ApprovalRequest
 from outbox.approvals.service import view
 from outbox.deliveries import service as delivery
 from outbox.deliveries.models import Delivery, DeliveryState
-from outbox.runtime import Runtime
 from outbox.slack.blocks import approval_message
 from outbox.slack.client import SlackClient, SlackNotConfigured, SlackRefused, SlackUnavailable
 from outbox.sqltypes import utcnow
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 # An ephemeral reply is an answer to a click; one that cannot be sent soon is not worth sending.
 EPHEMERAL_MAX_AGE = timedelta(minutes=5)

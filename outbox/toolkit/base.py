@@ -174,7 +174,7 @@ class BlastRadiusBounded(Protocol):
 @runtime_checkable
 class DescribesTargets(Protocol):
     """Declares every shape of target `targets()` can produce, for static policy analysis
-    (`outbox policy check` and `diff`; the pattern language is in `outbox/policy/targets.py`)."""
+    (`outbox policy check` and `diff`; the pattern language is in `outbox/policytools/targets.py`)."""
 
     def target_patterns(self) -> list[Target]: ...
 

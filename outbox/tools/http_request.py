@@ -257,7 +257,7 @@ class HttpRequestTool:
 
     def target_patterns(self) -> list[Target]:
         """Every object shape `targets` can produce, for static policy analysis (any host, and
-        each configured host by name); see `outbox.policy.targets`."""
+        each configured host by name); see `outbox.policytools.targets`."""
         methods = [str(m).lower() for m in get_args(HttpRequestArgs.model_fields["method"].annotation)]
         hosts = ["{authority}", *self.config.hosts]
         return [Target(f"http:{host}/**", method) for host in hosts for method in methods]

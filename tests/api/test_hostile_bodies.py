@@ -17,7 +17,9 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from outbox.actions.models import Action
+from outbox.actions.service import parse_envelope
 from outbox.audit.models import AuditEvent
+from outbox.errors import ValidationFailed
 from outbox.idempotency.models import IdempotencyRecord
 from outbox.runtime import Runtime
 from tests.support.agents import bearer
@@ -184,9 +186,6 @@ def test_values_at_the_edges_of_the_rules_are_accepted_and_kept_exactly(
 
 
 def test_the_same_rules_hold_for_envelopes_built_in_python(runtime: Runtime) -> None:
-    from outbox.actions.service import parse_envelope
-    from outbox.errors import ValidationFailed
-
     for args, fragment in (
         ({"n": float("nan")}, "not a finite number"),
         ({"n": float("inf")}, "not a finite number"),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 
 from outbox.api.app import create_app
+from outbox.execution.service import run_action
 from outbox.runtime import Runtime
 from tests.api.test_submit import get_request, post
 from tests.support.agents import bearer, make_agent
@@ -64,8 +65,6 @@ def test_cancel_a_queued_action_once(client: TestClient, reader_key: str) -> Non
 def test_a_cancelled_action_is_never_executed(
     client: TestClient, runtime: Runtime, reader_key: str, target_server: TargetServer
 ) -> None:
-    from outbox.execution.service import run_action
-
     action_id = post(client, reader_key, get_request(f"{target_server.base_url}/never"), "c2").json()["id"]
     client.post(f"/v1/actions/{action_id}/cancel", headers=bearer(reader_key))
 
@@ -74,7 +73,7 @@ def test_a_cancelled_action_is_never_executed(
 
 
 def test_prefer_wait_returns_the_outcome(make_runtime: Callable[..., Runtime], target_server: TargetServer) -> None:
-    from workers.embedded import EmbeddedDispatcher
+    from workers.embedded import EmbeddedDispatcher  # noqa: PLC0415 - the worker backend (Celery reads the settings at import) loads only in the tests that run it
 
     runtime = make_runtime(EmbeddedDispatcher())
     key = make_agent(runtime.db, "waiter", ["http-reader"])

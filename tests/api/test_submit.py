@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from outbox.actions.models import Action
+from outbox.agents.service import authenticate, revoke_agent
+from outbox.idempotency.service import claim_key, fingerprint
 from outbox.runtime import Runtime
 from tests.support.agents import bearer
 
@@ -91,8 +94,6 @@ def test_approve_rule_puts_the_action_awaiting_approval(client: TestClient, writ
 
 
 def test_missing_unknown_and_revoked_keys_are_401(client: TestClient, runtime: Runtime, reader_key: str) -> None:
-    from outbox.agents.service import revoke_agent
-
     missing = client.post("/v1/actions", json={}, headers={"Idempotency-Key": "x"})
     unknown = post(client, "obx_not-a-real-key", {}, "x")
     assert missing.status_code == unknown.status_code == 401
@@ -154,11 +155,6 @@ def test_keys_are_scoped_per_agent(client: TestClient, reader_key: str, writer_k
 def test_same_key_while_processing_is_409_with_retry_after(
     client: TestClient, runtime: Runtime, reader_key: str
 ) -> None:
-    from datetime import timedelta
-
-    from outbox.agents.service import authenticate
-    from outbox.idempotency.service import claim_key, fingerprint
-
     body = get_request("http://127.0.0.1:9/a")
     with runtime.db.session() as session:
         agent = authenticate(session, reader_key)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +159,6 @@ class CallbackReceiver:
     """An agent's callback endpoint on loopback: records what it receives, can fail on purpose."""
 
     def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.failures: list[int] = []
         self.lock = threading.Lock()

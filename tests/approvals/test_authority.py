@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from outbox.approvals.authority import RefusalCode, authority_refusal, distinct_people, person_of
-from outbox.policy.cases import run_cases
 from outbox.policy.engine import PolicySnapshot, load_policy
 from outbox.policy.matching import Subject
-from outbox.policy.targets import load_catalog
+from outbox.policytools.cases import run_cases
+from outbox.policytools.targets import load_catalog
 from outbox.toolkit.base import Target
 from tests.conftest import POLICIES
 

@@ -11,6 +11,8 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from outbox.actions.models import Action
+from outbox.actions.service import cancel_action
+from outbox.agents.service import authenticate
 from outbox.approvals.authority import ApprovalRefused, RefusalCode
 from outbox.approvals.digest import approval_digest
 from outbox.approvals.service import decide
@@ -320,9 +322,6 @@ def test_an_action_changed_after_approval_does_not_run(gate_runtime: Runtime, ta
 
 
 def test_cancelling_an_awaiting_action_closes_its_request(gate_runtime: Runtime, target_server: TargetServer) -> None:
-    from outbox.actions.service import cancel_action
-    from outbox.agents.service import authenticate
-
     key = deployer(gate_runtime)
     action_id = submit_call(gate_runtime, key, method="DELETE", url=f"{target_server.base_url}/x")
     with gate_runtime.db.session() as session:
@@ -357,9 +356,6 @@ def test_cancelling_an_awaiting_action_closes_its_request(gate_runtime: Runtime,
 def test_cancelling_an_action_without_an_approval_writes_no_approval_event(
     gate_runtime: Runtime, target_server: TargetServer
 ) -> None:
-    from outbox.actions.service import cancel_action
-    from outbox.agents.service import authenticate
-
     key = deployer(gate_runtime)
     action_id = submit_call(gate_runtime, key, method="GET", url=f"{target_server.base_url}/x")
     assert action_of(gate_runtime, action_id).status == "queued"

@@ -7,12 +7,15 @@ import itertools
 import json
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 from sqlmodel import col, select
+from typer.testing import CliRunner
 
-from outbox.audit.export import export_jsonl
+from outbox.actions.audit_export import export_jsonl
 from outbox.audit.models import AuditEvent
 from outbox.audit.service import record_event, verify_chain
+from outbox.cli.main import app
+from outbox.config import get_settings
 from outbox.execution.service import run_action
 from outbox.runtime import Runtime
 from tests.support.agents import make_agent
@@ -82,11 +85,6 @@ def test_an_inserted_event_is_detected(runtime: Runtime, chain: list[int]) -> No
 def test_cli_verify_exits_non_zero_and_names_the_event(
     runtime: Runtime, chain: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from typer.testing import CliRunner
-
-    from outbox.cli.main import app
-    from outbox.config import get_settings
-
     monkeypatch.setenv("OUTBOX_DATABASE_URL", runtime.settings.database_url)
     monkeypatch.setenv("OUTBOX_DATA_DIR", str(runtime.settings.data_dir))
     get_settings.cache_clear()
@@ -131,8 +129,6 @@ def test_export_holds_request_decision_artifact_and_response(runtime: Runtime, t
 
 
 def test_events_exist_exactly_when_their_transaction_commits(runtime: Runtime) -> None:
-    from sqlalchemy import text
-
     with runtime.db.session() as session:
         record_event(session, event_type="kept.before_savepoint", actor="test")
         savepoint = session.begin_nested()

@@ -9,14 +9,14 @@ from datetime import timedelta
 import pytest
 
 from outbox.audit.checkpointer import checkpoint_file
+from outbox.config import get_settings
 from outbox.runtime import Runtime
 from tests.support.audit import make_events, verify
 
 
 @pytest.fixture
 def task_env(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from outbox.config import get_settings
-    from workers import tasks
+    from workers import tasks  # noqa: PLC0415 - the worker backend (Celery reads the settings at import) loads only in the tests that run it
 
     monkeypatch.setenv("OUTBOX_DATABASE_URL", runtime.settings.database_url)
     monkeypatch.setenv("OUTBOX_DATA_DIR", str(runtime.settings.data_dir))
@@ -34,7 +34,7 @@ def task_env(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
 
 
 def test_beat_schedules_the_checkpoint_task_every_interval(task_env: None) -> None:
-    from workers.celery_app import CHECKPOINT_TASK, make_celery
+    from workers.celery_app import CHECKPOINT_TASK, make_celery  # noqa: PLC0415 - the worker backend (Celery reads the settings at import) loads only in the tests that run it
 
     entry = make_celery("memory://").conf.beat_schedule["audit-checkpoint"]
     assert entry["task"] == CHECKPOINT_TASK
@@ -43,7 +43,7 @@ def test_beat_schedules_the_checkpoint_task_every_interval(task_env: None) -> No
 
 
 def test_the_task_writes_one_checkpoint_per_new_head(runtime: Runtime, task_env: None) -> None:
-    from workers.tasks import audit_checkpoint
+    from workers.tasks import audit_checkpoint  # noqa: PLC0415 - the worker backend (Celery reads the settings at import) loads only in the tests that run it
 
     make_events(runtime, 4)
     assert audit_checkpoint.run() == {"written": 1}

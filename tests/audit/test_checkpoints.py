@@ -11,20 +11,26 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete, update
 from sqlmodel import col, select
-from typer.testing import Result
+from typer.testing import CliRunner, Result
 
 from outbox.actions.models import Action
-from outbox.audit.checkpointer import checkpoint_file
+from outbox.audit.checkpointer import Checkpointer, checkpoint_file
 from outbox.audit.checkpoints import Checkpoint, parse_checkpoint, sign_checkpoint
 from outbox.audit.models import AuditCheckpoint, AuditEvent
 from outbox.audit.service import event_hash
 from outbox.audit.signing import CheckpointSigner, load_signer
+from outbox.cli.main import app
+from outbox.config import get_settings
 from outbox.db import Database
+from outbox.logs import configure_logging
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
+from tests.support.agents import make_agent
 from tests.support.audit import checkpointer, delete_newest, event_ids, make_events, verify
+from tests.support.calls import submit_call
 from tests.support.http_target import TargetServer
 
 
@@ -174,8 +180,6 @@ def test_an_edit_with_every_later_hash_recomputed_is_named_at_the_checkpoint(run
 def test_the_checkpointer_refuses_to_sign_a_head_built_on_deleted_events(
     runtime: Runtime, capsys: pytest.CaptureFixture[str], forged: int
 ) -> None:
-    from outbox.logs import configure_logging
-
     configure_logging(runtime.settings)
     writer = checkpointer(runtime)
     make_events(runtime, 10)
@@ -249,8 +253,6 @@ def test_a_damaged_line_fails(runtime: Runtime) -> None:
 
 
 def test_a_checkpoint_signed_by_another_key_is_refused(runtime: Runtime) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     make_events(runtime, 3)
     checkpointer(runtime).checkpoint_once()
     previous = parse_checkpoint(lines(runtime)[0]).checkpoint
@@ -336,8 +338,6 @@ def test_a_witness_copy_detects_truncation_after_the_local_file_was_truncated_to
 def test_the_log_sink_lines_serve_as_a_witness(
     runtime: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from outbox.logs import configure_logging
-
     configure_logging(runtime.settings.model_copy(update={"log_json": True, "log_level": "INFO"}))
     try:
         make_events(runtime, 9)
@@ -398,8 +398,6 @@ def test_concurrent_checkpointers_write_one_chain_without_contradictions(runtime
     databases = [Database(runtime.settings) for _ in range(4)]
 
     def race(db: Database) -> None:
-        from outbox.audit.checkpointer import Checkpointer
-
         writer = Checkpointer.from_settings(runtime.settings, db)
         try:
             while not stop.is_set():
@@ -470,11 +468,6 @@ def test_the_signing_key_is_private_and_reused(runtime: Runtime) -> None:
 
 @pytest.fixture
 def cli(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Result]]:
-    from typer.testing import CliRunner
-
-    from outbox.cli.main import app
-    from outbox.config import get_settings
-
     monkeypatch.setenv("OUTBOX_DATABASE_URL", runtime.settings.database_url)
     monkeypatch.setenv("OUTBOX_DATA_DIR", str(runtime.settings.data_dir))
     monkeypatch.setenv("OUTBOX_POLICY_DIR", str(runtime.settings.policy_dir))
@@ -509,9 +502,6 @@ def test_cli_verify_passes_then_names_the_missing_events(runtime: Runtime, cli: 
 def test_cli_verify_fails_on_an_edited_action_and_a_tampered_checkpoint(
     runtime: Runtime, cli: Callable[..., Result], target_server: TargetServer
 ) -> None:
-    from tests.support.agents import make_agent
-    from tests.support.calls import submit_call
-
     key = make_agent(runtime.db, "cli-bot", ["http-writer"])
     action_id = submit_call(runtime, key, "http.request", {"method": "POST", "url": f"{target_server.base_url}/x"})
     checkpointer(runtime).checkpoint_once()
@@ -534,8 +524,6 @@ def test_cli_verify_fails_on_an_edited_action_and_a_tampered_checkpoint(
 def test_cli_verifies_a_witness_with_an_exported_public_key(
     runtime: Runtime, cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from outbox.config import get_settings
-
     make_events(runtime, 20)
     checkpointer(runtime).checkpoint_once()
     exported = cli("audit", "public-key")

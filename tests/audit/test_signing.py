@@ -18,7 +18,8 @@ from sqlmodel import col, select
 
 from outbox.audit.checkpointer import checkpoint_file
 from outbox.audit.models import AuditEvent
-from outbox.audit.signing import SigningKeyError, load_signer, parse_private_key
+from outbox.audit.service import record_event
+from outbox.audit.signing import SigningKeyError, load_signer, parse_private_key, public_key_pem
 from outbox.config import Settings, UnsafeConfigurationError
 from outbox.runtime import Runtime
 from tests.support.audit import checkpointer, make_events
@@ -144,8 +145,6 @@ def test_the_documented_recipe_verifies_checkpoints_and_events_with_standard_too
     """docs/audit.md, followed literally: Python's standard library and openssl, none of our code."""
     make_events(runtime, 3)
     with runtime.db.session() as session:
-        from outbox.audit.service import record_event
-
         record_event(session, event_type="test.unicode", actor="tëst", data={"text": "é ✓", "x": [1.5, None, True]})
     writer = checkpointer(runtime)
     writer.checkpoint_once()
@@ -153,7 +152,6 @@ def test_the_documented_recipe_verifies_checkpoints_and_events_with_standard_too
     writer.checkpoint_once()
     signer = load_signer(runtime.settings, create=False)
     assert signer is not None
-    from outbox.audit.signing import public_key_pem
 
     public_pem = tmp_path / "audit.pub"
     public_pem.write_text(public_key_pem(signer.public_key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -186,7 +187,7 @@ def test_registered_collectors_publish_budgets_breakers_and_pauses(client: TestC
 
 def test_an_unreachable_database_is_reported_in_the_metrics_not_raised(runtime: Runtime, tmp_path: Path) -> None:
     unreachable = Database(Settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none"))
-    broken = Runtime(settings=runtime.settings, db=unreachable, policy=runtime.policy, dispatcher=runtime.dispatcher)
+    broken = dataclasses.replace(runtime, db=unreachable)
     try:
         text = metrics.render_metrics(broken, read_queue_state).decode()
     finally:

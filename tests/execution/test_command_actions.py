@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from outbox.actions.service import parse_envelope, submit
+from outbox.agents.service import authenticate
 from outbox.commands.sandbox import SandboxSettings, sandbox_problem
+from outbox.errors import ValidationFailed
 from outbox.execution.service import run_action
 from outbox.runtime import Runtime
 from tests.support.agents import make_agent
 from tests.support.calls import load, submit_call
+from tests.support.dispatchers import RecordingDispatcher
 
 
 @pytest.fixture
@@ -39,8 +43,6 @@ def repo() -> Iterator[Path]:
 
 @pytest.fixture
 def command_runtime(make_runtime: Callable[..., Runtime], repo: Path) -> Runtime:
-    from tests.support.dispatchers import RecordingDispatcher
-
     return make_runtime(
         RecordingDispatcher(),
         sandbox_mounts={"repo": repo},
@@ -66,10 +68,6 @@ def test_a_read_only_git_tool_runs_in_the_sandbox_and_is_recorded_exactly(comman
 
 
 def test_shell_text_in_a_parameter_is_refused_before_anything_runs(command_runtime: Runtime) -> None:
-    from outbox.actions.service import parse_envelope, submit
-    from outbox.agents.service import authenticate
-    from outbox.errors import ValidationFailed
-
     key = make_agent(command_runtime.db, "sneaky", ["repo-reader"])
     with command_runtime.db.session() as session:
         agent = authenticate(session, key)

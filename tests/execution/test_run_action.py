@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from outbox.actions.models import Action
+from outbox.agents.service import revoke_agent
 from outbox.budgets.models import BudgetCounter
-from outbox.execution.service import claim, run_action
+from outbox.execution.service import _execute, _record_outcome, claim, run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
@@ -148,8 +150,6 @@ def test_host_rate_limit_defers_instead_of_failing(
 def test_host_concurrency_limit_is_shared_by_all_workers(
     runtime: Runtime, key: str, target_server: TargetServer, policy_dir: Path
 ) -> None:
-    import threading
-
     (policy_dir / "http.yaml").write_text(
         f'hosts:\n  "127.0.0.1:{target_server.port}":\n    requests_per_minute: 100\n    max_concurrent: 1\n'
     )
@@ -198,8 +198,6 @@ def test_lease_expiry_on_the_last_attempt_fails_with_the_reason(make_runtime, ta
 def test_the_late_result_of_a_worker_that_lost_its_lease_is_kept_as_evidence(
     runtime: Runtime, key: str, target_server: TargetServer
 ) -> None:
-    from outbox.execution.service import _execute, _record_outcome
-
     action_id = submit_call(runtime, key, "http.request", get(f"{target_server.base_url}/late"))
     action = claim(runtime, action_id, "slow-worker")
     assert action is not None
@@ -225,8 +223,6 @@ def test_policy_is_checked_again_at_execution(
 
 
 def test_a_revoked_agent_s_queued_actions_do_not_run(runtime: Runtime, key: str, target_server: TargetServer) -> None:
-    from outbox.agents.service import revoke_agent
-
     action_id = submit_call(runtime, key, "http.request", get(f"{target_server.base_url}/revoked"))
     with runtime.db.session() as session:
         revoke_agent(session, "worker-test", actor="test")

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from outbox.config import Settings, UnsafeConfigurationError
 from outbox.mail.environment import load_configured_mail, unsubscribe_secret
+from outbox.mail.provider import PipelineEmailSendTool
 from outbox.mail.sending.sink import read_maildir
 from tests.conftest import POLICIES
 from tests.mail.world import MailWorld, message
@@ -88,8 +89,6 @@ def test_outbox_mail_sink_runs_in_the_foreground_and_stores_mail(tmp_path: Path)
 
 
 def test_without_an_unsubscribe_secret_the_policy_loads_but_bulk_mail_is_refused(world: MailWorld) -> None:
-    from outbox.mail.provider import PipelineEmailSendTool
-
     with (world.policy_dir / "rules.csv").open("a") as rules:
         rules.write("\np, role:bulk-mailer, mail:agents.mail.example.com/**, send|bulk, allow\n")
     world.configure(settings={"environment": "production", "unsubscribe_secret": None})

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
 from outbox.cli.main import app
@@ -111,7 +112,6 @@ class MailWorld:
             "dns_timeout_seconds": 2.0,
             **settings,
         }
-        from pydantic import SecretStr
 
         for secret in ("unsubscribe_secret", "mail_events_token", "admin_token"):
             if isinstance(values[secret], str):

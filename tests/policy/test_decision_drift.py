@@ -6,7 +6,7 @@ Every shipped policy case (policies/tests/*.yaml) runs two ways and must get the
   agents service, the call submitted by `outbox.actions.service.submit`, and every identity's
   right to approve asked of the approvals service (`check_may_decide`, the gate the CLI, the
   admin API and Slack use);
-- through `outbox policy test` (`outbox.policy.cases`).
+- through `outbox policy test` (`outbox.policytools.cases`).
 
 The answers compared: the call's effect (allow, approve, deny, after the tool's blast-radius
 bound), the rules that decided it, and, for a call that needs a human, for each identity the case
@@ -34,9 +34,9 @@ from outbox.agents.service import authenticate, create_agent, normalise_role
 from outbox.approvals.authority import ApprovalRefused, RefusalCode
 from outbox.approvals.service import check_may_decide, decide
 from outbox.execution.service import run_action
-from outbox.policy.cases import LocatedCase, approver_refusal, load_cases, resolve_targets, run_case
 from outbox.policy.engine import PolicySnapshot
-from outbox.policy.targets import ToolCatalog, catalog_of
+from outbox.policytools.cases import LocatedCase, approver_refusal, load_cases, resolve_targets, run_case
+from outbox.policytools.targets import ToolCatalog, catalog_of
 from outbox.runtime import Runtime
 from outbox.tools.providers import BUILTIN_PROVIDERS
 from tests.support.dispatchers import RecordingDispatcher

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import delete, func
 from sqlmodel import col, select
 
+from outbox.actions.reconstruction import find_action_mismatches
 from outbox.audit.checkpointer import Checkpointer, checkpoint_file
 from outbox.audit.models import AuditEvent
 from outbox.audit.service import record_event
@@ -65,4 +66,5 @@ def verify(
             source=str(path),
             now=now or utcnow(),
             tolerance_seconds=None if witness is not None else tolerance,
+            find_action_mismatches=find_action_mismatches,
         )

@@ -8,6 +8,8 @@ import threading
 class RecordingDispatcher:
     """Remembers what was published; tests then run actions themselves."""
 
+    reaches_workers = True
+
     def __init__(self) -> None:
         self.published: list[str] = []
         self._lock = threading.Lock()

@@ -21,7 +21,7 @@ from outbox.agents.service import authenticate
 from outbox.commands.sandbox import SandboxResult
 from outbox.mail.service import mail_config
 from outbox.policy.effective import blast_radius
-from outbox.policy.targets import DESTRUCTIVE_ACTS, catalog_of, load_catalog
+from outbox.policytools.targets import DESTRUCTIVE_ACTS, catalog_of, load_catalog
 from outbox.runtime import Runtime
 from outbox.toolkit.base import (
     BlastRadiusBounded,

@@ -126,7 +126,7 @@ def race(
         OUTBOX_SWEEP_INTERVAL_SECONDS="0.5",
         OUTBOX_REPUBLISH_AFTER_SECONDS="2",
     )
-    from workers.celery_app import CeleryDispatcher, make_celery
+    from workers.celery_app import CeleryDispatcher, make_celery  # noqa: PLC0415 - the worker backend (Celery reads the settings at import) loads only in the tests that run it
 
     settings = Settings(
         database_url=postgres_server,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from outbox.mail.config import MailConfig, parse_mail_config
-from outbox.mail.dns.checks import CheckStatus, SubdomainDnsReport, check_subdomain, make_resolver
+from outbox.mail.dns.checks import CheckStatus, SubdomainDnsReport, check_mail_dns, check_subdomain, make_resolver
 from outbox.mail.sending.dkim_signing import DkimKey, dkim_record_name, generate_key
 from tests.mail.conftest import SELECTOR, SUBDOMAIN, config_data
 from tests.mail.dns_server import LoopbackDns
@@ -172,8 +172,6 @@ def test_bad_resolver_specs_are_refused(spec: str) -> None:
 def test_reports_for_every_subdomain_load_keys_through_the_config(
     dns_server: LoopbackDns, rsa_key: DkimKey, make_config: Callable[..., MailConfig]
 ) -> None:
-    from outbox.mail.dns.checks import check_mail_dns
-
     publish_all(dns_server, rsa_key)
     reports = check_mail_dns(make_config(rsa_key), make_resolver(dns_server.address, timeout=3))
     assert [(r.subdomain, r.ok) for r in reports] == [(SUBDOMAIN, True)]

@@ -16,6 +16,7 @@ from outbox.api.app import create_app
 from outbox.audit.models import AuditEvent
 from outbox.mail.models import MailFeedbackEvent, MailPause, MailSuppression
 from outbox.mail.sending.message import message_id_for
+from outbox.mail.sending.sink import SinkScript
 from tests.mail.feedback.test_dsn import POSTFIX_DSN
 from tests.mail.world import (
     EVENTS_TOKEN,
@@ -179,8 +180,6 @@ def test_a_burst_of_bounces_trips_the_breaker_which_pauses_the_subdomain_until_a
 
 
 def test_smtp_refusals_count_as_bounces_for_the_breaker(world: MailWorld) -> None:
-    from outbox.mail.sending.sink import SinkScript
-
     world.configure(breaker={"bounce_rate": 0.1, "complaint_rate": 0.001, "window_hours": 1, "minimum_sample": 10})
     world.sink.set_script(SinkScript(rcpt={f"bad{n}@example.net": 550 for n in range(2)}))
     for n in range(8):

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from outbox.approvals.service import decide
 from outbox.mail.models import MailSuppression
 from tests.mail.world import SUBDOMAIN, MailWorld, message
 from tests.support.agents import make_agent
@@ -49,8 +50,6 @@ def test_bulk_mail_needs_approval_for_a_plain_mailer(world: MailWorld) -> None:
 
 
 def test_approved_bulk_mail_is_sent_with_its_unsubscribe_headers(world: MailWorld) -> None:
-    from outbox.approvals.service import decide
-
     world.configure()
     action_id = world.submit(message(category="bulk"))
 

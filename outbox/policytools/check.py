@@ -24,7 +24,6 @@ from typing import Literal
 
 from outbox.agents.service import AgentError, normalise_role
 from outbox.identities import InvalidIdentity, parse_principal
-from outbox.policy.cases import load_cases
 from outbox.policy.effective import APPROVE_ACT
 from outbox.policy.engine import (
     EFFECTS,
@@ -48,7 +47,8 @@ from outbox.policy.matching import (
     template_to_pattern,
 )
 from outbox.policy.outbound import CALLBACK_PATTERN
-from outbox.policy.targets import ToolCatalog, load_catalog, scheme_of
+from outbox.policytools.cases import load_cases
+from outbox.policytools.targets import ToolCatalog, load_catalog, scheme_of
 from outbox.tools.http_request import HttpRequestTool
 from outbox.urls import URLRefused, canonical_host, canonical_path, lowercase_path, normalise_path_text
 

@@ -2,7 +2,8 @@
 
 Policy rules decide *whether* a human must approve (effect `approve`); this file decides *how*:
 how many distinct approvers, how long the request stays open, and where it is posted. It lives
-in the policy directory, so it is reviewed in git and its content is part of the policy version.
+in the policy directory, so it is reviewed in git and its content is part of the policy version;
+that is why it is loaded here, with the rules (`store.py`), and the approvals domain reads it.
 
 A gate matches an action when every key of its `match` matches at least one of the targets that
 required approval: `rule` (the policy line, exactly as written, e.g.

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from outbox.policy.cases import CaseError, load_cases, resolve_targets
 from outbox.policy.effective import APPROVE_ACT
 from outbox.policy.engine import PolicyRule, PolicySnapshot, TargetDecision, load_policy, strictness
 from outbox.policy.matching import Subject, act_match, acts_of, example_objects, object_match
-from outbox.policy.repository import RecordedCall
-from outbox.policy.targets import ToolCatalog, load_catalog, scheme_of
+from outbox.policytools.cases import CaseError, load_cases, resolve_targets
+from outbox.policytools.repository import RecordedCall
+from outbox.policytools.targets import ToolCatalog, load_catalog, scheme_of
 from outbox.toolkit.base import Target
 
 

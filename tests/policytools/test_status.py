@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -100,8 +101,6 @@ def test_an_unreachable_server_is_not_silently_ignored() -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_the_policy_endpoint_reports_version_load_time_and_index(runtime: Runtime) -> None:
-    from fastapi.testclient import TestClient
-
     key = make_agent(runtime.db, "policy-reader", ["http-reader"])
     with TestClient(create_app(runtime=runtime)) as client:
         body = client.get("/v1/policy", headers=bearer(key)).json()

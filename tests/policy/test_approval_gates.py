@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from outbox.approvals.config import ApprovalsConfig, load_approvals_config, parse_duration
+from outbox.policy.approval_gates import ApprovalsConfig, load_approvals_config, parse_duration
 from outbox.policy.engine import PolicyLoadError, load_policy
 from outbox.policy.matching import Subject
 from outbox.toolkit.base import Target

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from outbox.cli.main import app
 from outbox.config import get_settings
-from outbox.policy.diff import build_probes, diff_versions, format_markdown, load_version
+from outbox.policytools.diff import build_probes, diff_versions, format_markdown, load_version
 from outbox.runtime import Runtime
 from tests.conftest import POLICIES
 from tests.support.agents import make_agent

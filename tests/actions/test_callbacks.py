@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlmodel import select
 
+from outbox.actions.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, sign, verify
 from outbox.actions.models import Action
 from outbox.actions.service import parse_envelope, submit
 from outbox.agents.service import authenticate, revoke_agent
 from outbox.approvals.service import decide
-from outbox.deliveries.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, sign, verify
 from outbox.deliveries.service import KIND_CALLBACK, enqueue
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once

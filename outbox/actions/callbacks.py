@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy import exists
@@ -42,9 +43,11 @@ from outbox.policy.engine import PolicyDecision, PolicySnapshot
 from outbox.policy.matching import Subject
 from outbox.policy.outbound import CALLBACK_ACT, callback_target
 from outbox.retry_after import parse_retry_after
-from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 from outbox.urls import CanonicalURL, URLRefused, parse_url
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime
 
 SIGNATURE_HEADER = "X-Outbox-Signature"
 DELIVERY_HEADER = "X-Outbox-Delivery"

@@ -11,12 +11,14 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from outbox.cli.main import app
-from outbox.config import get_settings
-from outbox.policy.check import Finding, KnownPrincipals, check_policy
-from outbox.policy.targets import catalog_of, load_catalog
+from outbox.config import Settings, get_settings
+from outbox.db import Database
+from outbox.policytools.check import Finding, KnownPrincipals, check_policy
+from outbox.policytools.targets import catalog_of, load_catalog
 from outbox.toolkit.base import Target
 from outbox.tools.http_request import HttpRequestTool, HttpToolConfig
 from tests.conftest import POLICIES
+from tests.support.agents import make_agent
 
 MODEL = (POLICIES / "model.conf").read_text()
 
@@ -330,10 +332,6 @@ def test_cli_exit_status_follows_errors_and_strict(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("cli_env")
 def test_cli_check_with_the_database(tmp_path: Path, database_url: str) -> None:
-    from outbox.config import Settings
-    from outbox.db import Database
-    from tests.support.agents import make_agent
-
     with Database(Settings(database_url=database_url)) as db:
         make_agent(db, "crm-bot", ["http-writer"])
     result = runner.invoke(app, ["policy", "check", str(POLICIES), "--db", "--format", "json"])

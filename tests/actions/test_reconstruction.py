@@ -11,9 +11,9 @@ from sqlalchemy import delete, update
 from sqlmodel import col
 
 from outbox.actions.models import Action
+from outbox.actions.reconstruction import same_json
 from outbox.actions.service import cancel_action, parse_envelope, submit
 from outbox.agents.service import authenticate
-from outbox.audit.reconstruction import same_json
 from outbox.execution.service import run_action
 from outbox.runtime import Runtime
 from tests.support.agents import make_agent

@@ -10,14 +10,14 @@ events fully determine is compared:
   never changed afterwards.
 
 Other columns (lease, attempts, timestamps, the response) change without an event of their own
-and are not compared.
+and are not compared. It lives with actions, above the audit core: `outbox audit verify` hands
+`find_action_mismatches` to `outbox.audit.verification.verify_audit`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -25,14 +25,9 @@ from sqlmodel import Session, col
 
 from outbox.actions.models import Action
 from outbox.audit.models import AuditEvent
+from outbox.audit.verification import ActionMismatch
 
 RECEIVED_EVENT = "action.received"
-
-
-@dataclass(frozen=True, slots=True)
-class ActionMismatch:
-    action_id: str
-    problem: str
 
 
 def _shown(value: Any) -> str:

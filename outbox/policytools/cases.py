@@ -38,7 +38,7 @@ from outbox.approvals.authority import authority_refusal
 from outbox.policy.effective import blast_radius, effective_decision
 from outbox.policy.engine import Effect, PolicyRule, PolicySnapshot, subject_name
 from outbox.policy.matching import Subject
-from outbox.policy.targets import ToolCatalog
+from outbox.policytools.targets import ToolCatalog
 from outbox.toolkit.base import Target, ToolArgumentsError
 from outbox.yamlfiles import YAMLFileError, parse_yaml
 

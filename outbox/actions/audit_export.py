@@ -2,7 +2,7 @@
 
 Each line is one event with its chain hashes; events of an action carry the action's exact
 request, decision, artifact and response so that a replay against another model or policy
-needs nothing else.
+needs nothing else. It lives with actions, above the audit core, because it reads their rows.
 """
 
 from __future__ import annotations

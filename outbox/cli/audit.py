@@ -8,6 +8,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session
 
+from outbox.actions.reconstruction import find_action_mismatches
 from outbox.audit.checkpointer import checkpoint_file
 from outbox.audit.signing import SigningKeyError, key_id, load_signer, parse_public_key
 from outbox.audit.verification import load_checkpoint_log, verify_audit
@@ -55,6 +56,7 @@ def run_verify(session: Session, settings: Settings, *, checkpoint: Path | None,
         source=source,
         now=utcnow(),
         tolerance_seconds=None if witness else settings.audit_checkpoint_tolerance_seconds,
+        find_action_mismatches=find_action_mismatches,
     )
     failures = [*problems, *report.failures]
 

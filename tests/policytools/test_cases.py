@@ -9,9 +9,9 @@ from xml.etree import ElementTree as ET
 from typer.testing import CliRunner
 
 from outbox.cli.main import app
-from outbox.policy.cases import run_cases
 from outbox.policy.engine import load_policy
-from outbox.policy.targets import load_catalog
+from outbox.policytools.cases import run_cases
+from outbox.policytools.targets import load_catalog
 from tests.conftest import POLICIES
 
 runner = CliRunner()
