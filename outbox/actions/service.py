@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from outbox.policy.engine import PolicyDecision
 from outbox.policy.matching import Subject
 from outbox.problems import problem_document, pydantic_errors
 from outbox.sqltypes import new_id, utcnow
-from outbox.toolkit.base import DryRunnable, Previewable, Tool, ToolArgumentsError
+from outbox.toolkit.base import DryRunnable, Previewable, Target, Tool, ToolArgumentsError
 from outbox.toolkit.registry import find_tool
 
 if TYPE_CHECKING:
@@ -93,6 +94,14 @@ def submit(
         raise
 
 
+# Where the policy's effect sends a received action.
+_STATUS_AFTER_POLICY = {
+    "allow": ActionStatus.QUEUED,
+    "approve": ActionStatus.AWAITING_APPROVAL,
+    "deny": ActionStatus.DENIED,
+}
+
+
 def _record(
     runtime: Runtime,
     agent: AuthenticatedAgent,
@@ -102,20 +111,7 @@ def _record(
     claim: idempotency.Claimed,
 ) -> Answer:
     active = runtime.policy.current
-    tool = find_tool(active.tools, envelope.tool)
-    if tool is None:
-        raise ValidationFailed(
-            [{"field": "tool", "message": f"unknown tool {envelope.tool!r}"}],
-            hint=f"Use one of: {', '.join(active.tools)}. GET /v1/tools lists them with their schemas.",
-        )
-    try:
-        args = tool.parse_args(envelope.args)
-    except ValidationError as exc:
-        raise ValidationFailed(pydantic_errors(exc.errors(), prefix="args")) from exc
-    except ToolArgumentsError as exc:
-        raise ValidationFailed(
-            [{"field": f"args.{p.field}", "message": p.message} for p in exc.problems], hint=exc.hint
-        ) from exc
+    tool, args = _parse_call(active.tools, envelope)
     targets = tool.targets(args)
     # A callback is a request the outbox makes for the agent: policy allows it or it is a 422.
     if envelope.callback_url is not None:
@@ -124,55 +120,26 @@ def _record(
     verdict = effective_decision(
         active.snapshot, Subject(agent.principal, agent.roles), targets, blast_radius=blast_radius(tool, args)
     )
-    decision, effect, explanation = verdict.policy, verdict.effect, verdict.explain()
+    effect, explanation = verdict.effect, verdict.explain()
     # A denied call runs nothing, not even a dry run.
     preview = _preview(tool, args, with_dry_run=effect != "deny")
 
     action_id = new_id("act")
     bind_log_context(action_id=action_id, tool=tool.name)
-    status = {
-        "allow": ActionStatus.QUEUED,
-        "approve": ActionStatus.AWAITING_APPROVAL,
-        "deny": ActionStatus.DENIED,
-    }[effect]
-    normalised_args = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    status = _STATUS_AFTER_POLICY[effect]
     with runtime.db.session() as session:
-        action = Action(
-            id=action_id,
-            agent_id=agent.id,
-            on_behalf_of=envelope.on_behalf_of,
-            tool=tool.name,
-            args=normalised_args,
-            reason=envelope.reason,
-            idempotency_key=idempotency_key,
-            status=ActionStatus.RECEIVED.value,
-            decision_effect=effect,
-            decision_rules=decision.rules(),
-            targets=[
-                {"object": t.object, "act": t.act, "effect": d.effect}
-                for t, d in zip(targets, decision.targets, strict=True)
-            ],
-            policy_version=decision.policy_version,
-            request=request_record,
-            preview=preview,
-            callback_url=envelope.callback_url,
-        )
-        session.add(action)
-        session.flush()
-        record_event(
+        action = _insert_received(
             session,
-            event_type="action.received",
-            actor=agent.principal,
-            action_id=action_id,
-            to_status=ActionStatus.RECEIVED.value,
-            data={
-                "request": request_record,
-                "tool": tool.name,
-                "args": normalised_args,
-                "on_behalf_of": envelope.on_behalf_of,
-                "decision": verdict.record(),
-                "preview": preview,
-            },
+            action_id,
+            agent,
+            envelope,
+            tool,
+            args,
+            targets,
+            verdict,
+            preview,
+            idempotency_key=idempotency_key,
+            request_record=request_record,
         )
         if effect == "approve":
             _open_approval(runtime, session, action, agent, verdict)
@@ -188,20 +155,102 @@ def _record(
             last_published_at=utcnow() if status is ActionStatus.QUEUED else None,
         )
         session.refresh(action)
-        if status is ActionStatus.DENIED:
-            answer_status = 403
-            body = _denied_problem(action, decision)
-            # GET /v1/actions/{id} shows the same problem document as the 403 answer.
-            action.problem = body
-            session.add(action)
-        else:
-            answer_status = 202
-            body = ActionOut.of(action).model_dump(mode="json")
+        answer_status, body = _answer_body(session, action, verdict.policy, denied=status is ActionStatus.DENIED)
         idempotency.complete(session, claim, answer_status, body, action_id)
     metrics.record_decision(effect, tool.name)
     if status is ActionStatus.QUEUED:
         runtime.dispatcher.publish([action_id])
     return Answer(answer_status, body, action_id)
+
+
+def _parse_call(tools: Mapping[str, Tool], envelope: ActionCreate) -> tuple[Tool, BaseModel]:
+    """The named tool and its parsed arguments, or a 422 saying which field is wrong."""
+    tool = find_tool(tools, envelope.tool)
+    if tool is None:
+        raise ValidationFailed(
+            [{"field": "tool", "message": f"unknown tool {envelope.tool!r}"}],
+            hint=f"Use one of: {', '.join(tools)}. GET /v1/tools lists them with their schemas.",
+        )
+    try:
+        args = tool.parse_args(envelope.args)
+    except ValidationError as exc:
+        raise ValidationFailed(pydantic_errors(exc.errors(), prefix="args")) from exc
+    except ToolArgumentsError as exc:
+        raise ValidationFailed(
+            [{"field": f"args.{p.field}", "message": p.message} for p in exc.problems], hint=exc.hint
+        ) from exc
+    return tool, args
+
+
+def _insert_received(
+    session: Session,
+    action_id: str,
+    agent: AuthenticatedAgent,
+    envelope: ActionCreate,
+    tool: Tool,
+    args: BaseModel,
+    targets: list[Target],
+    verdict: EffectiveDecision,
+    preview: dict[str, Any] | None,
+    *,
+    idempotency_key: str,
+    request_record: dict[str, Any],
+) -> Action:
+    """Insert the action as received, with its decision, and audit its arrival."""
+    decision = verdict.policy
+    normalised_args = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    action = Action(
+        id=action_id,
+        agent_id=agent.id,
+        on_behalf_of=envelope.on_behalf_of,
+        tool=tool.name,
+        args=normalised_args,
+        reason=envelope.reason,
+        idempotency_key=idempotency_key,
+        status=ActionStatus.RECEIVED.value,
+        decision_effect=verdict.effect,
+        decision_rules=decision.rules(),
+        targets=[
+            {"object": t.object, "act": t.act, "effect": d.effect}
+            for t, d in zip(targets, decision.targets, strict=True)
+        ],
+        policy_version=decision.policy_version,
+        request=request_record,
+        preview=preview,
+        callback_url=envelope.callback_url,
+    )
+    session.add(action)
+    session.flush()
+    record_event(
+        session,
+        event_type="action.received",
+        actor=agent.principal,
+        action_id=action_id,
+        to_status=ActionStatus.RECEIVED.value,
+        data={
+            "request": request_record,
+            "tool": tool.name,
+            "args": normalised_args,
+            "on_behalf_of": envelope.on_behalf_of,
+            "decision": verdict.record(),
+            "preview": preview,
+        },
+    )
+    return action
+
+
+def _answer_body(
+    session: Session, action: Action, decision: PolicyDecision, *, denied: bool
+) -> tuple[int, dict[str, Any]]:
+    """The status and body the agent gets (and a replay of its key will get): 403 with a problem
+    document for a denied call, else 202 with the action."""
+    if denied:
+        body = _denied_problem(action, decision)
+        # GET /v1/actions/{id} shows the same problem document as the 403 answer.
+        action.problem = body
+        session.add(action)
+        return 403, body
+    return 202, ActionOut.of(action).model_dump(mode="json")
 
 
 def _preview(tool: Tool, args: BaseModel, *, with_dry_run: bool) -> dict[str, Any] | None:
