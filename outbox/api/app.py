@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from outbox.api import actions, metrics, system
+from outbox.actions import api as actions_api
+from outbox.api import metrics, system
 from outbox.api.client_input import ClientInputMiddleware
 from outbox.api.errors import install_error_handlers
 from outbox.api.middleware import RequestContextMiddleware
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(actions.router)
+    app.include_router(actions_api.router)
     app.include_router(system.router)
     app.include_router(approvals_api.router)
     app.include_router(slack_api.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -18,8 +18,10 @@ from outbox.api.client_input import ParsedBody, parse_body, parsed_body, read_li
 from outbox.api.deps import CurrentAgent, RuntimeDep
 from outbox.idempotency.service import validate_key
 from outbox.problems import PROBLEM_MEDIA_TYPE, Problem
-from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
+
+if TYPE_CHECKING:
+    from outbox.runtime import Runtime  # annotations only: the app hands the runtime in
 
 router = APIRouter(prefix="/v1", tags=["actions"])
 
