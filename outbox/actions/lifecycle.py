@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from outbox.actions.models import Action, ActionStatus
+from outbox.actions import repository
+from outbox.actions.models import ActionStatus
 from outbox.audit.service import record_event
 from outbox.sqltypes import utcnow
 
@@ -35,19 +35,11 @@ def transition(
     now = utcnow()
     if to_status.is_terminal:
         values.setdefault("finished_at", now)
-    # Lock the row and learn the state it leaves (FOR UPDATE on PostgreSQL; on SQLite the
-    # transaction already holds the database write lock).
-    query = select(Action.status).where(col(Action.id) == action_id).with_for_update()
-    if extra_condition is not None:
-        query = query.where(extra_condition)
-    previous = session.exec(query).first()
+    # Lock the row and learn the state it leaves.
+    previous = repository.lock_status(session, action_id, extra_condition=extra_condition)
     if previous is None or previous not in allowed:
         return False
-    session.execute(
-        update(Action)
-        .where((col(Action.id) == action_id) & (col(Action.status) == previous))
-        .values(status=to_status.value, updated_at=now, **values)
-    )
+    repository.set_status(session, action_id, previous=previous, to_status=to_status.value, updated_at=now, **values)
     record_event(
         session,
         event_type=event_type or f"action.{to_status.value}",

@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from outbox import metrics
+from outbox.actions import repository
 from outbox.actions.callbacks import require_callback_allowed
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import CANCELLABLE_STATUSES, Action, ActionStatus
@@ -219,8 +220,7 @@ def _insert_received(
         preview=preview,
         callback_url=envelope.callback_url,
     )
-    session.add(action)
-    session.flush()
+    repository.insert(session, action)
     record_event(
         session,
         event_type="action.received",
@@ -248,7 +248,7 @@ def _answer_body(
         body = _denied_problem(action, decision)
         # GET /v1/actions/{id} shows the same problem document as the 403 answer.
         action.problem = body
-        session.add(action)
+        repository.save(session, action)
         return 403, body
     return 202, ActionOut.of(action).model_dump(mode="json")
 
@@ -309,7 +309,7 @@ def _denied_problem(action: Action, decision: PolicyDecision) -> dict[str, Any]:
 
 
 def get_action(session: Session, agent: AuthenticatedAgent, action_id: str) -> Action:
-    action = session.get(Action, action_id)
+    action = repository.get(session, action_id)
     if action is None or action.agent_id != agent.id:
         # Another agent's action is indistinguishable from a missing one.
         raise ActionNotFound(action_id)
@@ -338,22 +338,13 @@ def list_actions(
     cursor: str | None,
     limit: int,
 ) -> ActionPage:
-    query = select(Action).where(col(Action.agent_id) == agent.id)
-    if status is not None:
-        if status not in {s.value for s in ActionStatus}:
-            raise ValidationFailed(
-                [{"field": "status", "message": f"unknown status; one of {', '.join(s.value for s in ActionStatus)}"}]
-            )
-        query = query.where(col(Action.status) == status)
-    if tool is not None:
-        query = query.where(col(Action.tool) == tool)
-    if cursor is not None:
-        created_at, after_id = _decode_cursor(cursor)
-        query = query.where(
-            (col(Action.created_at) < created_at)
-            | ((col(Action.created_at) == created_at) & (col(Action.id) < after_id))
+    if status is not None and status not in {s.value for s in ActionStatus}:
+        raise ValidationFailed(
+            [{"field": "status", "message": f"unknown status; one of {', '.join(s.value for s in ActionStatus)}"}]
         )
-    rows = session.exec(query.order_by(col(Action.created_at).desc(), col(Action.id).desc()).limit(limit + 1)).all()
+    before = _decode_cursor(cursor) if cursor is not None else None
+    # One row more than the page says whether there is a next page.
+    rows = repository.newest_first(session, agent.id, status=status, tool=tool, before=before, limit=limit + 1)
     items, more = rows[:limit], len(rows) > limit
     next_cursor = _encode_cursor(items[-1].created_at, items[-1].id) if more and items else None
     links = {"self": "/v1/actions"}
