@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from outbox import metrics
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import Action, ActionStatus
+from outbox.approvals import repository
 from outbox.approvals.authority import (
     ApprovalRefused,
     RefusalCode,
@@ -96,8 +97,7 @@ def open_request(
         expires_at=now + gate.expires_in,
         slack_channel=slack_channel,
     )
-    session.add(approval)
-    session.flush()
+    repository.insert(session, approval)
     record_event(
         session,
         event_type="approval.requested",
@@ -150,38 +150,20 @@ def _touch_slack(session: Session, approval: ApprovalRequest) -> list[str]:
 # Reading
 
 
-def _find(session: Session, ref: str, *, lock: bool = False) -> ApprovalRequest | None:
-    """An approval by its id, or by the id of its action."""
-    column = ApprovalRequest.action_id if ref.startswith("act_") else ApprovalRequest.id
-    query = select(ApprovalRequest).where(col(column) == ref)
-    if lock:
-        query = query.with_for_update()
-    return session.exec(query).first()
-
-
-def _decisions(session: Session, approval_id: str) -> list[ApprovalDecision]:
-    return list(session.exec(select(ApprovalDecision).where(col(ApprovalDecision.approval_id) == approval_id)).all())
-
-
 def view(session: Session, approval: ApprovalRequest) -> ApprovalOut:
-    action = session.get(Action, approval.action_id)
-    assert action is not None
-    return ApprovalOut.of(approval, action, _decisions(session, approval.id))
+    action = repository.action_of(session, approval)
+    return ApprovalOut.of(approval, action, repository.decisions(session, approval.id))
 
 
 def get_approval(session: Session, ref: str) -> ApprovalOut:
-    approval = _find(session, ref)
+    approval = repository.find(session, ref)
     if approval is None:
         raise ApprovalRefused(RefusalCode.NOT_FOUND, f"no approval request {ref!r}")
     return view(session, approval)
 
 
 def list_approvals(session: Session, *, status: str | None = "pending", limit: int = 100) -> list[ApprovalOut]:
-    query = select(ApprovalRequest)
-    if status is not None:
-        query = query.where(col(ApprovalRequest.status) == status)
-    rows = session.exec(query.order_by(col(ApprovalRequest.created_at).desc()).limit(limit)).all()
-    return [view(session, row) for row in rows]
+    return [view(session, row) for row in repository.newest(session, status=status, limit=limit)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,11 +177,10 @@ def check_may_decide(
     before opening a form, so that an unauthorized click never gets one)."""
     identity = approver_identity(identity)
     with runtime.db.session() as session:
-        approval = _find(session, ref)
+        approval = repository.find(session, ref)
         if approval is None:
             raise ApprovalRefused(RefusalCode.NOT_FOUND, f"no approval request {ref!r}")
-        action = session.get(Action, approval.action_id)
-        assert action is not None
+        action = repository.action_of(session, approval)
         refusal = _state_refusal(approval, digest) or authority_refusal(
             runtime.policy.current.snapshot,
             identity,
@@ -292,13 +273,14 @@ def _decide_locked(
     and whether the action is to be published after the commit."""
     snapshot = runtime.policy.current.snapshot
     me = person_of(snapshot, identity)
-    approval = _find(session, ref, lock=True)
+    approval = repository.find(session, ref, lock=True)
     if approval is None:
         raise ApprovalRefused(RefusalCode.NOT_FOUND, f"no approval request {ref!r}")
-    action = session.get(Action, approval.action_id)
-    assert action is not None
+    action = repository.action_of(session, approval)
     # The same person, under this identity or one linked to it by `g` rules.
-    previous = next((d for d in _decisions(session, approval.id) if person_of(snapshot, d.approver) & me), None)
+    previous = next(
+        (d for d in repository.decisions(session, approval.id) if person_of(snapshot, d.approver) & me), None
+    )
     if previous is not None and previous.verdict == verdict:
         # A double click, a Slack retry, the same command run twice: counted once.
         return _duplicate(session, approval, previous, identity), None, False
@@ -432,8 +414,7 @@ def _apply(
     else:
         outcome = "recorded"
         message = f"approval recorded ({len(approvers)} of {approval.quorum}); waiting for another approver"
-    session.add(approval)
-    session.flush()
+    repository.save(session, approval, flush=True)
     deliveries = _touch_slack(session, approval)
     session.refresh(action)
     return DecisionResult(outcome, message, view(session, approval), deliveries), publish
@@ -479,7 +460,8 @@ def _record_decision(
 ) -> list[str]:
     """Insert one approver's decision and audit it; returns the distinct people who have approved
     the digest now pending, in the order they approved."""
-    session.add(
+    repository.insert(
+        session,
         ApprovalDecision(
             id=new_id("apd"),
             approval_id=approval.id,
@@ -489,14 +471,13 @@ def _record_decision(
             digest=approval.digest,
             via=via,
             created_at=now,
-        )
+        ),
     )
-    session.flush()
     approvers = distinct_people(
         snapshot,
         [
             d.approver
-            for d in sorted(_decisions(session, approval.id), key=lambda d: d.created_at)
+            for d in sorted(repository.decisions(session, approval.id), key=lambda d: d.created_at)
             if d.verdict == "approve" and d.digest == approval.digest
         ],
     )
@@ -527,7 +508,7 @@ def _expire(session: Session, approval: ApprovalRequest, *, actor: str) -> bool:
     approval.status = ApprovalStatus.EXPIRED.value
     approval.decided_at = now
     approval.reason = "no decision before the request expired"
-    session.add(approval)
+    repository.save(session, approval)
     moved = transition(
         session,
         approval.action_id,
@@ -547,16 +528,10 @@ def expire_due(runtime: Runtime, *, limit: int = 500) -> int:
     now = utcnow()
     expired = 0
     with runtime.db.session() as session:
-        due = session.exec(
-            select(ApprovalRequest.id)
-            .where(
-                (col(ApprovalRequest.status) == ApprovalStatus.PENDING.value) & (col(ApprovalRequest.expires_at) <= now)
-            )
-            .limit(limit)
-        ).all()
+        due = repository.pending_due(session, now, limit=limit)
     for approval_id in due:
         with runtime.db.session() as session:
-            approval = _find(session, approval_id, lock=True)
+            approval = repository.find(session, approval_id, lock=True)
             if approval is None or approval.status != ApprovalStatus.PENDING.value or approval.expires_at > now:
                 continue
             moved = _expire(session, approval, actor="sweeper")
@@ -576,13 +551,13 @@ def cancel_request(session: Session, action_id: str, *, actor: str) -> ApprovalR
     Called inside the transaction that cancelled the action. Returns the closed request, or None
     when the action has none pending (it was never gated, or a human decided first).
     """
-    approval = _find(session, action_id, lock=True)
+    approval = repository.find(session, action_id, lock=True)
     if approval is None or approval.status != ApprovalStatus.PENDING.value:
         return None
     approval.status = ApprovalStatus.CANCELLED.value
     approval.decided_at = utcnow()
     approval.reason = "the agent cancelled the action"
-    session.add(approval)
+    repository.save(session, approval)
     record_event(
         session,
         event_type="approval.cancelled",
@@ -606,7 +581,7 @@ def verify_for_execution(runtime: Runtime, action: Action, *, agent: str, target
     """
     snapshot = runtime.policy.current.snapshot
     with runtime.db.session() as session:
-        approval = _find(session, action.id, lock=True)
+        approval = repository.find(session, action.id, lock=True)
         if approval is None:
             return "policy required an approval for this call but none exists; nothing ran"
         if approval.status != ApprovalStatus.APPROVED.value:
@@ -619,7 +594,7 @@ def verify_for_execution(runtime: Runtime, action: Action, *, agent: str, target
             )
         valid: list[str] = []
         refused: list[str] = []
-        for decision in sorted(_decisions(session, approval.id), key=lambda d: d.created_at):
+        for decision in sorted(repository.decisions(session, approval.id), key=lambda d: d.created_at):
             if decision.verdict != "approve" or decision.digest != approval.digest:
                 continue
             refusal = authority_refusal(
@@ -638,7 +613,7 @@ def verify_for_execution(runtime: Runtime, action: Action, *, agent: str, target
             )
         if approval.consumed_at is None:
             approval.consumed_at = utcnow()
-            session.add(approval)
+            repository.save(session, approval)
             record_event(
                 session,
                 event_type="approval.used",
