@@ -156,11 +156,13 @@ def make_due(runtime: Runtime) -> None:
 
 
 class CallbackReceiver:
-    """An agent's callback endpoint on loopback: records what it receives, can fail on purpose."""
+    """An agent's callback endpoint on loopback: records what it receives, can fail on purpose
+    (each status in `failures` answers one request, with `retry_after` as its Retry-After)."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after: str | None = None) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.failures: list[int] = []
+        self.retry_after = retry_after
         self.lock = threading.Lock()
         receiver = self
 
@@ -177,6 +179,8 @@ class CallbackReceiver:
                     if status == 204:
                         receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(status)
+                if status != 204 and receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -3,10 +3,8 @@ anything else falls back to the queue's own full-jitter backoff."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import SecretStr
@@ -16,39 +14,8 @@ from outbox.deliveries.service import KIND_CALLBACK
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
-from tests.approvals.support import deliveries, deployer, submit_call
+from tests.approvals.support import CallbackReceiver, deliveries, deployer, submit_call
 from tests.support.http_target import TargetServer
-
-
-class SlowDownReceiver:
-    """A callback endpoint on loopback that answers 503 with a given Retry-After header."""
-
-    def __init__(self, retry_after: str) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_args: object) -> None:
-                return None
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.send_response(503)
-                self.send_header("Retry-After", retry_after)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/outbox"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _http_date(delta: timedelta) -> str:
@@ -57,7 +24,8 @@ def _http_date(delta: timedelta) -> str:
 
 def _wait_after_answer(runtime: Runtime, target_server: TargetServer, retry_after: str) -> float:
     """Seconds until the callback is tried again after the receiver answered with `retry_after`."""
-    receiver = SlowDownReceiver(retry_after)
+    receiver = CallbackReceiver(retry_after)
+    receiver.failures = [503]
     try:
         runtime.settings = runtime.settings.model_copy(update={"callback_secret": SecretStr("s" * 32)})
         action_id = submit_call(
