@@ -1,14 +1,22 @@
-"""What the benchmarks share: loopback ports and waiting for a server they started."""
+"""What the benchmarks share: loopback ports, servers they start and stop, the PostgreSQL database
+of a run, the CPU a process tree used, and the actions table counted by status."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -47,3 +55,96 @@ def drop_database(url: str) -> None:
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
     admin.dispose()
+
+
+@contextlib.contextmanager
+def serving(
+    argv: list[str], *, env: Mapping[str, str], cwd: Path, log: Path, ready_url: str | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process (output to `log`), wait until `ready_url`/readyz answers 200 (if
+    given), and stop it on the way out. A server that dies shows the end of its log."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        if ready_url is not None:
+            try:
+                wait_ready(ready_url, process)
+            except SystemExit:
+                sys.stderr.write(log.read_text(errors="replace")[-4000:])
+                raise
+        yield process
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """SIGTERM (uvicorn and Celery shut down gracefully on it), then SIGKILL after `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process and its live descendants (uvicorn --workers, Celery's
+    pool), from /proc; 0 for a process that is gone."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces) close with ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        child = int(entry)
+        children.setdefault(int(fields[1]), []).append(child)
+        times[child] = (int(fields[11]) + int(fields[12])) / ticks
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += times.get(current, 0.0)
+        stack.extend(children.get(current, []))
+    return total
+
+
+# Where an action stands, for counting from outside the server (the database is the truth).
+EXECUTED = ("succeeded", "failed")
+IN_FLIGHT = ("received", "queued", "running", "deferred")
+
+
+class ActionCounts:
+    """Counts the outbox's actions by status, on its database, from the benchmark process."""
+
+    def __init__(self, database_url: str) -> None:
+        self._engine = create_engine(database_url, poolclass=NullPool)
+
+    def by_status(self) -> dict[str, int]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(text("SELECT status, count(*) FROM actions GROUP BY status")).all()
+        return {str(status): int(count) for status, count in rows}
+
+    def executed(self) -> int:
+        counts = self.by_status()
+        return sum(counts.get(status, 0) for status in EXECUTED)
+
+    def in_flight(self) -> int:
+        counts = self.by_status()
+        return sum(counts.get(status, 0) for status in IN_FLIGHT)
+
+    def wait_drained(self, timeout: float, poll: float = 0.2) -> tuple[float, int]:
+        """Wait until no action is in flight; returns (seconds waited, actions still in flight)."""
+        started = time.perf_counter()
+        while (left := self.in_flight()) and time.perf_counter() - started < timeout:
+            time.sleep(poll)
+        return time.perf_counter() - started, left
+
+    def dispose(self) -> None:
+        self._engine.dispose()
