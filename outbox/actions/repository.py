@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert as insert_statement
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -14,9 +15,9 @@ from outbox.actions.models import Action
 
 
 def insert(session: Session, action: Action) -> None:
-    """Insert the row now (flushed), so the audit events that follow can name it."""
-    session.add(action)
-    session.flush()
+    """Insert the row now, with one Core statement (the submission hot path: no ORM unit of
+    work, no refresh); the object stays detached, as the caller built it."""
+    session.execute(insert_statement(Action.__table__), [action.model_dump()])  # type: ignore[attr-defined]
 
 
 def save(session: Session, action: Action) -> None:

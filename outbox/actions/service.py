@@ -21,7 +21,7 @@ from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
 from outbox.agents.service import AuthenticatedAgent
 from outbox.audit.service import record_event
 from outbox.canonical import value_problems
-from outbox.errors import ActionNotCancellable, ActionNotFound, DomainError, InvalidCursor, ValidationFailed
+from outbox.errors import ActionNotCancellable, ActionNotFound, InvalidCursor, ValidationFailed
 from outbox.idempotency import service as idempotency
 from outbox.logs import bind_log_context
 from outbox.policy.effective import EffectiveDecision, blast_radius, effective_decision
@@ -75,24 +75,28 @@ def submit(
     idempotency_key: str,
     request_record: dict[str, Any],
 ) -> Answer:
-    """Decide and record one tool call. Idempotent per (agent, key)."""
-    settings = runtime.settings
+    """Decide and record one tool call. Idempotent per (agent, key).
+
+    A key already answered is answered again from a read (no write lock). Otherwise the call is
+    decided outside any transaction and recorded in one: the action with its status after
+    policy, its audit events, its approval request if any, and the key's stored answer."""
     fp = idempotency.fingerprint(envelope.tool, envelope.args, envelope.on_behalf_of)
-    claim = idempotency.claim_key(
-        runtime.db, agent.id, idempotency_key, fp, timedelta(hours=settings.idempotency_ttl_hours)
-    )
-    if isinstance(claim, idempotency.Replay):
-        return Answer(claim.status, claim.body, claim.body.get("id") or claim.body.get("action_id"), True)
-    try:
-        return _record(runtime, agent, envelope, idempotency_key, request_record, claim)
-    except DomainError as error:
-        if error.action_id is None:
-            # Nothing was recorded: free the key so the corrected request can use it.
-            idempotency.release(runtime.db, claim)
-        raise
-    except BaseException:
-        idempotency.release(runtime.db, claim)
-        raise
+    stored = idempotency.lookup(runtime.db, agent.id, idempotency_key, fp)
+    if stored is not None:
+        return _replayed(stored)
+    return _record(runtime, agent, envelope, idempotency_key, request_record, fp)
+
+
+def _replayed(stored: idempotency.Replay) -> Answer:
+    return Answer(stored.status, stored.body, stored.body.get("id") or stored.body.get("action_id"), True)
+
+
+class _AnsweredMeanwhile(Exception):
+    """A concurrent request with the same key recorded the call first: roll back, send its answer."""
+
+    def __init__(self, stored: idempotency.Replay) -> None:
+        super().__init__()
+        self.stored = stored
 
 
 # Where the policy's effect sends a received action.
@@ -109,7 +113,7 @@ def _record(
     envelope: ActionCreate,
     idempotency_key: str,
     request_record: dict[str, Any],
-    claim: idempotency.Claimed,
+    fp: str,
 ) -> Answer:
     active = runtime.policy.current
     tool, args = _parse_call(active.tools, envelope)
@@ -121,47 +125,37 @@ def _record(
     verdict = effective_decision(
         active.snapshot, Subject(agent.principal, agent.roles), targets, blast_radius=blast_radius(tool, args)
     )
-    effect, explanation = verdict.effect, verdict.explain()
     # A denied call runs nothing, not even a dry run.
-    preview = _preview(tool, args, with_dry_run=effect != "deny")
-
-    action_id = new_id("act")
-    bind_log_context(action_id=action_id, tool=tool.name)
-    status = _STATUS_AFTER_POLICY[effect]
-    with runtime.db.session() as session:
-        action = _insert_received(
-            session,
-            action_id,
-            agent,
-            envelope,
-            tool,
-            args,
-            targets,
-            verdict,
-            preview,
-            idempotency_key=idempotency_key,
-            request_record=request_record,
-        )
-        if effect == "approve":
-            _open_approval(runtime, session, action, agent, verdict)
-        transition(
-            session,
-            action_id,
-            from_statuses=[ActionStatus.RECEIVED],
-            to_status=status,
-            actor="policy",
-            data={"decision": verdict.record(), "explanation": explanation},
-            status_reason=explanation if effect != "allow" else None,
-            # Publishing follows the commit; the sweeper re-publishes if that message is lost.
-            last_published_at=utcnow() if status is ActionStatus.QUEUED else None,
-        )
-        session.refresh(action)
-        answer_status, body = _answer_body(session, action, verdict.policy, denied=status is ActionStatus.DENIED)
-        idempotency.complete(session, claim, answer_status, body, action_id)
-    metrics.record_decision(effect, tool.name)
-    if status is ActionStatus.QUEUED:
-        runtime.dispatcher.publish([action_id])
-    return Answer(answer_status, body, action_id)
+    preview = _preview(tool, args, with_dry_run=verdict.effect != "deny")
+    call = _Call(agent, envelope, tool, args, targets, verdict, preview, idempotency_key, request_record)
+    action = _decided_action(new_id("act"), call)
+    bind_log_context(action_id=action.id, tool=tool.name)
+    answer_status, body = _answer_body(action, verdict.policy)
+    try:
+        with runtime.db.session() as session:
+            stored = idempotency.record_answer(
+                session,
+                agent_id=agent.id,
+                key=idempotency_key,
+                fp=fp,
+                ttl=timedelta(hours=runtime.settings.idempotency_ttl_hours),
+                status=answer_status,
+                body=body,
+                action_id=action.id,
+            )
+            if stored is not None:
+                raise _AnsweredMeanwhile(stored)
+            repository.insert(session, action)
+            _audit_received(session, action, call)
+            if verdict.effect == "approve":
+                _open_approval(runtime, session, action, agent, verdict)
+            _audit_decided(session, action, call)
+    except _AnsweredMeanwhile as meanwhile:
+        return _replayed(meanwhile.stored)
+    metrics.record_decision(verdict.effect, tool.name)
+    if action.status == ActionStatus.QUEUED:
+        runtime.dispatcher.publish([action.id])
+    return Answer(answer_status, body, action.id)
 
 
 def _parse_call(tools: Mapping[str, Tool], envelope: ActionCreate) -> tuple[Tool, BaseModel]:
@@ -183,72 +177,97 @@ def _parse_call(tools: Mapping[str, Tool], envelope: ActionCreate) -> tuple[Tool
     return tool, args
 
 
-def _insert_received(
-    session: Session,
-    action_id: str,
-    agent: AuthenticatedAgent,
-    envelope: ActionCreate,
-    tool: Tool,
-    args: BaseModel,
-    targets: list[Target],
-    verdict: EffectiveDecision,
-    preview: dict[str, Any] | None,
-    *,
-    idempotency_key: str,
-    request_record: dict[str, Any],
-) -> Action:
-    """Insert the action as received, with its decision, and audit its arrival."""
-    decision = verdict.policy
-    normalised_args = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    action = Action(
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One submitted call, parsed and decided, before anything is recorded."""
+
+    agent: AuthenticatedAgent
+    envelope: ActionCreate
+    tool: Tool
+    args: BaseModel
+    targets: list[Target]
+    verdict: EffectiveDecision
+    preview: dict[str, Any] | None
+    idempotency_key: str
+    request_record: dict[str, Any]
+
+    @property
+    def normalised_args(self) -> dict[str, Any]:
+        return self.args.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _decided_action(action_id: str, call: _Call) -> Action:
+    """The action row as it will be committed: received and already moved by policy."""
+    verdict, decision = call.verdict, call.verdict.policy
+    status = _STATUS_AFTER_POLICY[verdict.effect]
+    now = utcnow()
+    return Action(
         id=action_id,
-        agent_id=agent.id,
-        on_behalf_of=envelope.on_behalf_of,
-        tool=tool.name,
-        args=normalised_args,
-        reason=envelope.reason,
-        idempotency_key=idempotency_key,
-        status=ActionStatus.RECEIVED.value,
+        agent_id=call.agent.id,
+        on_behalf_of=call.envelope.on_behalf_of,
+        tool=call.tool.name,
+        args=call.normalised_args,
+        reason=call.envelope.reason,
+        idempotency_key=call.idempotency_key,
+        status=status.value,
+        status_reason=verdict.explain() if verdict.effect != "allow" else None,
         decision_effect=verdict.effect,
         decision_rules=decision.rules(),
         targets=[
             {"object": t.object, "act": t.act, "effect": d.effect}
-            for t, d in zip(targets, decision.targets, strict=True)
+            for t, d in zip(call.targets, decision.targets, strict=True)
         ],
         policy_version=decision.policy_version,
-        request=request_record,
-        preview=preview,
-        callback_url=envelope.callback_url,
+        request=call.request_record,
+        preview=call.preview,
+        callback_url=call.envelope.callback_url,
+        # Publishing follows the commit; the sweeper re-publishes if that message is lost.
+        last_published_at=now if status is ActionStatus.QUEUED else None,
+        created_at=now,
+        updated_at=now,
+        finished_at=now if status.is_terminal else None,
     )
-    repository.insert(session, action)
+
+
+def _audit_received(session: Session, action: Action, call: _Call) -> None:
+    """The call exactly as received, with its decision."""
     record_event(
         session,
         event_type="action.received",
-        actor=agent.principal,
-        action_id=action_id,
+        actor=call.agent.principal,
+        action_id=action.id,
         to_status=ActionStatus.RECEIVED.value,
         data={
-            "request": request_record,
-            "tool": tool.name,
-            "args": normalised_args,
-            "on_behalf_of": envelope.on_behalf_of,
-            "decision": verdict.record(),
-            "preview": preview,
+            "request": call.request_record,
+            "tool": call.tool.name,
+            "args": action.args,
+            "on_behalf_of": call.envelope.on_behalf_of,
+            "decision": call.verdict.record(),
+            "preview": call.preview,
         },
     )
-    return action
 
 
-def _answer_body(
-    session: Session, action: Action, decision: PolicyDecision, *, denied: bool
-) -> tuple[int, dict[str, Any]]:
+def _audit_decided(session: Session, action: Action, call: _Call) -> None:
+    """Where policy sent the received call."""
+    record_event(
+        session,
+        event_type=f"action.{action.status}",
+        actor="policy",
+        action_id=action.id,
+        from_status=ActionStatus.RECEIVED.value,
+        to_status=action.status,
+        data={"decision": call.verdict.record(), "explanation": call.verdict.explain()},
+    )
+
+
+def _answer_body(action: Action, decision: PolicyDecision) -> tuple[int, dict[str, Any]]:
     """The status and body the agent gets (and a replay of its key will get): 403 with a problem
     document for a denied call, else 202 with the action."""
-    if denied:
+    if action.status == ActionStatus.DENIED:
         body = _denied_problem(action, decision)
         # GET /v1/actions/{id} shows the same problem document as the 403 answer.
         action.problem = body
-        repository.save(session, action)
         return 403, body
     return 202, ActionOut.of(action).model_dump(mode="json")
 

@@ -1,10 +1,12 @@
 """Idempotency keys (draft-ietf-httpapi-idempotency-key-header), scoped per agent.
 
-The first request with a key commits a `processing` record in its own short transaction before
-doing any work, so that concurrent requests with the same key find it and answer 409 instead of
-creating a second action. The record is completed, with the exact answer, in the same
-transaction that records the action; later requests with the same key and fingerprint get that
-answer again. Records live at least `idempotency_ttl_hours` (24 h by default).
+A request first looks its key up without any write lock: a key already answered is answered
+again from the stored record (a replay never writes). A new key is stored, completed with its
+exact answer, in the one transaction that records the action; if a concurrent request with the
+same key committed first, the insert finds its row, this request's transaction rolls back, and it
+answers with the winner's stored answer. So a call is recorded once, and there is no
+half-processed state a crash could leave behind. Records live at least `idempotency_ttl_hours`
+(24 h by default).
 """
 
 from __future__ import annotations
@@ -13,18 +15,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlalchemy import Row, Select, delete, select
+from sqlmodel import Session, col
 
 from outbox.canonical import digest
-from outbox.db import Database
+from outbox.db import Database, insert_or_ignore
 from outbox.errors import IdempotencyKeyInProgress, IdempotencyKeyInvalid, IdempotencyKeyMissing, IdempotencyKeyReused
 from outbox.idempotency.models import IdempotencyRecord
 from outbox.sqltypes import utcnow
 
-# A `processing` record older than this belongs to a request that died mid-way; it may be taken
-# over by a retry with the same key and body.
+# Earlier versions committed a `processing` record before doing the work. One older than this
+# belongs to a request that died mid-way; a retry with the same key and body takes it over.
 ABANDONED_AFTER = timedelta(seconds=120)
 PROCESSING = "processing"
 COMPLETED = "completed"
@@ -44,80 +45,87 @@ def fingerprint(tool: str, args: dict[str, Any], on_behalf_of: str | None) -> st
 
 
 @dataclass(frozen=True, slots=True)
-class Claimed:
-    """This request owns the key and must complete or release it."""
-
-    record_id: int
-
-
-@dataclass(frozen=True, slots=True)
 class Replay:
+    """The answer already stored for a key: sent again, byte for byte."""
+
     status: int
     body: dict[str, Any]
 
 
-def claim_key(db: Database, agent_id: str, key: str, fp: str, ttl: timedelta) -> Claimed | Replay:
-    for _ in range(3):
-        try:
-            with db.session() as session:
-                return _claim(session, agent_id, key, fp, ttl)
-        except IntegrityError:
-            # Another request inserted the same key between our read and our insert.
-            continue
-    raise IdempotencyKeyInProgress
+def lookup(db: Database, agent_id: str, key: str, fp: str) -> Replay | None:
+    """The stored answer for this agent's key, read without any write lock; None while the key
+    is free (never used, expired, or left `processing` by an earlier version of the outbox).
+
+    Raises `IdempotencyKeyReused` when the key was used for another request."""
+    with db.read_session() as session:
+        row = session.execute(_select_record(agent_id, key)).first()
+    if row is None or row.expires_at <= utcnow():
+        return None
+    return _stored_answer(row, fp)
 
 
-def _claim(session: Session, agent_id: str, key: str, fp: str, ttl: timedelta) -> Claimed | Replay:
+def record_answer(
+    session: Session,
+    *,
+    agent_id: str,
+    key: str,
+    fp: str,
+    ttl: timedelta,
+    status: int,
+    body: dict[str, Any],
+    action_id: str | None,
+) -> Replay | None:
+    """Store the answer for a key in the caller's transaction, the one that records the action.
+
+    Returns None when stored. When a concurrent request with the same key committed first,
+    returns its answer instead: the caller rolls back and sends that answer, so the call is
+    recorded once whichever request wins. Raises `IdempotencyKeyReused` if that request was
+    another call."""
     now = utcnow()
-    record = session.exec(
-        select(IdempotencyRecord).where(
-            (col(IdempotencyRecord.agent_id) == agent_id) & (col(IdempotencyRecord.key) == key)
-        )
-    ).first()
-    if record is not None and record.expires_at <= now:
-        session.delete(record)
-        session.flush()
-        record = None
-    if record is None:
-        fresh = IdempotencyRecord(agent_id=agent_id, key=key, fingerprint=fp, state=PROCESSING, expires_at=now + ttl)
-        session.add(fresh)
-        session.flush()
-        assert fresh.id is not None
-        return Claimed(fresh.id)
-    if record.fingerprint != fp:
-        raise IdempotencyKeyReused(record.action_id)
-    if record.state == COMPLETED:
-        assert record.response_status is not None
-        assert record.response_body is not None
-        return Replay(record.response_status, record.response_body)
-    if record.created_at < now - ABANDONED_AFTER:
-        taken = session.execute(
-            update(IdempotencyRecord)
-            .where((col(IdempotencyRecord.id) == record.id) & (col(IdempotencyRecord.created_at) == record.created_at))
-            .values(created_at=now)
-        )
-        if taken.rowcount == 1:  # type: ignore[attr-defined]
-            assert record.id is not None
-            return Claimed(record.id)
-    raise IdempotencyKeyInProgress
+    values = {
+        "agent_id": agent_id,
+        "key": key,
+        "fingerprint": fp,
+        "state": COMPLETED,
+        "response_status": status,
+        "response_body": body,
+        "action_id": action_id,
+        "created_at": now,
+        "expires_at": now + ttl,
+    }
+    if insert_or_ignore(session, IdempotencyRecord, [values]):
+        return None
+    row = session.execute(_select_record(agent_id, key).with_for_update()).one()
+    if row.expires_at <= now or (row.state == PROCESSING and row.created_at < now - ABANDONED_AFTER):
+        # Expired, or abandoned mid-way by a request of an earlier version: the key is free.
+        session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.id) == row.id))
+        insert_or_ignore(session, IdempotencyRecord, [values])
+        return None
+    if row.state == PROCESSING and row.fingerprint == fp:
+        raise IdempotencyKeyInProgress
+    return _stored_answer(row, fp)
 
 
-def complete(session: Session, claimed: Claimed, status: int, body: dict[str, Any], action_id: str | None) -> None:
-    session.execute(
-        update(IdempotencyRecord)
-        .where(col(IdempotencyRecord.id) == claimed.record_id)
-        .values(state=COMPLETED, response_status=status, response_body=body, action_id=action_id)
-    )
+def _select_record(agent_id: str, key: str) -> Select[Any]:
+    record = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+    return select(
+        record.c.id,
+        record.c.fingerprint,
+        record.c.state,
+        record.c.response_status,
+        record.c.response_body,
+        record.c.action_id,
+        record.c.created_at,
+        record.c.expires_at,
+    ).where((record.c.agent_id == agent_id) & (record.c.key == key))
 
 
-def release(db: Database, claimed: Claimed) -> None:
-    """Forget a key whose request recorded nothing (it was invalid), so it may be used again."""
-    with db.session() as session:
-        session.execute(
-            delete(IdempotencyRecord).where(
-                (col(IdempotencyRecord.id) == claimed.record_id) & (col(IdempotencyRecord.state) == PROCESSING)
-            )
-        )
+def _stored_answer(row: Row[Any], fp: str) -> Replay | None:
+    if row.fingerprint != fp:
+        raise IdempotencyKeyReused(row.action_id)
+    if row.state != COMPLETED:
+        return None
+    return Replay(row.response_status, row.response_body)
 
 
 def purge_expired(session: Session) -> int:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from outbox.actions.models import Action
 from outbox.agents.service import authenticate, revoke_agent
-from outbox.idempotency.service import claim_key, fingerprint
+from outbox.idempotency.models import IdempotencyRecord
+from outbox.idempotency.service import fingerprint
 from outbox.runtime import Runtime
+from outbox.sqltypes import utcnow
 from tests.support.agents import bearer
 
 
@@ -152,20 +155,51 @@ def test_keys_are_scoped_per_agent(client: TestClient, reader_key: str, writer_k
     assert a.json()["id"] != b.json()["id"]
 
 
-def test_same_key_while_processing_is_409_with_retry_after(
+def _processing_record(runtime: Runtime, reader_key: str, key: str, body: dict[str, Any], age: timedelta) -> None:
+    """A `processing` record as earlier versions committed before doing the work."""
+    with runtime.db.session() as session:
+        agent = authenticate(session, reader_key)
+        assert agent is not None
+        session.add(
+            IdempotencyRecord(
+                agent_id=agent.id,
+                key=key,
+                fingerprint=fingerprint("http.request", body["args"], None),
+                state="processing",
+                created_at=utcnow() - age,
+                expires_at=utcnow() + timedelta(hours=24),
+            )
+        )
+
+
+def test_same_key_while_an_earlier_version_processes_it_is_409_with_retry_after(
     client: TestClient, runtime: Runtime, reader_key: str
 ) -> None:
     body = get_request("http://127.0.0.1:9/a")
-    with runtime.db.session() as session:
-        agent = authenticate(session, reader_key)
-    assert agent is not None
-    # A first request that has claimed the key and not finished yet.
-    claim_key(runtime.db, agent.id, "k-busy", fingerprint("http.request", body["args"], None), timedelta(hours=24))  # type: ignore[arg-type]
+    # A request of an earlier version that has claimed the key and not finished yet.
+    _processing_record(runtime, reader_key, "k-busy", body, timedelta(seconds=5))
 
     response = post(client, reader_key, body, "k-busy")
     assert response.status_code == 409
     assert response.headers["retry-after"] == "1"
     assert response.json()["type"].endswith("/idempotency-key-in-progress")
+    with runtime.db.session() as session:
+        assert session.exec(select(Action)).all() == []
+
+
+def test_a_key_abandoned_mid_way_by_an_earlier_version_is_taken_over(
+    client: TestClient, runtime: Runtime, reader_key: str
+) -> None:
+    body = get_request("http://127.0.0.1:9/a")
+    _processing_record(runtime, reader_key, "k-abandoned", body, timedelta(minutes=10))
+
+    first = post(client, reader_key, body, "k-abandoned")
+    again = post(client, reader_key, body, "k-abandoned")
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    with runtime.db.session() as session:
+        assert len(session.exec(select(Action)).all()) == 1
 
 
 def test_invalid_arguments_list_each_field_and_free_the_key(
