@@ -20,10 +20,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from outbox.mail.addresses import display_name_problem, display_part
-from outbox.mail.config import DkimConfig, MailConfig, SubdomainConfig
+from outbox.mail.config import MailConfig, SubdomainConfig
 from outbox.mail.sending.delivery import RecipientResult, SmtpDelivery
 from outbox.mail.sending.dkim_signing import (
-    DkimKey,
     DkimKeyError,
     DkimSelfCheckError,
     load_signing_key,
@@ -88,7 +87,6 @@ class EmailSendTool:
         self._delivery = delivery or SmtpDelivery()
         self._key_base_dir = key_base_dir
         self._clock = clock
-        self._keys: dict[DkimConfig, DkimKey] = {}
 
     def args_schema(self) -> dict[str, Any]:
         return EmailSendArgs.model_json_schema(by_alias=True)
@@ -202,10 +200,9 @@ class EmailSendTool:
         return _outcome(mail_args, {**settled, **results}, artifact, tls=tls)
 
     def _signed_message(self, args: EmailSendArgs, sub: SubdomainConfig, message_id: str, now: datetime) -> bytes:
-        key = self._keys.get(sub.dkim)
-        if key is None:
-            key = load_signing_key(sub.dkim, self._key_base_dir)
-            self._keys[sub.dkim] = key
+        # Read per message (a small file read), parsed once per distinct key by
+        # load_signing_key: a key file replaced in place signs the very next message.
+        key = load_signing_key(sub.dkim, self._key_base_dir)
         headers = self._unsubscribe_headers(args, sub) if args.category == "bulk" else None
         mime = build_mime(args, message_id=message_id, date=now, extra_headers=headers)
         signed = sign_message(mime, key=key, selector=sub.dkim.selector, domain=sub.domain)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email import policy
@@ -19,7 +20,7 @@ import pytest
 from outbox.mail.config import MailConfig
 from outbox.mail.dns.checks import make_resolver
 from outbox.mail.sending.delivery import SmtpDelivery
-from outbox.mail.sending.dkim_signing import DkimKey, dkim_record_name
+from outbox.mail.sending.dkim_signing import DkimKey, dkim_record_name, generate_key, write_private_key
 from outbox.mail.sending.message import EmailSendArgs
 from outbox.mail.sending.sink import MaildirSink, SinkScript
 from outbox.mail.sending.tool import EmailSendTool
@@ -158,6 +159,30 @@ def test_bulk_mail_carries_signed_one_click_unsubscribe(
         line for line in received.content.split(b"\r\n") if not line.startswith(b"List-Unsubscribe-Post")
     )
     assert not dkim.verify(stripped, dnsfunc=published_key_lookup(dns_server))
+
+
+def test_a_key_file_replaced_in_place_signs_the_next_message(
+    harness: Callable[..., Harness], dns_server: LoopbackDns, rsa_key: DkimKey
+) -> None:
+    h = harness(rsa_key)
+    sub = h.tool.config.subdomain(SUBDOMAIN)
+    assert sub is not None
+    assert sub.dkim.key_file is not None
+    dns_server.publish(dkim_record_name(SELECTOR, SUBDOMAIN), rsa_key.txt_record())
+    assert isinstance(h.send(context("act-0001")), Succeeded)
+
+    rotated = generate_key("rsa-sha256")
+    write_private_key(sub.dkim.key_file.with_suffix(".new"), rotated)
+    os.replace(sub.dkim.key_file.with_suffix(".new"), sub.dkim.key_file)
+    dns_server.reset()  # the record is replaced too, as the rotation's DNS change would
+    dns_server.publish(dkim_record_name(SELECTOR, SUBDOMAIN), rotated.txt_record())
+    assert isinstance(h.send(context("act-0002")), Succeeded)
+
+    before, after = sorted(h.sink.messages(), key=lambda m: b"act-0002" in m.content)
+    assert b"act-0002" in after.content
+    lookup = published_key_lookup(dns_server)
+    assert dkim.verify(after.content, dnsfunc=lookup)
+    assert not dkim.verify(before.content, dnsfunc=lookup)  # signed with the key it replaced
 
 
 def test_mixed_2xx_and_5xx_succeeds_for_the_delivered_and_records_every_reply(
