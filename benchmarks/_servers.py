@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,9 +16,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
+import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -148,3 +151,51 @@ class ActionCounts:
 
     def dispose(self) -> None:
         self._engine.dispose()
+
+
+@contextlib.contextmanager
+def target_server(workdir: Path) -> Iterator[int]:
+    """benchmarks/_target.py on a free loopback port (yielded), answering 200 to anything."""
+    port = free_port()
+    argv = [sys.executable, str(REPO / "benchmarks" / "_target.py"), str(port)]
+    with serving(argv, env=os.environ, cwd=workdir, log=workdir / "target.log", ready_url=None):
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            raise SystemExit(f"the target on port {port} did not start")
+        yield port
+
+
+def write_policies(workdir: Path, target_port: int) -> Path:
+    """The shipped policies in `workdir/policies`, with the target's limits out of the way (the
+    shipped defaults allow 60 requests a minute per host) and without mail (no email tool, no mail
+    sink: mail has its own benchmark)."""
+    policies = workdir / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    (policies / "mail.yaml").unlink(missing_ok=True)
+    http = yaml.safe_load((policies / "http.yaml").read_text())
+    http.setdefault("hosts", {})[f"127.0.0.1:{target_port}"] = {
+        "requests_per_minute": 1_000_000,
+        "max_concurrent": 16,
+    }
+    (policies / "http.yaml").write_text(yaml.safe_dump(http))
+    return policies
+
+
+def outbox_cli(env: Mapping[str, str], cwd: Path, *argv: str) -> str:
+    """Run `outbox <argv>` (the CLI a user runs) and return what it printed on stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "outbox.cli.main", *argv],
+        env=dict(env),
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"outbox {' '.join(argv)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()

@@ -49,10 +49,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -60,14 +58,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import yaml
 from _servers import (
     ActionCounts,
     cpu_seconds,
     create_database,
     drop_database,
     free_port,
+    outbox_cli,
     serving,
+    target_server,
+    write_policies,
 )
 from _wrk import Load, Shape, WrkResult, run_wrk
 
@@ -106,17 +106,7 @@ class Bench:
         return Load(self.body(path), self.token, expect, self.nonce, key=key, prefer=prefer, rate=rate)
 
     def cli(self, *argv: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "outbox.cli.main", *argv],
-            env=self.env,
-            cwd=self.workdir,
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"outbox {' '.join(argv)} failed: {done.stderr.strip()}")
-        return done.stdout.strip()
+        return outbox_cli(self.env, self.workdir, *argv)
 
 
 @dataclass
@@ -140,37 +130,13 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def write_policies(workdir: Path, target_port: int) -> Path:
-    """The shipped policies, with the target's limits out of the way (the shipped defaults allow
-    60 requests a minute per host) and without mail (no email tool, no mail sink: not measured)."""
-    policies = workdir / "policies"
-    shutil.copytree(REPO / "policies", policies)
-    (policies / "mail.yaml").unlink(missing_ok=True)
-    http = yaml.safe_load((policies / "http.yaml").read_text())
-    http.setdefault("hosts", {})[f"127.0.0.1:{target_port}"] = {
-        "requests_per_minute": 1_000_000,
-        "max_concurrent": 16,
-    }
-    (policies / "http.yaml").write_text(yaml.safe_dump(http))
-    return policies
-
-
 @contextmanager
 def bench_setup(args: argparse.Namespace) -> Iterator[Bench]:
     """Working directory, database, target and agent; everything removed on the way out."""
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
         stack.callback(shutil.rmtree, workdir, True)
-        target_port = free_port()
-        stack.enter_context(
-            serving(
-                [sys.executable, str(REPO / "benchmarks" / "_target.py"), str(target_port)],
-                env=os.environ,
-                cwd=workdir,
-                log=workdir / "target.log",
-                ready_url=None,
-            )
-        )
+        target_port = stack.enter_context(target_server(workdir))
         write_policies(workdir, target_port)
         if args.database == "postgresql":
             database_url = create_database("outbox_bench")
@@ -191,18 +157,7 @@ def bench_setup(args: argparse.Namespace) -> Iterator[Bench]:
         bench = Bench(args, workdir, env, database_url, target_port)
         bench.cli("db", "upgrade")
         bench.token = bench.cli("agents", "create", "bench", "--role", "http-reader")
-        wait_for_port(target_port)
         yield bench
-
-
-def wait_for_port(port: int) -> None:
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise SystemExit(f"the target on port {port} did not start")
 
 
 def measure(name: str, url: str, pid: int, load: Load, shape: Shape, note: str = "") -> Row:
