@@ -8,12 +8,14 @@ updates (claims, budget reservations, the audit chain) safe across threads and p
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
@@ -56,11 +58,162 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        raw = conn.connection.dbapi_connection
+        if raw.in_transaction:
+            # A COMMIT that failed (a deferred constraint, a full disk) leaves SQLite's transaction
+            # open on a connection the pool took back: end it before beginning anew.
+            raw.rollback()
+        options = conn.get_execution_options()
+        if options.get(_SINGLE_READS):
+            # No transaction: each statement is its own, with its own consistent snapshot.
+            return
         # Readers take no write lock; they see a consistent WAL snapshot.
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if options.get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 _READ_ONLY = "outbox_read_only"
+_SINGLE_READS = "outbox_single_reads"
+
+# Threads that drain the queue (workers) rather than fill it (API requests); see WriterQueue.
+_draining = threading.local()
+
+
+@contextlib.contextmanager
+def draining() -> Iterator[None]:
+    """Mark the current thread's writes as the queue's drain: they go first on SQLite."""
+    _draining.active = True
+    try:
+        yield
+    finally:
+        _draining.active = False
+
+
+class WriterQueue:
+    """The writers of one process, one at a time, in a fair order; reentrant.
+
+    A plain lock is unfair: under load the API's request threads, many and short, keep winning it,
+    the workers that execute what they accepted starve, and the queue of accepted actions grows
+    without bound. Here the lock is handed over in arrival order, except that a waiting drain
+    (a worker, see `draining`) goes before waiting submissions, up to `DRAIN_BURST` times in a
+    row: accepting slows down to the rate at which actions are executed (backpressure), and a
+    submission still never waits for ever.
+    """
+
+    DRAIN_BURST = 4
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._drains: collections.deque[threading.Lock] = collections.deque()
+        self._fills: collections.deque[threading.Lock] = collections.deque()
+        self._drain_streak = 0
+
+    def __enter__(self) -> WriterQueue:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            if self._owner is None:
+                self._owner, self._depth = me, 1
+                return self
+            gate = threading.Lock()
+            gate.acquire()
+            (self._drains if getattr(_draining, "active", False) else self._fills).append(gate)
+        # Released by the previous owner, who made us the owner before handing over.
+        gate.acquire()
+        with self._mutex:
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._mutex:
+            self._depth -= 1
+            if self._depth:
+                return
+            gate = self._next_waiter()
+            # Reserved for the waiter being woken: newcomers queue behind it.
+            self._owner = _HANDED_OVER if gate is not None else None
+        if gate is not None:
+            gate.release()
+
+    def _next_waiter(self) -> threading.Lock | None:
+        if self._drains and (not self._fills or self._drain_streak < self.DRAIN_BURST):
+            self._drain_streak += 1
+            return self._drains.popleft()
+        self._drain_streak = 0
+        return self._fills.popleft() if self._fills else None
+
+
+# No thread has this identity: the lock is between its owners.
+_HANDED_OVER = -1
+
+T = TypeVar("T")
+
+
+class _Write(Generic[T]):
+    """One job of a group commit, and what became of it."""
+
+    def __init__(self, job: Callable[[Session], T]) -> None:
+        self.job = job
+        self.done = False
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+class _GroupCommit:
+    """The writes waiting for the next batch (see `Database.write`)."""
+
+    # A bound on one batch, so that one transaction never holds the lock for long.
+    MAX_BATCH = 64
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._queue: collections.deque[_Write[Any]] = collections.deque()
+
+    def enqueue(self, entry: _Write[Any]) -> None:
+        with self._mutex:
+            self._queue.append(entry)
+
+    def commit_batch(self, engine: Engine) -> None:
+        """Run the queued jobs in one transaction, each in a savepoint, and commit. Called with
+        the process's write lock held, so `done` is read and written under it."""
+        with self._mutex:
+            batch = [self._queue.popleft() for _ in range(min(self.MAX_BATCH, len(self._queue)))]
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                for entry in batch:
+                    _run_in_savepoint(session, entry, alone=len(batch) == 1)
+                session.commit()
+        except BaseException as exc:
+            # Nothing of the batch was committed: every job that had succeeded fails with it.
+            for entry in batch:
+                if entry.error is None:
+                    entry.error = exc
+        finally:
+            for entry in batch:
+                entry.done = True
+
+
+def _run_in_savepoint(session: Session, entry: _Write[Any], *, alone: bool) -> None:
+    if alone:
+        # No other job to protect: the transaction itself rolls back if it fails.
+        entry.value = entry.job(session)
+        return
+    savepoint = session.begin_nested()
+    try:
+        entry.value = entry.job(session)
+    except Exception as exc:
+        savepoint.rollback()
+        entry.error = exc
+    else:
+        savepoint.commit()
 
 
 class Database:
@@ -70,14 +223,22 @@ class Database:
         self.settings = settings
         self.engine = make_engine(settings)
         self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+        # Autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips); on SQLite the "begin" listener
+        # skips BEGIN (pysqlite's own isolation handling stays off, as for every connection).
+        self._single_reads_engine = (
+            self.engine.execution_options(**{_SINGLE_READS: True})
+            if settings.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         # SQLite admits one writer at a time, and a writer that finds the lock taken sleeps in
         # SQLite's busy handler (up to 100 ms a nap), which starves unlucky requests for seconds
-        # under load. Writers of this process queue on a lock instead: same throughput, and
-        # latency shared fairly (gate benchmark p99 1.75 s -> 0.31 s). Other processes (the CLI)
-        # still wait in busy_timeout.
+        # under load. Writers of this process queue on a lock instead, granted in arrival order,
+        # with workers first (see WriterQueue). Other processes (the CLI) still wait in
+        # busy_timeout.
         self._writers: contextlib.AbstractContextManager[object] = (
-            threading.RLock() if settings.is_sqlite else contextlib.nullcontext()
+            WriterQueue() if settings.is_sqlite else contextlib.nullcontext()
         )
+        self._group = _GroupCommit() if settings.is_sqlite else None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -89,6 +250,26 @@ class Database:
                 session.rollback()
                 raise
 
+    def write(self, job: Callable[[Session], T]) -> T:
+        """Run `job` in a write transaction, commit, and return what it returned.
+
+        On SQLite, the writes that arrive while another batch commits are committed together,
+        in one transaction (group commit: one BEGIN, one audit tail, one commit for the batch),
+        each in its own savepoint, so a job that raises rolls back alone and its caller gets the
+        exception. On PostgreSQL, where writers do not exclude each other, it is `session()`.
+        `job` must be short and must not wait on anything but the database.
+        """
+        if self._group is None:
+            with self.session() as session:
+                return job(session)
+        entry = _Write(job)
+        self._group.enqueue(entry)
+        with self._writers:
+            if not entry.done:
+                # This thread leads: it commits every write queued so far, its own included.
+                self._group.commit_batch(self.engine)
+        return entry.outcome()
+
     @contextlib.contextmanager
     def read_session(self) -> Iterator[Session]:
         """A session for reads only: on SQLite it does not queue behind writers."""
@@ -97,6 +278,15 @@ class Database:
                 yield session
             finally:
                 session.rollback()
+
+    @contextlib.contextmanager
+    def single_reads(self) -> Iterator[Connection]:
+        """A connection for independent one-statement reads on the hot path (authentication, a
+        stored idempotent answer): no ORM session, no transaction around the statements, no write
+        lock. Each statement sees a consistent snapshot of its own; use `read_session` when two
+        reads must agree with each other."""
+        with self._single_reads_engine.connect() as connection:
+            yield connection
 
     @property
     def is_postgres(self) -> bool:
@@ -117,17 +307,23 @@ def insert_or_ignore(session: Session, table: type[SQLModel], rows: Sequence[Map
 
     `ON CONFLICT DO NOTHING` on both backends, so concurrent writers of the same row never fail
     on a unique key. Counted with RETURNING: a multi-row insert's rowcount is not reliable on
-    every driver.
+    every driver. The statement is built once per table and backend and runs on the session's
+    connection (no ORM bulk-insert layer): this is on the submission hot path.
     """
     if not rows:
         return 0
-    values = [dict(row) for row in rows]
-    dialect = session.get_bind().dialect.name
+    statement = _ignoring_insert(table, session.get_bind().dialect.name)
+    session.flush()  # what the ORM holds goes first, as `session.execute` would do
+    return len(session.connection().execute(statement, [dict(row) for row in rows]).all())
+
+
+@functools.cache
+def _ignoring_insert(table: type[SQLModel], dialect: str) -> Any:
+    core = table.__table__  # type: ignore[attr-defined]
     if dialect == "postgresql":
-        statement: Any = pg_insert(table).values(values).on_conflict_do_nothing()
+        statement: Any = pg_insert(core).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        statement = sqlite_insert(table).values(values).on_conflict_do_nothing()
+        statement = sqlite_insert(core).on_conflict_do_nothing()
     else:  # pragma: no cover - only the two supported backends exist
         raise NotImplementedError(f"insert_or_ignore on {dialect}")
-    keys = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
-    return len(session.execute(statement.returning(*keys)).all())
+    return statement.returning(*core.primary_key.columns)

@@ -13,6 +13,7 @@ import threading
 import structlog
 
 from outbox.audit.checkpointer import Checkpointer, run_checkpointer
+from outbox.db import draining
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.runtime import Runtime
@@ -47,6 +48,11 @@ class EmbeddedDispatcher:
         self._threads.append(thread)
 
     def _work(self, runtime: Runtime) -> None:
+        # This thread drains the queue: its writes go before new submissions' (db.WriterQueue).
+        with draining():
+            self._drain(runtime)
+
+    def _drain(self, runtime: Runtime) -> None:
         while not self._stop.is_set():
             try:
                 action_id = self._queue.get(timeout=0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -98,31 +99,61 @@ class ActionOut(BaseModel):
 
     @classmethod
     def of(cls, action: Action) -> ActionOut:
-        has_result = action.artifact is not None or action.response is not None
+        return cls.of_columns({name: getattr(action, name) for name in _SHOWN_COLUMNS})
+
+    @classmethod
+    def of_columns(cls, action: Mapping[str, Any]) -> ActionOut:
+        """From the action's column values (the submission path has them before any row exists)."""
+        has_result = action["artifact"] is not None or action["response"] is not None
         return cls(
-            id=action.id,
-            status=action.status,
-            tool=action.tool,
-            args=action.args,
-            on_behalf_of=action.on_behalf_of,
-            reason=action.reason,
+            id=action["id"],
+            status=action["status"],
+            tool=action["tool"],
+            args=action["args"],
+            on_behalf_of=action["on_behalf_of"],
+            reason=action["reason"],
             decision=DecisionOut(
-                effect=action.decision_effect,
-                rules=action.decision_rules,
-                policy_version=action.policy_version,
+                effect=action["decision_effect"],
+                rules=action["decision_rules"],
+                policy_version=action["policy_version"],
             ),
-            targets=action.targets,
-            status_reason=action.status_reason,
-            attempts=action.attempts,
-            not_before=action.not_before,
-            created_at=action.created_at,
-            updated_at=action.updated_at,
-            finished_at=action.finished_at,
-            preview=action.preview,
-            result=ResultOut(artifact=action.artifact, response=action.response) if has_result else None,
-            problem=action.problem,
-            links={"self": f"/v1/actions/{action.id}", "cancel": f"/v1/actions/{action.id}/cancel"},
+            targets=action["targets"],
+            status_reason=action["status_reason"],
+            attempts=action["attempts"],
+            not_before=action["not_before"],
+            created_at=action["created_at"],
+            updated_at=action["updated_at"],
+            finished_at=action["finished_at"],
+            preview=action["preview"],
+            result=ResultOut(artifact=action["artifact"], response=action["response"]) if has_result else None,
+            problem=action["problem"],
+            links={"self": f"/v1/actions/{action['id']}", "cancel": f"/v1/actions/{action['id']}/cancel"},
         )
+
+
+# The columns `of_columns` reads.
+_SHOWN_COLUMNS = (
+    "id",
+    "status",
+    "tool",
+    "args",
+    "on_behalf_of",
+    "reason",
+    "decision_effect",
+    "decision_rules",
+    "policy_version",
+    "targets",
+    "status_reason",
+    "attempts",
+    "not_before",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "preview",
+    "artifact",
+    "response",
+    "problem",
+)
 
 
 class ActionPage(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -128,34 +129,49 @@ def _record(
     # A denied call runs nothing, not even a dry run.
     preview = _preview(tool, args, with_dry_run=verdict.effect != "deny")
     call = _Call(agent, envelope, tool, args, targets, verdict, preview, idempotency_key, request_record)
-    action = _decided_action(new_id("act"), call)
-    bind_log_context(action_id=action.id, tool=tool.name)
+    action = _decided_columns(new_id("act"), call)
+    action_id = action["id"]
+    bind_log_context(action_id=action_id, tool=tool.name)
     answer_status, body = _answer_body(action, verdict.policy)
     try:
-        with runtime.db.session() as session:
-            stored = idempotency.record_answer(
-                session,
-                agent_id=agent.id,
-                key=idempotency_key,
-                fp=fp,
-                ttl=timedelta(hours=runtime.settings.idempotency_ttl_hours),
-                status=answer_status,
-                body=body,
-                action_id=action.id,
-            )
-            if stored is not None:
-                raise _AnsweredMeanwhile(stored)
-            repository.insert(session, action)
-            _audit_received(session, action, call)
-            if verdict.effect == "approve":
-                _open_approval(runtime, session, action, agent, verdict)
-            _audit_decided(session, action, call)
+        # Committed with the submissions that arrive meanwhile (group commit on SQLite).
+        runtime.db.write(functools.partial(_write_submission, runtime, call, action, fp, (answer_status, body)))
     except _AnsweredMeanwhile as meanwhile:
         return _replayed(meanwhile.stored)
     metrics.record_decision(verdict.effect, tool.name)
-    if action.status == ActionStatus.QUEUED:
-        runtime.dispatcher.publish([action.id])
-    return Answer(answer_status, body, action.id)
+    if action["status"] == ActionStatus.QUEUED:
+        runtime.dispatcher.publish([action_id])
+    return Answer(answer_status, body, action_id)
+
+
+def _write_submission(
+    runtime: Runtime,
+    call: _Call,
+    action: dict[str, Any],
+    fp: str,
+    answer: tuple[int, dict[str, Any]],
+    session: Session,
+) -> None:
+    """Everything a submission writes, in the caller's transaction: the key's answer first (a
+    concurrent request with the same key that committed first ends this one), the action, its
+    events and its approval request."""
+    stored = idempotency.record_answer(
+        session,
+        agent_id=call.agent.id,
+        key=call.idempotency_key,
+        fp=fp,
+        ttl=timedelta(hours=runtime.settings.idempotency_ttl_hours),
+        status=answer[0],
+        body=answer[1],
+        action_id=action["id"],
+    )
+    if stored is not None:
+        raise _AnsweredMeanwhile(stored)
+    repository.insert(session, action)
+    _audit_received(session, action, call)
+    if call.verdict.effect == "approve":
+        _open_approval(runtime, session, Action(**action), call.agent, call.verdict)
+    _audit_decided(session, action, call)
 
 
 def _parse_call(tools: Mapping[str, Tool], envelope: ActionCreate) -> tuple[Tool, BaseModel]:
@@ -196,51 +212,59 @@ class _Call:
         return self.args.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
-def _decided_action(action_id: str, call: _Call) -> Action:
-    """The action row as it will be committed: received and already moved by policy."""
+def _decided_columns(action_id: str, call: _Call) -> dict[str, Any]:
+    """The action row as it will be committed, received and already moved by policy: every
+    column, as plain values (building the ORM object costs more than inserting the row)."""
     verdict, decision = call.verdict, call.verdict.policy
     status = _STATUS_AFTER_POLICY[verdict.effect]
     now = utcnow()
-    return Action(
-        id=action_id,
-        agent_id=call.agent.id,
-        on_behalf_of=call.envelope.on_behalf_of,
-        tool=call.tool.name,
-        args=call.normalised_args,
-        reason=call.envelope.reason,
-        idempotency_key=call.idempotency_key,
-        status=status.value,
-        status_reason=verdict.explain() if verdict.effect != "allow" else None,
-        decision_effect=verdict.effect,
-        decision_rules=decision.rules(),
-        targets=[
+    return {
+        "id": action_id,
+        "agent_id": call.agent.id,
+        "on_behalf_of": call.envelope.on_behalf_of,
+        "tool": call.tool.name,
+        "args": call.normalised_args,
+        "reason": call.envelope.reason,
+        "idempotency_key": call.idempotency_key,
+        "status": status.value,
+        "status_reason": verdict.explain() if verdict.effect != "allow" else None,
+        "decision_effect": verdict.effect,
+        "decision_rules": decision.rules(),
+        "targets": [
             {"object": t.object, "act": t.act, "effect": d.effect}
             for t, d in zip(call.targets, decision.targets, strict=True)
         ],
-        policy_version=decision.policy_version,
-        request=call.request_record,
-        preview=call.preview,
-        callback_url=call.envelope.callback_url,
+        "policy_version": decision.policy_version,
+        "request": call.request_record,
+        "preview": call.preview,
+        "callback_url": call.envelope.callback_url,
+        "problem": None,
+        "artifact": None,
+        "response": None,
+        "attempts": 0,
+        "not_before": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
         # Publishing follows the commit; the sweeper re-publishes if that message is lost.
-        last_published_at=now if status is ActionStatus.QUEUED else None,
-        created_at=now,
-        updated_at=now,
-        finished_at=now if status.is_terminal else None,
-    )
+        "last_published_at": now if status is ActionStatus.QUEUED else None,
+        "created_at": now,
+        "updated_at": now,
+        "finished_at": now if status.is_terminal else None,
+    }
 
 
-def _audit_received(session: Session, action: Action, call: _Call) -> None:
+def _audit_received(session: Session, action: dict[str, Any], call: _Call) -> None:
     """The call exactly as received, with its decision."""
     record_event(
         session,
         event_type="action.received",
         actor=call.agent.principal,
-        action_id=action.id,
+        action_id=action["id"],
         to_status=ActionStatus.RECEIVED.value,
         data={
             "request": call.request_record,
             "tool": call.tool.name,
-            "args": action.args,
+            "args": action["args"],
             "on_behalf_of": call.envelope.on_behalf_of,
             "decision": call.verdict.record(),
             "preview": call.preview,
@@ -248,28 +272,28 @@ def _audit_received(session: Session, action: Action, call: _Call) -> None:
     )
 
 
-def _audit_decided(session: Session, action: Action, call: _Call) -> None:
+def _audit_decided(session: Session, action: dict[str, Any], call: _Call) -> None:
     """Where policy sent the received call."""
     record_event(
         session,
-        event_type=f"action.{action.status}",
+        event_type=f"action.{action['status']}",
         actor="policy",
-        action_id=action.id,
+        action_id=action["id"],
         from_status=ActionStatus.RECEIVED.value,
-        to_status=action.status,
+        to_status=action["status"],
         data={"decision": call.verdict.record(), "explanation": call.verdict.explain()},
     )
 
 
-def _answer_body(action: Action, decision: PolicyDecision) -> tuple[int, dict[str, Any]]:
+def _answer_body(action: dict[str, Any], decision: PolicyDecision) -> tuple[int, dict[str, Any]]:
     """The status and body the agent gets (and a replay of its key will get): 403 with a problem
     document for a denied call, else 202 with the action."""
-    if action.status == ActionStatus.DENIED:
-        body = _denied_problem(action, decision)
+    if action["status"] == ActionStatus.DENIED:
+        body = _denied_problem(action["id"], decision)
         # GET /v1/actions/{id} shows the same problem document as the 403 answer.
-        action.problem = body
+        action["problem"] = body
         return 403, body
-    return 202, ActionOut.of(action).model_dump(mode="json")
+    return 202, ActionOut.of_columns(action).model_dump(mode="json")
 
 
 def _preview(tool: Tool, args: BaseModel, *, with_dry_run: bool) -> dict[str, Any] | None:
@@ -302,7 +326,7 @@ def _open_approval(
     )
 
 
-def _denied_problem(action: Action, decision: PolicyDecision) -> dict[str, Any]:
+def _denied_problem(action_id: str, decision: PolicyDecision) -> dict[str, Any]:
     rules = decision.rules()
     if rules:
         hint = (
@@ -320,10 +344,10 @@ def _denied_problem(action: Action, decision: PolicyDecision) -> dict[str, Any]:
         "Denied by policy",
         f"Denied: {decision.explain()}.",
         hint=hint,
-        action_id=action.id,
+        action_id=action_id,
         action_status="denied",
         decision={"effect": decision.effect, "rules": rules, "policy_version": decision.policy_version},
-        links={"action": f"/v1/actions/{action.id}"},
+        links={"action": f"/v1/actions/{action_id}"},
     )
 
 

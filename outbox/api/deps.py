@@ -38,8 +38,8 @@ def current_agent(credentials: AgentKey, runtime: RuntimeDep) -> AuthenticatedAg
     token = bearer_token(credentials)
     if token is None:
         raise _unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
-    with runtime.db.read_session() as session:
-        agent = authenticate(session, token)
+    with runtime.db.single_reads() as connection:
+        agent = authenticate(connection, token)
     if agent is None:
         raise _unauthorized("The API key is unknown or has been revoked.")
     bind_log_context(agent=agent.name)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import SessionTransaction
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
+from sqlmodel import select as select_models
 
 from outbox.audit.models import AuditEvent
 from outbox.canonical import canonical_json, sha256_hex
@@ -106,15 +107,42 @@ def _seal_pending_events(session: Session) -> None:
         return
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK_ID})
-    last = session.exec(select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)).first()
-    prev_hash = last or GENESIS_HASH
+    connection = session.connection()
+    prev_hash = connection.execute(_LAST_HASH).scalar() or GENESIS_HASH
+    rows = []
     for fields in pending:
         # Microsecond precision survives both backends, so the hash can be recomputed from the row.
         created_at = utcnow()
         digest = _event_hash(prev_hash, created_at=created_at, **fields)
-        session.add(AuditEvent(created_at=created_at, prev_hash=prev_hash, hash=digest, **fields))
+        rows.append({**fields, "created_at": created_at, "prev_hash": prev_hash, "hash": digest})
         prev_hash = digest
-    session.flush()
+    # Statements built once, run on the connection (no ORM unit of work): every write
+    # transaction that changes a state ends here.
+    connection.execute(_INSERT_EVENTS, rows)
+
+
+_EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
+_LAST_HASH = select(_EVENTS.c.hash).order_by(_EVENTS.c.id.desc()).limit(1)
+_INSERT_EVENTS = insert(_EVENTS)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    # How many events were recorded when a savepoint began: rolling it back forgets the rest.
+    if transaction.nested:
+        session.info.setdefault(_SAVEPOINT_MARKS, {})[transaction] = len(session.info.get(_PENDING, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_savepoint_events(session: Session, previous_transaction: SessionTransaction) -> None:
+    # The events of a savepoint rolled back (a refused budget reservation, a write of a group
+    # commit that failed) describe changes that never happen; those recorded before it stay.
+    mark = session.info.get(_SAVEPOINT_MARKS, {}).pop(previous_transaction, None)
+    if mark is not None and _PENDING in session.info:
+        del session.info[_PENDING][mark:]
+
+
+_SAVEPOINT_MARKS = "outbox_audit_savepoint_marks"
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -123,6 +151,7 @@ def _forget_pending_events(session: Session, transaction: SessionTransaction) ->
     # it (a refused budget reservation) must not take the transaction's events with it.
     if transaction.parent is None:
         session.info.pop(_PENDING, None)
+        session.info.pop(_SAVEPOINT_MARKS, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +163,7 @@ class ChainBreak:
 def iter_events(session: Session, *, since: datetime | None = None, batch: int = 1000) -> Iterator[AuditEvent]:
     last_id = 0
     while True:
-        query = select(AuditEvent).where(col(AuditEvent.id) > last_id)
+        query = select_models(AuditEvent).where(col(AuditEvent.id) > last_id)
         if since is not None:
             query = query.where(col(AuditEvent.created_at) >= since)
         rows = session.exec(query.order_by(col(AuditEvent.id)).limit(batch)).all()

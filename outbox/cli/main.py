@@ -49,6 +49,9 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="API processes sharing the port (production, with a broker).")
+    ] = 1,
 ) -> None:
     """Run the API. Without OUTBOX_BROKER_URL the workers and sweeper run inside it (embedded)."""
     import uvicorn
@@ -57,8 +60,32 @@ def serve(
 
     settings = _settings()
     settings.check_production_safety()
+    if workers > 1 and settings.is_embedded:
+        # Each process would run its own embedded workers, sweeper and mail sink on one port.
+        typer.echo(
+            "--workers > 1 needs OUTBOX_BROKER_URL (Celery workers execute the actions); "
+            "the embedded server is one process.",
+            err=True,
+        )
+        raise typer.Exit(2)
     mode = "embedded (in-process workers)" if settings.is_embedded else f"broker {settings.broker_url}"
-    typer.echo(f"agent-outbox on http://{host}:{port} — database {settings.database_url}, {mode}", err=True)
+    typer.echo(
+        f"agent-outbox on http://{host}:{port} — database {settings.database_url}, {mode}, {workers} API process(es)",
+        err=True,
+    )
+    if workers > 1:
+        # Several processes: uvicorn imports the factory in each; the settings come from the
+        # environment, as they do here.
+        uvicorn.run(
+            "outbox.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+        return
     # log_config=None: uvicorn's own lines go through our structured logging too.
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, select
+from sqlalchemy import Row, Select, bindparam, delete, select
 from sqlmodel import Session, col
 
 from outbox.canonical import digest
@@ -57,8 +57,8 @@ def lookup(db: Database, agent_id: str, key: str, fp: str) -> Replay | None:
     is free (never used, expired, or left `processing` by an earlier version of the outbox).
 
     Raises `IdempotencyKeyReused` when the key was used for another request."""
-    with db.read_session() as session:
-        row = session.execute(_select_record(agent_id, key)).first()
+    with db.single_reads() as connection:
+        row = connection.execute(_SELECT_RECORD, {"agent_id": agent_id, "key": key}).first()
     if row is None or row.expires_at <= utcnow():
         return None
     return _stored_answer(row, fp)
@@ -95,7 +95,7 @@ def record_answer(
     }
     if insert_or_ignore(session, IdempotencyRecord, [values]):
         return None
-    row = session.execute(_select_record(agent_id, key).with_for_update()).one()
+    row = session.execute(_SELECT_RECORD.with_for_update(), {"agent_id": agent_id, "key": key}).one()
     if row.expires_at <= now or (row.state == PROCESSING and row.created_at < now - ABANDONED_AFTER):
         # Expired, or abandoned mid-way by a request of an earlier version: the key is free.
         session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.id) == row.id))
@@ -106,7 +106,7 @@ def record_answer(
     return _stored_answer(row, fp)
 
 
-def _select_record(agent_id: str, key: str) -> Select[Any]:
+def _select_record() -> Select[Any]:
     record = IdempotencyRecord.__table__  # type: ignore[attr-defined]
     return select(
         record.c.id,
@@ -117,7 +117,11 @@ def _select_record(agent_id: str, key: str) -> Select[Any]:
         record.c.action_id,
         record.c.created_at,
         record.c.expires_at,
-    ).where((record.c.agent_id == agent_id) & (record.c.key == key))
+    ).where((record.c.agent_id == bindparam("agent_id")) & (record.c.key == bindparam("key")))
+
+
+# Built once: every submission runs it.
+_SELECT_RECORD = _select_record()
 
 
 def _stored_answer(row: Row[Any], fp: str) -> Replay | None:

@@ -39,9 +39,10 @@ class Topology:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start_api(self) -> None:
+    def start_api(self, processes: int = 1) -> None:
         log = self.workdir / "api.log"
-        self.api = start(["serve", "--port", str(self.port)], self.env, self.workdir, log)
+        argv = ["serve", "--port", str(self.port), "--workers", str(processes)]
+        self.api = start(argv, self.env, self.workdir, log)
         wait_ready(self.url, self.api, log)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
@@ -127,6 +128,28 @@ def test_fifty_concurrent_requests_with_one_key_execute_once(topology: Topology,
     action_id = ids.pop()
     assert wait_until(lambda: topology.action(key, action_id)["status"] == "succeeded", 60), topology.logs()
     assert len(target_server.received("/v1/pay")) == 1
+
+
+def test_two_api_processes_share_the_port_and_still_execute_one_key_once(
+    topology: Topology, target_server: TargetServer
+) -> None:
+    topology.start_api(processes=2)
+    topology.start_worker()
+    topology.start_beat()
+    key = topology.agent("two-process-bot")
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        same = list(pool.map(lambda _: topology.submit(key, "same", f"{target_server.base_url}/v1/once"), range(50)))
+        distinct = list(
+            pool.map(lambda n: topology.submit(key, f"d{n}", f"{target_server.base_url}/v1/each{n}"), range(20))
+        )
+
+    assert {r.status_code for r in same} <= {202, 409}
+    assert len({r.json()["id"] for r in same if r.status_code == 202}) == 1
+    assert [r.status_code for r in distinct] == [202] * 20
+    ids = [r.json()["id"] for r in distinct]
+    assert wait_until(lambda: all(topology.action(key, i)["status"] == "succeeded" for i in ids), 60), topology.logs()
+    assert len(target_server.received("/v1/once")) == 1
+    assert len(target_server.received("/v1/each")) == 20
 
 
 def test_a_worker_killed_mid_action_is_redriven_by_the_sweeper(topology: Topology, target_server: TargetServer) -> None:

@@ -231,9 +231,11 @@ def test_a_revoked_agent_s_queued_actions_do_not_run(runtime: Runtime, key: str,
 
 
 def test_unclaimed_queued_actions_are_republished(runtime: Runtime, key: str) -> None:
+    # Far longer than a sweep takes on a loaded machine, so "not again right away" holds.
+    runtime.settings.republish_after_seconds = 30.0
     action_id = submit_call(runtime, key, "http.request", get("http://127.0.0.1:9/lost"))
     assert sweep_once(runtime).republished == []  # just published: give the broker a chance
-    _set(runtime, action_id, last_published_at=utcnow() - timedelta(seconds=60))
+    _set(runtime, action_id, last_published_at=utcnow() - timedelta(seconds=31))
     assert sweep_once(runtime).republished == [action_id]
     assert sweep_once(runtime).republished == []  # not again right away
 
