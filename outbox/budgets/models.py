@@ -25,7 +25,11 @@ class BudgetCounter(SQLModel, table=True):
 
 
 class ConcurrencySlot(SQLModel, table=True):
-    """One of N slots for work that may only run N at a time (per host, say)."""
+    """A lease on one of N slots for work that may only run N at a time (per host, say): one row
+    per running holder, deleted on release, ignored (and deleted) once expired.
+
+    `holder` and `expires_at` are nullable because earlier versions pre-inserted N free rows
+    per key; the current code deletes such rows when it meets them."""
 
     __tablename__ = "concurrency_slots"
 

@@ -6,8 +6,8 @@ Two primitives, both exact across any number of workers because the database arb
   charge is a conditional `UPDATE … SET used = used + n WHERE used + n <= cap`; PostgreSQL
   re-checks the condition on the locked row, SQLite runs writers one at a time. Keys are charged
   in sorted order so that two reservations can never deadlock.
-- `acquire_slot`/`release_slot`: at most N holders of a key at once, with an expiry so that a
-  crashed holder frees its slot.
+- `acquire_slot`/`release_slot`: at most N holders of a key at once. A slot is a lease, one row
+  per running holder, with an expiry so that a crashed holder frees its slot.
 """
 
 from __future__ import annotations
@@ -16,12 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlmodel import Session, col
 
 from outbox.budgets.models import BudgetCounter, ConcurrencySlot
 from outbox.db import insert_or_ignore
 from outbox.sqltypes import utcnow
+
+# The first half of the two-part PostgreSQL advisory lock key that serialises the slot leases
+# of one key (the second half is the key's hash). The two-part keys are apart from the
+# one-part keys of the audit chain and of migrations; another slot key with the same hash
+# only waits a moment longer.
+_SLOT_LOCK_CLASS = 0x0510_7500
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,33 +112,68 @@ def used(session: Session, key: str, window: timedelta, now: datetime | None = N
 
 
 def acquire_slot(session: Session, key: str, limit: int, holder: str, ttl: timedelta) -> bool:
-    """Take one of `limit` slots for `key`, or return False when all are held."""
+    """Lease one of `limit` slots of `key` to `holder` for `ttl`, or return False when `limit`
+    unexpired leases are held. A holder that already has a lease renews it.
+
+    One row per running holder, so the cost follows the holders, not the limit. A new lease takes
+    the lowest free slot number below `limit`, and (key, slot) is the primary key: however the
+    transactions interleave, no more than `limit` new leases can exist. The leases of one key are
+    also decided one transaction at a time (the caller's `BEGIN IMMEDIATE` on SQLite, a per-key
+    advisory lock on PostgreSQL), so count-then-insert is exact: a racer waits for the undecided
+    lease instead of picking the same free number and being refused while another is free.
+    Expired leases (a crashed holder) are deleted on the way, as are the free rows that earlier
+    versions pre-inserted (`holder` NULL); a held row of theirs counts as a lease, so versions
+    running side by side during an upgrade keep one limit.
+    """
     now = utcnow()
-    insert_or_ignore(session, ConcurrencySlot, [{"key": key, "slot": n} for n in range(limit)])
-    for slot in range(limit):
-        result = session.execute(
-            update(ConcurrencySlot)
-            .where(
-                and_(
-                    col(ConcurrencySlot.key) == key,
-                    col(ConcurrencySlot.slot) == slot,
-                    or_(
-                        col(ConcurrencySlot.holder).is_(None),
-                        col(ConcurrencySlot.expires_at) < now,
-                        col(ConcurrencySlot.holder) == holder,
-                    ),
-                )
-            )
-            .values(holder=holder, expires_at=now + ttl)
+    _serialise_slots(session, key)
+    rows = session.execute(
+        select(col(ConcurrencySlot.slot), col(ConcurrencySlot.holder), col(ConcurrencySlot.expires_at)).where(
+            col(ConcurrencySlot.key) == key
         )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            return True
-    return False
+    ).all()
+    held = [row for row in rows if _is_live(row.holder, row.expires_at, now)]
+    if len(held) < len(rows):
+        session.execute(
+            delete(ConcurrencySlot).where(
+                col(ConcurrencySlot.key) == key,
+                or_(
+                    col(ConcurrencySlot.holder).is_(None),
+                    col(ConcurrencySlot.expires_at).is_(None),
+                    col(ConcurrencySlot.expires_at) < now,
+                ),
+            )
+        )
+    if any(row.holder == holder for row in held):
+        session.execute(
+            update(ConcurrencySlot)
+            .where(col(ConcurrencySlot.key) == key, col(ConcurrencySlot.holder) == holder)
+            .values(expires_at=now + ttl)
+        )
+        return True
+    if len(held) >= limit:
+        return False
+    taken = {row.slot for row in held}
+    # A free number below `limit` exists: fewer than `limit` leases are held.
+    slot = next(n for n in range(limit) if n not in taken)
+    lease = {"key": key, "slot": slot, "holder": holder, "expires_at": now + ttl}
+    return insert_or_ignore(session, ConcurrencySlot, [lease]) == 1
 
 
 def release_slot(session: Session, key: str, holder: str) -> None:
+    """End `holder`'s lease on a slot of `key` (nothing happens if it holds none)."""
     session.execute(
-        update(ConcurrencySlot)
-        .where(and_(col(ConcurrencySlot.key) == key, col(ConcurrencySlot.holder) == holder))
-        .values(holder=None, expires_at=None)
+        delete(ConcurrencySlot).where(col(ConcurrencySlot.key) == key, col(ConcurrencySlot.holder) == holder)
     )
+
+
+def _is_live(holder: str | None, expires_at: datetime | None, now: datetime) -> bool:
+    return holder is not None and expires_at is not None and expires_at >= now
+
+
+def _serialise_slots(session: Session, key: str) -> None:
+    """On PostgreSQL, wait for the other transactions deciding leases of `key` (only those: a
+    lock per key, held to the end of the transaction). SQLite's writers already run one at a
+    time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_SLOT_LOCK_CLASS, func.hashtext(key))))
