@@ -92,6 +92,13 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
         process.wait(timeout=10)
 
 
+def load_average() -> str:
+    """The 1- and 5-minute load averages: other work on the machine skews every figure, and
+    this says whether there was some."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU of a process and its live descendants (uvicorn --workers, Celery's
     pool), from /proc; 0 for a process that is gone."""

@@ -64,6 +64,7 @@ from _servers import (
     create_database,
     drop_database,
     free_port,
+    load_average,
     outbox_cli,
     serving,
     target_server,
@@ -171,7 +172,7 @@ def measure(name: str, url: str, pid: int, load: Load, shape: Shape, note: str =
 def print_header(bench: Bench) -> None:
     print(
         f"database {bench.args.database}; {bench.shape.describe()} per load; "
-        f"{os.cpu_count()} CPUs; one uvicorn process per server, one server at a time\n"
+        f"{os.cpu_count()} CPUs, {load_average()}; one uvicorn process per server, one server at a time\n"
     )
     print(
         f"{'load':<36} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'unexpected':>10} "
@@ -306,6 +307,7 @@ def print_summary(bare: Row, durable: Row, gate: GateRows) -> None:
         f"p99 {wait.p99_ms:.1f} ms; {wait.count(202)} answered 202 (not settled within 30 s)"
     )
     print(f"\nactions by status at the end: {dict(sorted(gate.statuses.items()))}")
+    print(f"machine at the end: {load_average()}")
 
 
 def main() -> None:

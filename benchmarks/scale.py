@@ -57,6 +57,7 @@ from _servers import (
     create_database,
     drop_database,
     free_port,
+    load_average,
     outbox_cli,
     serving,
     target_server,
@@ -289,7 +290,8 @@ def main() -> None:
         beat = "no beat" if args.without_beat else "one beat"
         print(
             f"PostgreSQL (fresh database), Redis {BROKER_URL}, {beat}, worker nodes --concurrency "
-            f"{args.worker_concurrency}; {topology.shape.describe()} per load; {os.cpu_count()} CPUs\n"
+            f"{args.worker_concurrency}; {topology.shape.describe()} per load;\n"
+            f"{os.cpu_count()} CPUs, {load_average()}\n"
         )
         print("1. API alone (no workers: accepted actions wait in Redis)")
         api = [measure_api_alone(topology, n) for n in (1, 2)]
@@ -305,6 +307,7 @@ def main() -> None:
         completed = [row.completed_per_s or 0.0 for row in together]
         print(f"together 2+2 / 1+1 (completed/s):    {ratio(completed[1], completed[0]):>6}")
         print(f"\nactions by status at the end: {dict(sorted(topology.counts.by_status().items()))}")
+        print(f"machine at the end: {load_average()}")
 
 
 if __name__ == "__main__":
