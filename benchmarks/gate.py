@@ -59,6 +59,7 @@ from pathlib import Path
 
 import httpx
 from _servers import (
+    REPO,
     ActionCounts,
     cpu_seconds,
     create_database,
@@ -72,7 +73,6 @@ from _servers import (
 )
 from _wrk import Load, Shape, WrkResult, run_wrk
 
-REPO = Path(__file__).resolve().parent.parent
 UVICORN_FLAGS = ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
 # The issue-12 goals, printed beside the measured ratios.
 GOAL_GATE_OVER_DURABLE = 1.0
