@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from outbox.budgets.service import Cap, acquire_slot, release_slot, reserve
 from outbox.canonical import canonical_json
+from outbox.http_clients import SHARED_CLIENTS, ClientSettings, PooledClients
 from outbox.retry_after import parse_retry_after
 from outbox.sqltypes import utcnow
 from outbox.toolkit.base import (
@@ -234,9 +235,12 @@ class HttpRequestTool:
         "are deferred and run when the limit allows; your Idempotency-Key is passed downstream."
     )
 
-    def __init__(self, config: HttpToolConfig, services: ToolServices) -> None:
+    def __init__(self, config: HttpToolConfig, services: ToolServices, clients: PooledClients = SHARED_CLIENTS) -> None:
         self.config = config
         self.services = services
+        # Pooled per process, not per tool: a policy reload builds a new tool and keeps the
+        # connections (see outbox/http_clients.py for why sharing is safe).
+        self.clients = clients
 
     def args_schema(self) -> dict[str, Any]:
         return HttpRequestArgs.model_json_schema(by_alias=True)
@@ -336,10 +340,8 @@ class HttpRequestTool:
         }
         started = time.monotonic()
         try:
-            with (
-                httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False, trust_env=False) as client,
-                client.stream(args.method, wire, headers=headers, content=content) as reply,
-            ):
+            client = self.clients.client(ClientSettings(timeout_seconds=settings.http_timeout_seconds))
+            with client.stream(args.method, wire, headers=headers, content=content) as reply:
                 body, truncated = _read_capped(reply, settings.http_max_response_bytes)
         except httpx.TimeoutException as exc:
             return Failed(f"timed out: {type(exc).__name__}", retryable=True, artifact=artifact)
