@@ -7,8 +7,8 @@
 Everything runs on loopback, started by this script the way docker-compose.yml runs it: a fresh
 PostgreSQL database (127.0.0.1:5432, dropped at the end) migrated with `outbox db upgrade`; Redis
 database 13 as the broker (flushed before and after; nothing else here uses it); API processes
-`uvicorn --factory outbox.api.app:create_app [--workers 2]` (what `outbox serve` runs, with
-uvicorn's own multi-process mode for two); worker nodes `outbox worker --concurrency 1` (one
+`uvicorn --factory outbox.api.app:create_app [--workers 2]` (what `outbox serve [--workers 2]`
+runs: uvicorn's own multi-process mode on one port); worker nodes `outbox worker --concurrency 1` (one
 node per worker process, like `docker compose --scale worker=N`); one `outbox beat` (sweeper and
 audit checkpoints) while workers run. The `http.request` target is benchmarks/_target.py and the
 load is wrk with benchmarks/wrk/post_action.lua, as in benchmarks/gate.py (allowed path, 202).
