@@ -39,6 +39,7 @@ from outbox.deliveries import results as delivery
 from outbox.deliveries.models import Delivery
 from outbox.deliveries.repository import enqueue
 from outbox.errors import ValidationFailed
+from outbox.http_clients import SHARED_CLIENTS, ClientSettings
 from outbox.policy.engine import PolicyDecision, PolicySnapshot
 from outbox.policy.matching import Subject
 from outbox.policy.outbound import CALLBACK_ACT, callback_target
@@ -162,8 +163,10 @@ def deliver_callback(runtime: Runtime, claimed: delivery.ClaimedDelivery) -> del
         EVENT_HEADER: f"action.{action.status}",
     }
     try:
-        with httpx.Client(timeout=settings.callback_timeout_seconds, follow_redirects=False, trust_env=False) as client:
-            reply = client.post(httpx.URL(url.wire), content=body, headers=headers)
+        # The process's pooled client: connections reused per origin only, no cookies kept, no
+        # redirects, nothing from the environment (outbox/http_clients.py).
+        client = SHARED_CLIENTS.client(ClientSettings(timeout_seconds=settings.callback_timeout_seconds))
+        reply = client.post(httpx.URL(url.wire), content=body, headers=headers)
     except httpx.HTTPError as exc:
         return delivery.RetryLater(f"POST {url.wire}: {type(exc).__name__}: {exc}")
     status = reply.status_code
