@@ -2,7 +2,7 @@
 1 vs 2 API processes and 1 vs 2 worker processes, in one run.
 
     python benchmarks/scale.py [--threads 2] [--connections 16] [--duration 15] [--warmup 2]
-                               [--worker-concurrency 1] [--without-beat]
+                               [--rounds 1] [--worker-concurrency 1] [--without-beat]
 
 Everything runs on loopback, started by this script the way docker-compose.yml runs it: a fresh
 PostgreSQL database (127.0.0.1:5432, dropped at the end) migrated with `outbox db upgrade`; Redis
@@ -19,12 +19,16 @@ Phases, one after another on the same database:
    accepted actions wait in Redis and the database; they are the next phase's backlog.
 2. **Workers alone**, 1 then 2 worker processes draining that backlog (no API load): completed
    actions per second (succeeded or failed, counted in the database) over a window of
-   `--duration` seconds that starts once the first action completes (the workers are up), or
-   until the backlog runs out. With beat running, queued actions older than 5 s are published
-   again by the sweeper (production behaviour under a backlog; the duplicates are cheap no-ops
-   for the workers but are part of what they do); `--without-beat` leaves it out.
+   `--duration` seconds that starts `--warmup` seconds after the first action completes (every
+   worker is up and has built its runtime), or until the backlog runs out. With beat running,
+   queued actions older than 5 s are published again by the sweeper (production behaviour under
+   a backlog; the duplicates are cheap no-ops for the workers but are part of what they do);
+   `--without-beat` leaves it out.
 3. **Together**, 1 API + 1 worker, then 2 API + 2 workers, under the allowed load: accepted/s
    and completed/s during the load (the workers start on what the earlier phases left).
+
+With `--rounds N` phases 1 and 2 alternate 1 and 2 processes N times (1, 2, 1, 2, ...) and the
+ratios are of the medians, which evens out other work on the machine drifting during the run.
 
 Printed: each phase's figures, then the ratios 2 API / 1 API (accepted/s), 2 workers / 1 worker
 (completed/s) and together 2+2 / 1+1 (completed/s), with the issue-12 goals beside them. On a
@@ -39,6 +43,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -127,6 +132,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per load and per worker window")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load per API start (0: none)")
     parser.add_argument("--worker-concurrency", type=int, default=1, help="Celery pool processes per worker node")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="alternate 1 and 2 processes this many times; ratios of the medians"
+    )
     parser.add_argument("--without-beat", action="store_true", help="run no beat (no sweeper re-publishing)")
     return parser.parse_args()
 
@@ -238,6 +246,8 @@ def measure_workers_alone(topology: Topology, nodes: int) -> WorkerRow:
         first = counts.executed()
         while counts.executed() == first and counts.in_flight() and time.monotonic() - started < 60:
             time.sleep(0.1)  # until the first completion: the workers are up and busy
+        # Every pool process builds its runtime on its first task: give the slowest time to.
+        time.sleep(topology.args.warmup)
         cpu_before = sum(cpu_seconds(pid) for pid in pids)
         executed_before, window_start = counts.executed(), time.monotonic()
         while time.monotonic() - window_start < topology.args.duration and counts.in_flight():
@@ -284,6 +294,28 @@ def ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.2f}" if denominator else "n/a"
 
 
+def print_ratios(
+    api: dict[int, list[float]], workers: dict[int, list[float]], together: list[float], rounds: int
+) -> None:
+    """The scaling ratios, of the medians when there were several rounds."""
+    label = f" (medians of {rounds} rounds)" if rounds > 1 else ""
+    api_1, api_2 = statistics.median(api[1]), statistics.median(api[2])
+    workers_1, workers_2 = statistics.median(workers[1]), statistics.median(workers[2])
+    print(f"\nratios{label}")
+    print(
+        f"2 API / 1 API (accepted/s):          {ratio(api_2, api_1):>6} (goal >= {GOAL_API_SCALING})"
+        f"   {api_2:.1f} / {api_1:.1f}"
+    )
+    print(
+        f"2 workers / 1 worker (completed/s):  {ratio(workers_2, workers_1):>6} (goal >= {GOAL_WORKER_SCALING})"
+        f"   {workers_2:.1f} / {workers_1:.1f}"
+    )
+    print(
+        f"together 2+2 / 1+1 (completed/s):    {ratio(together[1], together[0]):>6}"
+        f"              {together[1]:.1f} / {together[0]:.1f}"
+    )
+
+
 def main() -> None:
     args = parse_args()
     with topology_setup(args) as topology:
@@ -293,19 +325,20 @@ def main() -> None:
             f"{args.worker_concurrency}; {topology.shape.describe()} per load;\n"
             f"{os.cpu_count()} CPUs, {load_average()}\n"
         )
+        rounds = range(args.rounds)
         print("1. API alone (no workers: accepted actions wait in Redis)")
-        api = [measure_api_alone(topology, n) for n in (1, 2)]
+        api: dict[int, list[float]] = {1: [], 2: []}
+        for _ in rounds:
+            for n in (1, 2):
+                api[n].append(measure_api_alone(topology, n).result.expected_rps)
         print(f"\n2. workers alone (draining the {topology.counts.in_flight()} actions accepted above)")
-        workers = [measure_workers_alone(topology, n) for n in (1, 2)]
+        workers: dict[int, list[float]] = {1: [], 2: []}
+        for _ in rounds:
+            for n in (1, 2):
+                workers[n].append(measure_workers_alone(topology, n).completed_per_s)
         print("\n3. together, under the allowed load")
-        together = [measure_together(topology, n) for n in (1, 2)]
-        print("\nratios")
-        api_ratio = ratio(api[1].result.expected_rps, api[0].result.expected_rps)
-        print(f"2 API / 1 API (accepted/s):          {api_ratio:>6} (goal >= {GOAL_API_SCALING})")
-        worker_ratio = ratio(workers[1].completed_per_s, workers[0].completed_per_s)
-        print(f"2 workers / 1 worker (completed/s):  {worker_ratio:>6} (goal >= {GOAL_WORKER_SCALING})")
-        completed = [row.completed_per_s or 0.0 for row in together]
-        print(f"together 2+2 / 1+1 (completed/s):    {ratio(completed[1], completed[0]):>6}")
+        together = [measure_together(topology, n).completed_per_s or 0.0 for n in (1, 2)]
+        print_ratios(api, workers, together, args.rounds)
         print(f"\nactions by status at the end: {dict(sorted(topology.counts.by_status().items()))}")
         print(f"machine at the end: {load_average()}")
 
