@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # How many worker processes share this database; SQLite is refused above one in production.
     worker_processes: int = Field(default=1, ge=1)
     embedded_worker_threads: int = Field(default=2, ge=1, le=64)
+    # Embedded backpressure: while more queued actions than this wait for a worker thread, a
+    # submission's answer waits too, so accepting never outruns executing (docs/operations.md).
+    embedded_queue_bound: int = Field(default=64, ge=1)
 
     # Execution: leases, sweeping and retries.
     lease_seconds: float = Field(default=120.0, gt=0)

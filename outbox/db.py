@@ -157,6 +157,8 @@ class _Write(Generic[T]):
 
     def __init__(self, job: Callable[[Session], T]) -> None:
         self.job = job
+        # Set when the job is done, or when its thread is to lead the next batch.
+        self.wake = threading.Event()
         self.done = False
         self.value: T | None = None
         self.error: BaseException | None = None
@@ -168,26 +170,49 @@ class _Write(Generic[T]):
 
 
 class _GroupCommit:
-    """The writes waiting for the next batch (see `Database.write`)."""
+    """Group commit with a leader (see `Database.write`).
+
+    The first writer to arrive leads: it takes the write lock, runs every job queued so far in
+    one transaction, commits, wakes their threads, and hands the lead to the oldest job that
+    arrived meanwhile. The others sleep on their own event until their job is done: no one but
+    the leader queues for the lock, so a batch costs one lock hand-over, not one per job.
+    """
 
     # A bound on one batch, so that one transaction never holds the lock for long.
     MAX_BATCH = 64
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._mutex = threading.Lock()
         self._queue: collections.deque[_Write[Any]] = collections.deque()
+        self._leading = False
 
-    def enqueue(self, entry: _Write[Any]) -> None:
+    def write(self, job: Callable[[Session], T], lock: contextlib.AbstractContextManager[object]) -> T:
+        entry = _Write(job)
         with self._mutex:
             self._queue.append(entry)
+            leads = not self._leading
+            self._leading = True
+        if not leads:
+            entry.wake.wait()
+            if entry.done:
+                return entry.outcome()
+        # This thread leads; its job is the oldest queued, so it is in this batch.
+        with lock:
+            self._commit_batch()
+        with self._mutex:
+            if self._queue:
+                self._queue[0].wake.set()
+            else:
+                self._leading = False
+        return entry.outcome()
 
-    def commit_batch(self, engine: Engine) -> None:
-        """Run the queued jobs in one transaction, each in a savepoint, and commit. Called with
-        the process's write lock held, so `done` is read and written under it."""
+    def _commit_batch(self) -> None:
+        """Run the queued jobs in one transaction, each in a savepoint, and commit."""
         with self._mutex:
             batch = [self._queue.popleft() for _ in range(min(self.MAX_BATCH, len(self._queue)))]
         try:
-            with Session(engine, expire_on_commit=False) as session:
+            with Session(self._engine, expire_on_commit=False) as session:
                 for entry in batch:
                     _run_in_savepoint(session, entry, alone=len(batch) == 1)
                 session.commit()
@@ -199,6 +224,7 @@ class _GroupCommit:
         finally:
             for entry in batch:
                 entry.done = True
+                entry.wake.set()
 
 
 def _run_in_savepoint(session: Session, entry: _Write[Any], *, alone: bool) -> None:
@@ -238,7 +264,7 @@ class Database:
         self._writers: contextlib.AbstractContextManager[object] = (
             WriterQueue() if settings.is_sqlite else contextlib.nullcontext()
         )
-        self._group = _GroupCommit() if settings.is_sqlite else None
+        self._group = _GroupCommit(self.engine) if settings.is_sqlite else None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -262,13 +288,7 @@ class Database:
         if self._group is None:
             with self.session() as session:
                 return job(session)
-        entry = _Write(job)
-        self._group.enqueue(entry)
-        with self._writers:
-            if not entry.done:
-                # This thread leads: it commits every write queued so far, its own included.
-                self._group.commit_batch(self.engine)
-        return entry.outcome()
+        return self._group.write(job, self._writers)
 
     @contextlib.contextmanager
     def read_session(self) -> Iterator[Session]:

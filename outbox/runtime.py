@@ -29,7 +29,10 @@ class Dispatcher(Protocol):
     # unpublished, so a running server's sweeper publishes it at once instead of after a while.
     reaches_workers: bool
 
-    def publish(self, action_ids: list[str]) -> None: ...
+    def publish(self, action_ids: list[str], *, backpressure: bool = False) -> None:
+        """Wake workers for these actions. With `backpressure` (new submissions), a dispatcher
+        whose workers are far behind may make the caller wait until they catch up."""
+        ...
 
     def healthy(self) -> bool: ...
 
@@ -39,7 +42,7 @@ class NullDispatcher:
 
     reaches_workers = False
 
-    def publish(self, action_ids: list[str]) -> None:
+    def publish(self, action_ids: list[str], *, backpressure: bool = False) -> None:
         return None
 
     def healthy(self) -> bool:

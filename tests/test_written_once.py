@@ -32,13 +32,10 @@ def files_matching(pattern: str) -> set[str]:
     ("what", "pattern", "homes"),
     [
         ("insert-or-ignore", r"on_conflict_do_nothing|INSERT OR IGNORE", {"outbox/db.py"}),
-        # Catching a unique-key violation is left to the two places where it means something
-        # other than "already there": a second decision by the same approver, a racing key claim.
-        (
-            "unique-key races",
-            r"except IntegrityError",
-            {"outbox/approvals/service.py", "outbox/idempotency/service.py"},
-        ),
+        # Catching a unique-key violation is left to the one place where it means something
+        # other than "already there": a second decision by the same approver. (A racing
+        # idempotency key is an insert-or-ignore in the transaction that records the action.)
+        ("unique-key races", r"except IntegrityError", {"outbox/approvals/service.py"}),
         ("the clock", r"datetime\.now\(|datetime\.utcnow\(", {"outbox/sqltypes.py"}),
         # X-Request-ID values are log correlation ids, not row ids: the middleware mints its own.
         ("row ids", r"uuid\.uuid4\(|uuid4\(\)", {"outbox/sqltypes.py", "outbox/api/middleware.py"}),

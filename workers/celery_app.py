@@ -65,7 +65,8 @@ class CeleryDispatcher:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
 
-    def publish(self, action_ids: list[str]) -> None:
+    def publish(self, action_ids: list[str], *, backpressure: bool = False) -> None:
+        # No backpressure here: the broker is the buffer, and workers scale out (docs/operations.md).
         for action_id in action_ids:
             try:
                 self.celery.send_task(EXECUTE_TASK, args=[action_id], retry=False)

@@ -140,7 +140,8 @@ def _record(
         return _replayed(meanwhile.stored)
     metrics.record_decision(verdict.effect, tool.name)
     if action["status"] == ActionStatus.QUEUED:
-        runtime.dispatcher.publish([action_id])
+        # The answer may wait for the workers to catch up (embedded backpressure).
+        runtime.dispatcher.publish([action_id], backpressure=True)
     return Answer(answer_status, body, action_id)
 
 

@@ -15,7 +15,9 @@ from outbox.problems import Problem
 from outbox.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in its
+# thread pool, and a thread hop per request costs more than what such a dependency does.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -68,7 +70,7 @@ def _is_admin_token(runtime: Runtime, credentials: HTTPAuthorizationCredentials 
     return configured is not None and token_matches(credentials, configured.get_secret_value())
 
 
-def require_admin(credentials: AdminToken, runtime: RuntimeDep) -> str:
+async def require_admin(credentials: AdminToken, runtime: RuntimeDep) -> str:
     if runtime.settings.admin_token is None:
         raise Problem(
             401,

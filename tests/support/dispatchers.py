@@ -14,7 +14,7 @@ class RecordingDispatcher:
         self.published: list[str] = []
         self._lock = threading.Lock()
 
-    def publish(self, action_ids: list[str]) -> None:
+    def publish(self, action_ids: list[str], *, backpressure: bool = False) -> None:
         with self._lock:
             self.published.extend(action_ids)
 
