@@ -141,6 +141,13 @@ class ActionCounts:
             rows = connection.execute(text("SELECT status, count(*) FROM actions GROUP BY status")).all()
         return {str(status): int(count) for status, count in rows}
 
+    def one_with_status(self, status: str) -> str | None:
+        with self._engine.connect() as connection:
+            found = connection.execute(
+                text("SELECT id FROM actions WHERE status = :status LIMIT 1"), {"status": status}
+            ).scalar()
+        return None if found is None else str(found)
+
     def executed(self) -> int:
         counts = self.by_status()
         return sum(counts.get(status, 0) for status in EXECUTED)

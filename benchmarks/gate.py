@@ -218,6 +218,7 @@ class GateRows:
     drain_seconds: float
     drain_left: int
     statuses: dict[str, int]
+    failure: str | None  # how one failed action reads through the API, if any failed
 
 
 def measure_gate(bench: Bench) -> GateRows:
@@ -263,9 +264,30 @@ def _gate_loads(bench: Bench, url: str, pid: int, counts: ActionCounts) -> GateR
     wait_shape = Shape(args.threads, args.connections, args.duration, timeout_seconds=45)
     wait = measure("e. end to end, Prefer: wait=30 (200)", url, pid, bench.load(200, prefer="wait=30"), wait_shape)
     counts.wait_drained(args.drain_timeout)
+    statuses = counts.by_status()
     return GateRows(
-        allowed, half, denied, replay, wait, executed_per_s, backlog, drain_seconds, drain_left, counts.by_status()
+        allowed,
+        half,
+        denied,
+        replay,
+        wait,
+        executed_per_s,
+        backlog,
+        drain_seconds,
+        drain_left,
+        statuses,
+        describe_failure(bench, url, counts) if statuses.get("failed") else None,
     )
+
+
+def describe_failure(bench: Bench, url: str, counts: ActionCounts) -> str | None:
+    """One failed action as its agent reads it: a target that always answers 200 should never
+    fail, so a failure means the figures do not measure a working pipeline."""
+    action_id = counts.one_with_status("failed")
+    if action_id is None:
+        return None
+    answer = httpx.get(f"{url}/v1/actions/{action_id}", headers={"Authorization": f"Bearer {bench.token}"}, timeout=30)
+    return answer.text[:1500]
 
 
 def ratio(numerator: float, denominator: float) -> str:
@@ -308,6 +330,9 @@ def print_summary(bare: Row, durable: Row, gate: GateRows) -> None:
     )
     print(f"\nactions by status at the end: {dict(sorted(gate.statuses.items()))}")
     print(f"machine at the end: {load_average()}")
+    if gate.failure is not None:
+        print(f"\nWARNING: {gate.statuses['failed']} actions failed against a target that answers 200; one of them:")
+        print(gate.failure)
 
 
 def main() -> None:
