@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlmodel import Session, col
 
 from outbox.budgets.models import BudgetCounter, ConcurrencySlot
@@ -86,24 +87,46 @@ def reserve(session: Session, caps: Sequence[Cap], amount: int = 1) -> Reservati
         BudgetCounter,
         [{"key": c.key, "window_start": c.window_start, "used": 0} for c in ordered],
     )
+    if len(ordered) == 1:
+        # One conditional update: it charges or changes nothing, no savepoint needed.
+        return Reservation(True) if _charge(session, ordered[0], amount) else Reservation(False, ordered[0])
     savepoint = session.begin_nested()
     for cap in ordered:
-        result = session.execute(
-            update(BudgetCounter)
-            .where(
-                and_(
-                    col(BudgetCounter.key) == cap.key,
-                    col(BudgetCounter.window_start) == cap.window_start,
-                    col(BudgetCounter.used) + amount * cap.units <= cap.limit,
-                )
-            )
-            .values(used=col(BudgetCounter.used) + amount * cap.units)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if not _charge(session, cap, amount):
             savepoint.rollback()
             return Reservation(False, cap)
     savepoint.commit()
     return Reservation(True)
+
+
+def _charge(session: Session, cap: Cap, amount: int) -> bool:
+    """Add `amount` units to the cap's counter if that keeps it within the limit."""
+    result = session.connection().execute(
+        _CHARGE,
+        {"cap_key": cap.key, "cap_window": cap.window_start, "units": amount * cap.units, "cap_limit": cap.limit},
+    )
+    return bool(result.rowcount == 1)
+
+
+def _charge_statement() -> Any:
+    counter = BudgetCounter.__table__  # type: ignore[attr-defined]
+    units: Any = bindparam("units")
+    return (
+        update(counter)
+        .where(
+            and_(
+                # Named apart from the columns: an UPDATE reserves the column names for its SET.
+                counter.c.key == bindparam("cap_key"),
+                counter.c.window_start == bindparam("cap_window"),
+                counter.c.used + units <= bindparam("cap_limit"),
+            )
+        )
+        .values(used=counter.c.used + units)
+    )
+
+
+# Built once: every budgeted execution (each HTTP request, each mail) runs it.
+_CHARGE = _charge_statement()
 
 
 def used(session: Session, key: str, window: timedelta, now: datetime | None = None) -> int:

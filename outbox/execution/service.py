@@ -13,6 +13,7 @@ import random
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +43,17 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def claim(runtime: Runtime, action_id: str, worker: str) -> Action | None:
-    """queued → running with a lease, or None if someone else has it or it is not due."""
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An action this worker holds the lease on, and its agent as of the claim (None if gone)."""
+
+    action: Action
+    agent: Agent | None
+
+
+def claim(runtime: Runtime, action_id: str, worker: str) -> Claimed | None:
+    """queued → running with a lease, or None if someone else has it or it is not due. The
+    agent is read in the same transaction (one transaction less per execution)."""
     now = utcnow()
     with runtime.db.session() as session:
         won = jobs.claim(
@@ -68,7 +78,9 @@ def claim(runtime: Runtime, action_id: str, worker: str) -> Action | None:
             to_status=ActionStatus.RUNNING.value,
             data={"attempt": won.attempt},
         )
-        return session.get(Action, action_id)
+        action = session.get(Action, action_id)
+        assert action is not None  # the claim just updated it
+        return Claimed(action, session.get(Agent, action.agent_id))
 
 
 def run_action(runtime: Runtime, action_id: str, *, rng: random.Random | None = None) -> str | None:
@@ -76,13 +88,14 @@ def run_action(runtime: Runtime, action_id: str, *, rng: random.Random | None = 
 
     `rng` draws the retry delay's jitter (tests pass a seeded one)."""
     worker = worker_identity()
-    action = claim(runtime, action_id, worker)
-    if action is None:
+    claimed = claim(runtime, action_id, worker)
+    if claimed is None:
         return None
+    action = claimed.action
     bound = log.bind(action_id=action_id, tool=action.tool, attempt=action.attempts)
     metrics.note_worker_policy(runtime.policy.current)
     started = time.perf_counter()
-    outcome = _execute(runtime, action)
+    outcome = _execute(runtime, claimed)
     elapsed = time.perf_counter() - started
     status = _record_outcome(runtime, action, worker, outcome, rng=rng)
     metrics.observe_execution(action.tool, status, elapsed)
@@ -90,13 +103,12 @@ def run_action(runtime: Runtime, action_id: str, *, rng: random.Random | None = 
     return status
 
 
-def _execute(runtime: Runtime, action: Action) -> ToolOutcome:
+def _execute(runtime: Runtime, claimed: Claimed) -> ToolOutcome:
+    action, agent = claimed.action, claimed.agent
     active = runtime.policy.current
     tool = active.tools.get(action.tool)
     if tool is None:
         return Failed(f"the tool {action.tool!r} is no longer defined by the running policy", retryable=False)
-    with runtime.db.session() as session:
-        agent = session.get(Agent, action.agent_id)
     if agent is None or agent.revoked_at is not None:
         return Failed("the agent's access was revoked before execution", retryable=False)
     try:

@@ -199,12 +199,12 @@ def test_the_late_result_of_a_worker_that_lost_its_lease_is_kept_as_evidence(
     runtime: Runtime, key: str, target_server: TargetServer
 ) -> None:
     action_id = submit_call(runtime, key, "http.request", get(f"{target_server.base_url}/late"))
-    action = claim(runtime, action_id, "slow-worker")
-    assert action is not None
+    claimed = claim(runtime, action_id, "slow-worker")
+    assert claimed is not None
     _set(runtime, action_id, lease_expires_at=utcnow() - timedelta(seconds=1))
     sweep_once(runtime)
-    outcome = _execute(runtime, action)
-    assert _record_outcome(runtime, action, "slow-worker", outcome) == "lease_lost"
+    outcome = _execute(runtime, claimed)
+    assert _record_outcome(runtime, claimed.action, "slow-worker", outcome) == "lease_lost"
     assert (None, None, "action.late_result") in events(runtime, action_id)
     assert load(runtime, action_id).status == "queued"
 
