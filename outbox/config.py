@@ -143,7 +143,9 @@ class Settings(BaseSettings):
     audit_checkpoint_sinks: list[Literal["file", "log"]] = ["file", "log"]  # pydantic copies the default
     # The append-only file sink; None means <data_dir>/audit-checkpoints.jsonl.
     audit_checkpoint_file: Path | None = None
-    audit_checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Each turn seals the events committed since the last one, then checkpoints the head: an event
+    # is chained and signed within about a second of its commit (the merge delay, docs/audit.md).
+    audit_checkpoint_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     # `outbox audit verify` fails when events older than this are covered by no checkpoint.
     audit_checkpoint_tolerance_seconds: float = Field(default=60.0, gt=0)
 

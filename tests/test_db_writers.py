@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from outbox.audit.models import AuditEvent
+from outbox.audit.sealer import seal_all
 from outbox.audit.service import record_event, verify_chain
 from outbox.config import Settings
 from outbox.db import Database, WriterQueue, draining
@@ -154,10 +155,11 @@ def test_concurrent_writes_are_committed_together_and_a_failing_one_alone_rolls_
             n: f"write-{n:02}" for n in range(60) if n not in failed
         }
         assert _names(db) == [f"write-{n:02}" for n in range(60) if n not in failed]
-        with db.read_session() as session:
-            assert verify_chain(session) == (40, None)
         # Group commit on SQLite; on PostgreSQL every successful write is its own transaction.
         assert commits == (1 if settings.is_sqlite else 40)
+        assert seal_all(db) == 40
+        with db.read_session() as session:
+            assert verify_chain(session) == (40, None)
 
 
 # Group commit is SQLite's; PostgreSQL commits each write alone.

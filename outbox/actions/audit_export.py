@@ -1,8 +1,10 @@
 """JSON Lines export of the audit log, complete enough to replay traffic elsewhere.
 
-Each line is one event with its chain hashes; events of an action carry the action's exact
-request, decision, artifact and response so that a replay against another model or policy
-needs nothing else. It lives with actions, above the audit core, because it reads their rows.
+Each line is one sealed event with its chain position (`seq`) and hashes, in chain order; events
+of an action carry the action's exact request, decision, artifact and response so that a replay
+against another model or policy needs nothing else. `outbox audit export` seals what is pending
+first, so the export covers every committed event. It lives with actions, above the audit core,
+because it reads their rows.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def export_jsonl(session: Session, stream: TextIO, *, since: datetime | None = N
     for event in iter_events(session, since=since):
         line = {
             "id": event.id,
+            "seq": event.seq,
             "at": event.created_at.isoformat(),
             "type": event.event_type,
             "actor": event.actor,

@@ -10,7 +10,11 @@ events fully determine is compared:
   never changed afterwards.
 
 Other columns (lease, attempts, timestamps, the response) change without an event of their own
-and are not compared. It lives with actions, above the audit core: `outbox audit verify` hands
+and are not compared. Every committed event counts, sealed or not (a row and its events commit
+together; the chain's integrity is `verify_audit`'s part). One action's events are read in id
+order, which is their commit order: each transition locks the action's row before its event is
+inserted at commit, so a later transition's event always gets a higher id (and a later `seq`).
+It lives with actions, above the audit core: `outbox audit verify` hands
 `find_action_mismatches` to `outbox.audit.verification.verify_audit`.
 """
 

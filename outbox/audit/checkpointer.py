@@ -1,18 +1,23 @@
-"""The checkpointer: signs the chain head shortly after events commit, and writes it to sinks.
+"""The checkpointer: seals the events committed since its last turn, signs the chain head, and
+writes it to sinks.
 
-It runs about once a second (`OUTBOX_AUDIT_CHECKPOINT_INTERVAL_SECONDS`): a thread of the embedded
-server, a Celery beat entry in production. Events of that second are covered by one checkpoint;
-when the head has not moved, nothing is written.
+It runs about twice a second (`OUTBOX_AUDIT_CHECKPOINT_INTERVAL_SECONDS`, 0.5 s): a thread of the
+embedded server, a Celery beat entry in production. Each turn first seals every pending event
+(`outbox.audit.sealer`, in batches), so an event is chained within about a second of its commit
+(the merge delay, docs/audit.md), then covers the new head with one checkpoint; when the head has
+not moved, nothing is written.
 
 Several processes may run it at once (API replicas, workers). One writes at a time: on
 PostgreSQL the writer holds a transaction-scoped advisory lock (the others skip their turn), on
-SQLite the write transaction holds the database lock. The head is read inside that transaction;
-events are sealed at commit under the chain lock, so every committed event has a smaller id than
-any event committed after it, and the head read is always a prefix of the chain.
+SQLite the write transaction holds the database lock. The head is the sealed event with the
+highest `seq`, read inside that transaction; the sealer only ever appends positions after the
+tail, so the head read is always a prefix of the chain. A checkpoint's `event_count` is the
+head's `seq`.
 
 Before signing, the checkpointer checks the segment it is about to cover: the previous
-checkpoint's last event must still carry its hash, and every new event must link to the one
-before it. It never signs a chain it can see was tampered with; it logs `audit.tampered` instead.
+checkpoint's last event must still carry its hash at its position, and every new event must link
+to the one before it. It never signs a chain it can see was tampered with; it logs
+`audit.tampered` instead.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from sqlmodel import Session, col, select
 
 from outbox.audit.checkpoints import GENESIS_DIGEST, LOG_EVENT, Checkpoint, SignedCheckpoint, sign_checkpoint
 from outbox.audit.models import AuditCheckpoint, AuditEvent
-from outbox.audit.service import GENESIS_HASH, event_hash
+from outbox.audit.sealer import seal_all
+from outbox.audit.service import GENESIS_HASH, broken_link
 from outbox.audit.signing import CheckpointSigner, load_signer
 from outbox.config import Settings
 from outbox.db import Database
@@ -44,6 +50,15 @@ _CHECKPOINT_LOCK_ID = 0x0A0D18
 # A backlog (the first run on an existing database) is covered in steps of this many events, so
 # that no step holds the SQLite write lock for long.
 MAX_EVENTS_PER_CHECKPOINT = 10_000
+
+
+# The head: the sealed event with the highest position.
+_HEAD = (
+    select(AuditEvent.id, AuditEvent.hash)
+    .where(col(AuditEvent.seq).is_not(None))
+    .order_by(col(AuditEvent.seq).desc())
+    .limit(1)
+)
 
 
 class CheckpointSink(Protocol):
@@ -132,23 +147,23 @@ class Checkpointer:
         """A cheap read (no write lock) that decides whether a checkpoint is worth attempting.
 
         A head that is not exactly the covered one has moved: forward (new events), or back or
-        sideways (the newest events deleted or replaced; SQLite even reuses their ids), which the
-        write path reports.
+        sideways (the newest events deleted or replaced), which the write path reports.
         """
         with self.db.read_session() as session:
-            head = session.exec(select(func.max(AuditEvent.id))).one()
+            head = session.exec(_HEAD).first()
             covered = session.exec(
                 select(AuditCheckpoint.last_event_id, AuditCheckpoint.last_hash)
                 .order_by(col(AuditCheckpoint.seq).desc())
                 .limit(1)
             ).first()
-            if head is None or covered is None or head != covered[0]:
-                return head is not None or covered is not None
-            current = session.exec(select(AuditEvent.hash).where(col(AuditEvent.id) == head)).first()
-        return current != covered[1]
+        if head is None or covered is None:
+            return head is not None or covered is not None
+        return (head[0], head[1]) != (covered[0], covered[1])
 
     def checkpoint_once(self) -> CheckpointOutcome | None:
-        """Write a checkpoint of the current head, if it moved and no other process is writing one."""
+        """Seal what is pending, then write a checkpoint of the head if it moved and no other
+        process is writing one."""
+        seal_all(self.db)
         if not self.head_moved():
             return None
         with self.db.session() as session:
@@ -161,10 +176,10 @@ class Checkpointer:
             segment = self._segment(session, previous)
             if segment is None:
                 return None
-            count, last_id, last_hash, more = segment
+            last_seq, last_id, last_hash, more = segment
             checkpoint = Checkpoint(
                 seq=(previous.seq if previous else 0) + 1,
-                event_count=(previous.event_count if previous else 0) + count,
+                event_count=last_seq,
                 last_event_id=last_id,
                 last_hash=last_hash,
                 at=utcnow(),
@@ -191,35 +206,42 @@ class Checkpointer:
         return CheckpointOutcome(signed, more)
 
     def _segment(self, session: Session, previous: AuditCheckpoint | None) -> tuple[int, int, str, bool] | None:
-        """The events after the previous checkpoint, checked link by link: (count, last id, last
-        hash, more waiting), or None when there are none or the chain was tampered with."""
-        after_id, expected_prev = 0, GENESIS_HASH
+        """The sealed events after the previous checkpoint, checked link by link: (the last one's
+        seq, id and hash, more waiting), or None when there are none or the chain was tampered with."""
+        after_seq, expected_prev = 0, GENESIS_HASH
         if previous is not None:
-            anchored = session.exec(select(AuditEvent.hash).where(col(AuditEvent.id) == previous.last_event_id)).first()
-            if anchored != previous.last_hash:
+            anchored = session.exec(
+                select(AuditEvent.seq, AuditEvent.hash).where(col(AuditEvent.id) == previous.last_event_id)
+            ).first()
+            if anchored is None or (anchored[0], anchored[1]) != (previous.event_count, previous.last_hash):
                 self._alarm_once(
                     f"event {previous.last_event_id}, the last one checkpoint #{previous.seq} covers, "
-                    + ("is gone" if anchored is None else "no longer has the hash it was checkpointed with")
+                    + ("is gone" if anchored is None else "no longer has the position and hash it was checkpointed at")
                     + "; no further checkpoint is written: run `outbox audit verify`"
                 )
                 return None
-            after_id, expected_prev = previous.last_event_id, previous.last_hash
+            after_seq, expected_prev = previous.event_count, previous.last_hash
         rows = session.exec(
-            select(AuditEvent).where(col(AuditEvent.id) > after_id).order_by(col(AuditEvent.id)).limit(self.max_events)
+            select(AuditEvent)
+            .where(col(AuditEvent.seq) > after_seq)
+            .order_by(col(AuditEvent.seq))
+            .limit(self.max_events)
         ).all()
         if not rows:
             return None
-        for row in rows:
-            if row.prev_hash != expected_prev or event_hash(row) != row.hash:
+        for position, row in enumerate(rows, start=after_seq + 1):
+            if row.seq != position or broken_link(row, expected_prev) is not None:
                 self._alarm_once(
                     f"event {row.id} does not link to the chain before it; no checkpoint is written: "
                     "run `outbox audit verify`"
                 )
                 return None
-            expected_prev = row.hash
+            expected_prev = row.hash or ""
         last = rows[-1]
         assert last.id is not None
-        return len(rows), last.id, last.hash, len(rows) == self.max_events
+        assert last.seq is not None
+        assert last.hash is not None
+        return last.seq, last.id, last.hash, len(rows) == self.max_events
 
     def _alarm_once(self, problem: str) -> None:
         # Every turn finds the same damage; say it once per process, not once a second.
@@ -229,7 +251,8 @@ class Checkpointer:
 
 
 def run_checkpointer(checkpointer: Checkpointer, interval: float, stop: threading.Event) -> None:
-    """The embedded server's loop: a step per interval, catching up on a backlog at once."""
+    """The embedded server's loop: a turn (seal, then checkpoint) per interval, catching up on a
+    backlog at once."""
     while not stop.wait(interval):
         try:
             while (outcome := checkpointer.checkpoint_once()) is not None and outcome.more and not stop.is_set():

@@ -1,4 +1,4 @@
-"""Append-only, hash-chained audit events."""
+"""Append-only audit events, hash-chained in `seq` order once sealed."""
 
 from __future__ import annotations
 
@@ -26,8 +26,12 @@ class AuditEvent(SQLModel, table=True):
     # how a backend normalises JSON (JSONB rewrites numbers and key order).
     data_json: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
-    prev_hash: str = Field(max_length=64)
-    hash: str = Field(max_length=64, unique=True)
+    # The chain position (1, 2, 3, ...) and the links, set together by the sealer
+    # (outbox/audit/sealer.py) shortly after the event commits; NULL until then. Chain order is
+    # `seq` order, which need not be `id` order (docs/audit.md).
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, unique=True, nullable=True))
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64, unique=True)
 
 
 class AuditCheckpoint(SQLModel, table=True):

@@ -1,8 +1,11 @@
 """The one writer of audit events, and the verifier of their hash chain.
 
 Every state transition calls `record_event` inside the transaction that changes the state, so an
-event exists if and only if the transition committed. Each event stores the hash of the previous
-one: editing, inserting or deleting a row breaks the chain at that point.
+event exists if and only if the transition committed. The request inserts it unsealed (no chain
+lock, no read of the tail: this is on every write's hot path); the sealer
+(`outbox.audit.sealer.seal_pending`) gives it its chain position `seq` and its links about a
+second later. Each sealed event stores the hash of the one before it in `seq` order: editing,
+inserting or deleting a sealed row breaks the chain at that point.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, col
 from sqlmodel import select as select_models
@@ -22,11 +25,9 @@ from outbox.canonical import canonical_json, sha256_hex
 from outbox.sqltypes import utcnow
 
 GENESIS_HASH = "0" * 64
-# Arbitrary constant naming the PostgreSQL advisory lock that serialises chain appends.
-_CHAIN_LOCK_ID = 0x0A0D17
 
 
-def _event_hash(
+def link_hash(
     prev_hash: str,
     *,
     action_id: str | None,
@@ -51,8 +52,10 @@ def _event_hash(
 
 
 def event_hash(audit_event: AuditEvent) -> str:
-    """The hash a stored event should carry, recomputed from its columns (docs/audit.md)."""
-    return _event_hash(
+    """The hash a sealed event should carry, recomputed from its columns (docs/audit.md)."""
+    if audit_event.prev_hash is None:
+        raise ValueError(f"event {audit_event.id} is not sealed yet: it has no prev_hash")
+    return link_hash(
         audit_event.prev_hash,
         action_id=audit_event.action_id,
         event_type=audit_event.event_type,
@@ -76,8 +79,8 @@ def record_event(
 ) -> None:
     """Record one event as part of the caller's transaction.
 
-    The event is chained when the transaction commits (`_seal_pending_events`), so it exists if
-    and only if the state change it describes committed.
+    The event is inserted when the transaction commits (`_insert_recorded_events`), so it exists
+    if and only if the state change it describes committed; the sealer chains it afterwards.
     """
     session.info.setdefault(_PENDING, []).append(
         {
@@ -95,34 +98,24 @@ _PENDING = "outbox_audit_pending"
 
 
 @event.listens_for(Session, "before_commit")
-def _seal_pending_events(session: Session) -> None:
-    """Append the transaction's events to the chain, as the last thing before commit.
+def _insert_recorded_events(session: Session) -> None:
+    """Insert the transaction's events, unsealed, as the last thing before commit.
 
-    Appends are serialised (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite) so that two
-    transactions never extend the same tail; sealing at commit keeps that lock for the shortest
-    possible time instead of for the whole transaction.
+    Only an INSERT: no lock and no read of the chain's tail, so concurrent transactions (and
+    PostgreSQL replicas) never wait for each other here. `created_at` is fixed now, at the
+    commit that makes the event true, and is part of the hash the sealer computes later.
     """
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK_ID})
-    connection = session.connection()
-    prev_hash = connection.execute(_LAST_HASH).scalar() or GENESIS_HASH
-    rows = []
-    for fields in pending:
-        # Microsecond precision survives both backends, so the hash can be recomputed from the row.
-        created_at = utcnow()
-        digest = _event_hash(prev_hash, created_at=created_at, **fields)
-        rows.append({**fields, "created_at": created_at, "prev_hash": prev_hash, "hash": digest})
-        prev_hash = digest
-    # Statements built once, run on the connection (no ORM unit of work): every write
+    # Microsecond precision survives both backends, so the hash can be recomputed from the row.
+    created_at = utcnow()
+    # A statement built once, run on the connection (no ORM unit of work): every write
     # transaction that changes a state ends here.
-    connection.execute(_INSERT_EVENTS, rows)
+    session.connection().execute(_INSERT_EVENTS, [{**fields, "created_at": created_at} for fields in pending])
 
 
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
-_LAST_HASH = select(_EVENTS.c.hash).order_by(_EVENTS.c.id.desc()).limit(1)
 _INSERT_EVENTS = insert(_EVENTS)
 
 
@@ -161,32 +154,51 @@ class ChainBreak:
 
 
 def iter_events(session: Session, *, since: datetime | None = None, batch: int = 1000) -> Iterator[AuditEvent]:
-    last_id = 0
+    """The sealed events in chain (`seq`) order; events not sealed yet are not part of it."""
+    last_seq = 0
     while True:
-        query = select_models(AuditEvent).where(col(AuditEvent.id) > last_id)
+        query = select_models(AuditEvent).where(col(AuditEvent.seq) > last_seq)
         if since is not None:
             query = query.where(col(AuditEvent.created_at) >= since)
-        rows = session.exec(query.order_by(col(AuditEvent.id)).limit(batch)).all()
+        rows = session.exec(query.order_by(col(AuditEvent.seq)).limit(batch)).all()
         if not rows:
             return
         yield from rows
-        last_id = rows[-1].id or last_id
+        last_seq = rows[-1].seq or last_seq
+
+
+def unsealed_events(session: Session) -> int:
+    """How many committed events the sealer has not chained yet (they are not verified)."""
+    return int(session.execute(_COUNT_UNSEALED).scalar_one())
+
+
+_COUNT_UNSEALED = select(func.count()).select_from(_EVENTS).where(_EVENTS.c.seq.is_(None))
+
+
+def broken_link(audit_event: AuditEvent, expected_prev: str) -> ChainBreak | None:
+    """Why a sealed event does not continue a chain whose last hash is `expected_prev`, if it does not."""
+    assert audit_event.id is not None
+    if audit_event.prev_hash != expected_prev:
+        return ChainBreak(
+            audit_event.id,
+            "prev_hash does not match the preceding event's hash: "
+            "an event was edited, inserted or deleted just before it",
+        )
+    if event_hash(audit_event) != audit_event.hash:
+        return ChainBreak(audit_event.id, "content does not match its hash: the event was edited")
+    return None
 
 
 def verify_chain(session: Session) -> tuple[int, ChainBreak | None]:
-    """Walk the chain from the start; return how many events were checked and the first break."""
+    """Walk the sealed chain from the start, read-only; return how many events were checked and
+    the first break. Unsealed events are not a break: `unsealed_events` counts them, and
+    `seal_pending` chains them."""
     expected_prev = GENESIS_HASH
     count = 0
     for audit_event in iter_events(session):
-        assert audit_event.id is not None
         count += 1
-        if audit_event.prev_hash != expected_prev:
-            return count, ChainBreak(
-                audit_event.id,
-                "prev_hash does not match the preceding event's hash: "
-                "an event was edited, inserted or deleted just before it",
-            )
-        if event_hash(audit_event) != audit_event.hash:
-            return count, ChainBreak(audit_event.id, "content does not match its hash: the event was edited")
-        expected_prev = audit_event.hash
+        broken = broken_link(audit_event, expected_prev)
+        if broken is not None:
+            return count, broken
+        expected_prev = audit_event.hash or ""
     return count, None

@@ -1,19 +1,50 @@
-"""The output of `outbox audit verify` (the command itself is in outbox/cli/main.py)."""
+"""`outbox audit verify` and `export` (the commands themselves are in outbox/cli/main.py): seal
+what is pending, so that both cover every committed event, then read."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
+from outbox.actions.audit_export import export_jsonl
 from outbox.actions.reconstruction import find_action_mismatches
 from outbox.audit.checkpointer import checkpoint_file
+from outbox.audit.sealer import seal_all
 from outbox.audit.signing import SigningKeyError, key_id, load_signer, parse_public_key
 from outbox.audit.verification import load_checkpoint_log, verify_audit
 from outbox.config import Settings
+from outbox.db import Database
 from outbox.sqltypes import utcnow
+
+
+def seal_before_reading(db: Database) -> None:
+    """Chain every event committed so far. A database this process may only read (a replica, a
+    read-only role) is read as it is: the report then counts the events not yet sealed."""
+    try:
+        seal_all(db)
+    except DBAPIError as exc:
+        reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
+        typer.echo(f"note: pending audit events could not be sealed ({reason}): only sealed events are read", err=True)
+
+
+def verify_database(db: Database, settings: Settings, *, checkpoint: Path | None, public_keys: list[Path]) -> int:
+    """`outbox audit verify`: seal, then verify; the exit code."""
+    seal_before_reading(db)
+    with db.read_session() as session:
+        return run_verify(session, settings, checkpoint=checkpoint, public_keys=public_keys)
+
+
+def export_database(db: Database, stream: TextIO, *, since: datetime | None) -> int:
+    """`outbox audit export`: seal, then write the chain; how many events were written."""
+    seal_before_reading(db)
+    with db.read_session() as session:
+        return export_jsonl(session, stream, since=since)
 
 
 def _public_keys(settings: Settings, files: list[Path], problems: list[str]) -> dict[str, Ed25519PublicKey]:

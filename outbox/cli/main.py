@@ -202,10 +202,10 @@ def audit_verify(
     Exit 1 naming what is wrong: an edited event, missing events, a rewritten chain, an altered
     checkpoint, an edited action row.
     """
-    from outbox.cli.audit import run_verify
+    from outbox.cli.audit import verify_database
 
-    with cli_database() as db, db.read_session() as session:
-        code = run_verify(session, _settings(), checkpoint=checkpoint, public_keys=public_key or [])
+    with cli_database() as db:
+        code = verify_database(db, _settings(), checkpoint=checkpoint, public_keys=public_key or [])
     raise typer.Exit(code)
 
 
@@ -231,8 +231,8 @@ def audit_export(
     since: Annotated[datetime | None, typer.Option(help="Only events at or after this time (ISO 8601).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
-    """Write every event as JSON Lines, with each action's request, artifact and response."""
-    from outbox.actions.audit_export import export_jsonl
+    """Write every event as JSON Lines, in chain order, with each action's request, artifact and response."""
+    from outbox.cli.audit import export_database
 
     if since is not None and since.tzinfo is None:
         from datetime import UTC
@@ -240,8 +240,8 @@ def audit_export(
         since = since.replace(tzinfo=UTC)
     stream = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
-        with cli_database() as db, db.session() as session:
-            count = export_jsonl(session, stream, since=since)
+        with cli_database() as db:
+            count = export_database(db, stream, since=since)
     finally:
         if output:
             stream.close()

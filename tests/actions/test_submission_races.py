@@ -19,6 +19,7 @@ from outbox.errors import IdempotencyKeyReused
 from outbox.idempotency.models import IdempotencyRecord
 from outbox.runtime import Runtime
 from tests.support.agents import make_agent
+from tests.support.audit import seal
 
 RECORD: dict[str, Any] = {"method": "POST", "path": "/v1/actions", "headers": {}, "body": "{}"}
 
@@ -86,6 +87,7 @@ def test_two_hundred_distinct_submissions_at_once_are_all_recorded_with_their_ev
 
     assert [a.status for a in answers] == [202] * 200
     assert len({a.action_id for a in answers}) == 200
+    seal(runtime)
     with runtime.db.read_session() as session:
         stored = session.exec(select(Action).where(col(Action.id).in_([a.action_id for a in answers]))).all()
         assert {a.status for a in stored} == {"queued"}

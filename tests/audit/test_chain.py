@@ -19,6 +19,7 @@ from outbox.config import get_settings
 from outbox.execution.service import run_action
 from outbox.runtime import Runtime
 from tests.support.agents import make_agent
+from tests.support.audit import seal
 from tests.support.calls import submit_call
 from tests.support.http_target import TargetServer
 
@@ -28,6 +29,7 @@ def chain(runtime: Runtime) -> list[int]:
     with runtime.db.session() as session:
         for n in range(6):
             record_event(session, event_type="test.event", actor="test", data={"n": n, "text": "é ✓", "float": 1e20})
+    assert seal(runtime) == 6
     with runtime.db.session() as session:
         return [e.id for e in session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()]  # type: ignore[misc]
 
@@ -72,6 +74,7 @@ def test_an_inserted_event_is_detected(runtime: Runtime, chain: list[int]) -> No
             event_type="test.event",
             actor="forger",
             data_json="{}",
+            seq=len(chain) + 1,  # a row forged into the chain at the next position
             prev_hash="0" * 64,
             hash="1" * 64,
         )
@@ -108,6 +111,7 @@ def test_export_holds_request_decision_artifact_and_response(runtime: Runtime, t
     )
     run_action(runtime, action_id)
 
+    seal(runtime)  # what `outbox audit export` does first
     out = io.StringIO()
     with runtime.db.session() as session:
         count = export_jsonl(session, out)
@@ -144,6 +148,7 @@ def test_events_exist_exactly_when_their_transaction_commits(runtime: Runtime) -
     with pytest.raises(RuntimeError):
         failing_transition()
 
+    assert seal(runtime) == 2
     with runtime.db.session() as session:
         types = [e.event_type for e in session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()]
         assert types == ["kept.before_savepoint", "kept.after_savepoint"]

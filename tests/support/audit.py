@@ -1,4 +1,4 @@
-"""Helpers for the audit tests: cheap events, a checkpointer, and a verifier with the test key."""
+"""Helpers for the audit tests: cheap events, sealing, a checkpointer, and a verifier with the test key."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from outbox.actions.reconstruction import find_action_mismatches
 from outbox.audit.checkpointer import Checkpointer, checkpoint_file
 from outbox.audit.models import AuditEvent
+from outbox.audit.sealer import seal_all
 from outbox.audit.service import record_event
 from outbox.audit.signing import load_signer
 from outbox.audit.verification import AuditReport, load_checkpoint_log, verify_audit
@@ -19,10 +20,18 @@ from outbox.sqltypes import utcnow
 
 
 def make_events(runtime: Runtime, count: int, *, kind: str = "test.event") -> None:
-    """`count` real chained events, sealed the way every transition seals them."""
+    """`count` real events, inserted the way every transition inserts them, then chained by the
+    sealer as the checkpointer's next turn would."""
     with runtime.db.session() as session:
         for n in range(count):
             record_event(session, event_type=kind, actor="test", data={"n": n})
+    seal(runtime)
+
+
+def seal(runtime: Runtime) -> int:
+    """Chain every committed event now (what the checkpointer's turn does first), through the
+    public sealer; how many were sealed."""
+    return seal_all(runtime.db)
 
 
 def event_ids(runtime: Runtime) -> list[int]:
