@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Integer, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, text
 from sqlmodel import Field, SQLModel
 
 from outbox.sqltypes import UTCDateTime, utcnow
@@ -12,6 +12,16 @@ from outbox.sqltypes import UTCDateTime, utcnow
 
 class AuditEvent(SQLModel, table=True):
     __tablename__ = "audit_events"
+    # The events waiting for the sealer, by id: what it reads every turn, without scanning the
+    # chain (a partial index holds only the few unsealed rows).
+    __table_args__ = (
+        Index(
+            "ix_audit_events_unsealed",
+            "id",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
+    )
 
     id: int | None = Field(
         default=None,

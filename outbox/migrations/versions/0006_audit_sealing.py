@@ -31,6 +31,7 @@ depends_on: str | Sequence[str] | None = None
 # PostgreSQL's own name for a UNIQUE column constraint, so that the schema is the one the model
 # (`Column(unique=True)`) describes on either path.
 _SEQ_UNIQUE = "audit_events_seq_key"
+_UNSEALED_INDEX = "ix_audit_events_unsealed"
 _HASH = sqlmodel.sql.sqltypes.AutoString(length=64)
 _events = sa.table(
     "audit_events",
@@ -49,6 +50,14 @@ def upgrade() -> None:
     op.execute(sa.update(_events).values(seq=numbered.c.position).where(_events.c.id == numbered.c.id))
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.create_unique_constraint(_SEQ_UNIQUE, ["seq"])
+    # What the sealer reads every turn: the few unsealed rows, by id (empty right after backfill).
+    op.create_index(
+        _UNSEALED_INDEX,
+        "audit_events",
+        ["id"],
+        postgresql_where=sa.text("seq IS NULL"),
+        sqlite_where=sa.text("seq IS NULL"),
+    )
 
 
 def downgrade() -> None:
@@ -68,6 +77,7 @@ def downgrade() -> None:
             "the audit chain is not in id order (events committed late were sealed after later ids): "
             "the previous revision verifies in id order and would report it broken; not downgrading"
         )
+    op.drop_index(_UNSEALED_INDEX, table_name="audit_events")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_constraint(_SEQ_UNIQUE, type_="unique")
         batch_op.drop_column("seq")
