@@ -99,8 +99,9 @@ def checkpointer() -> Checkpointer:
 
 @app.task(name=CHECKPOINT_TASK)
 def audit_checkpoint() -> dict[str, int]:
-    """Sign and write a checkpoint of the audit chain's head if it moved (docs/audit.md); one
-    process writes at a time, the others find the lock taken and return."""
+    """Seal the audit events committed since the last turn, then sign and write a checkpoint of
+    the chain's head if it moved (docs/audit.md); one process writes a checkpoint at a time, the
+    others find the lock taken and return."""
     written = 0
     while (outcome := checkpointer().checkpoint_once()) is not None:
         written += 1
