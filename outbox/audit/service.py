@@ -38,6 +38,8 @@ def link_hash(
     data_json: str,
     created_at: datetime,
 ) -> str:
+    """The hash of an event that follows the one whose hash is `prev_hash` (docs/audit.md, "Event
+    hashes"); unchanged since the first chain, so every stored hash stays verifiable."""
     header = canonical_json(
         {
             "action_id": action_id,

@@ -9,6 +9,7 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from outbox.cli.main import app
 from outbox.config import Settings, get_settings
 from outbox.db import Database
 from outbox.runtime import Runtime
+from outbox.sqltypes import utcnow
 from tests.support.agents import make_agent
 from tests.support.audit import checkpointer, seal, verify
 from tests.support.calls import submit_call
@@ -123,6 +125,10 @@ def test_verify_counts_unsealed_events_without_calling_them_a_break(runtime: Run
     assert report.ok, report.failures
     assert (report.events, report.unsealed) == (1, 2)
     assert any(note.startswith("not yet sealed (not verified): 2 events") for note in report.notes)
+    # Still unsealed a minute later: the sealer is not running, which fails (it is not a break).
+    stale = verify(runtime, now=utcnow() + timedelta(seconds=61))
+    assert stale.chain_break is None
+    assert any(f.startswith("not sealed: 2 events") and "60 s tolerance" in f for f in stale.failures)
 
 
 @pytest.fixture
