@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, update
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from outbox.budgets.models import BudgetCounter
@@ -71,6 +75,137 @@ def upsert_delivery_result(
                 }
             ],
         )
+
+
+# --- The send path (built once: every email.send attempt runs these) --------------------------
+#
+# Core statements on the session's connection, without the ORM: the mail gate runs them for every
+# message. Bound parameters are named apart from the columns, which an UPDATE or INSERT reserves
+# for its SET and VALUES.
+
+_DELIVERY = MailDelivery.__table__  # type: ignore[attr-defined]
+_PAUSE = MailPause.__table__  # type: ignore[attr-defined]
+_SUPPRESSION = MailSuppression.__table__  # type: ignore[attr-defined]
+_STATE = MailSubdomainState.__table__  # type: ignore[attr-defined]
+
+_DELIVERY_ANSWERS = core_select(
+    _DELIVERY.c.recipient, _DELIVERY.c.outcome, _DELIVERY.c.code, _DELIVERY.c.message, _DELIVERY.c.stage
+).where(_DELIVERY.c.action_id == bindparam("of_action"))
+
+_PAUSES_STOPPING = core_select(_PAUSE).where(
+    or_(
+        _PAUSE.c.scope == PauseScope.ALL.value,
+        and_(_PAUSE.c.scope == PauseScope.SUBDOMAIN.value, _PAUSE.c.target == bindparam("of_subdomain")),
+        and_(_PAUSE.c.scope == PauseScope.AGENT.value, _PAUSE.c.target == bindparam("of_agent")),
+    )
+)
+
+_DNS_STATE = core_select(_STATE.c.dns_ok, _STATE.c.dns_reason, _STATE.c.dns_checked_at).where(
+    _STATE.c.subdomain == bindparam("of_subdomain")
+)
+
+_SUPPRESSIONS_AMONG = core_select(
+    _SUPPRESSION.c.recipient, _SUPPRESSION.c.scope, _SUPPRESSION.c.reason, _SUPPRESSION.c.created_at
+).where(
+    _SUPPRESSION.c.recipient.in_(bindparam("keys", expanding=True)),
+    _SUPPRESSION.c.scope.in_([EVERY_SUBDOMAIN, bindparam("of_subdomain")]),
+)
+
+_RECORD_ANSWER = (
+    update(_DELIVERY)
+    .where(and_(_DELIVERY.c.action_id == bindparam("of_action"), _DELIVERY.c.recipient == bindparam("of_recipient")))
+    .values(
+        attempts=_DELIVERY.c.attempts + 1,
+        outcome=bindparam("new_outcome"),
+        code=bindparam("new_code"),
+        message=bindparam("new_message"),
+        stage=bindparam("new_stage"),
+        at=bindparam("new_at"),
+    )
+)
+
+
+def delivery_answers(connection: Connection, action_id: str) -> list[Any]:
+    """(recipient, outcome, code, message, stage) of every recipient row of the action."""
+    return list(connection.execute(_DELIVERY_ANSWERS, {"of_action": action_id}).all())
+
+
+def pause_rows_stopping(session: Session, subdomain: str, agent_name: str) -> list[MailPause]:
+    """`pauses_stopping` as one prebuilt statement (the send path asks it for every message)."""
+    rows = session.connection().execute(_PAUSES_STOPPING, {"of_subdomain": subdomain, "of_agent": agent_name})
+    return [MailPause(**row._mapping) for row in rows]
+
+
+def dns_state_row(session: Session, subdomain: str) -> Any | None:
+    """(dns_ok, dns_reason, dns_checked_at) of the subdomain, None if it has no state row."""
+    return session.connection().execute(_DNS_STATE, {"of_subdomain": subdomain}).first()
+
+
+def suppression_rows_among(session: Session, recipients: Iterable[str], subdomain: str) -> dict[str, Any]:
+    """`suppressions_among` as one prebuilt statement: (recipient, scope, reason, created_at)
+    of the suppression stopping each recipient, keyed by the recipient as given."""
+    by_key: dict[str, list[str]] = {}
+    for recipient in recipients:
+        by_key.setdefault(recipient_key(recipient), []).append(recipient)
+    if not by_key:
+        return {}
+    rows = session.connection().execute(_SUPPRESSIONS_AMONG, {"keys": list(by_key), "of_subdomain": subdomain})
+    found: dict[str, Any] = {}
+    for row in rows:
+        for recipient in by_key[row.recipient]:
+            found.setdefault(recipient, row)
+    return found
+
+
+def insert_new_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert the recipient rows the action does not have yet; return those recipients.
+
+    One statement does what a read of the existing rows and an insert did: the rows it returns
+    are exactly the recipients without one, which are the ones to charge.
+    """
+    if not rows:
+        return set()
+    statement = _new_deliveries_insert(session.get_bind().dialect.name)
+    return {row.recipient for row in session.connection().execute(statement, rows)}
+
+
+@functools.cache
+def _new_deliveries_insert(dialect: str) -> Any:
+    if dialect == "postgresql":
+        statement: Any = pg_insert(_DELIVERY).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite_insert(_DELIVERY).on_conflict_do_nothing()
+    else:  # pragma: no cover - only the two supported backends exist
+        raise NotImplementedError(f"insert_new_deliveries on {dialect}")
+    return statement.returning(_DELIVERY.c.recipient)
+
+
+def record_answers(session: Session, rows: Sequence[dict[str, Any]], at: datetime) -> None:
+    """Record one attempt's answer for each recipient row (keys of `MailDelivery`, `outcome`,
+    `code`, `message`, `stage`): one prebuilt UPDATE for all of them, and an insert only for
+    recipients that have no row (never charged: suppressed)."""
+    if not rows:
+        return
+    connection = session.connection()
+    params = [
+        {
+            "of_action": row["action_id"],
+            "of_recipient": row["recipient"],
+            "new_outcome": row["outcome"],
+            "new_code": row["code"],
+            "new_message": row["message"],
+            "new_stage": row["stage"],
+            "new_at": at,
+        }
+        for row in rows
+    ]
+    moved = connection.execute(_RECORD_ANSWER, params[0] if len(params) == 1 else params)
+    counted = len(params) == 1 or connection.dialect.supports_sane_multi_rowcount
+    if counted and moved.rowcount == len(params):
+        return
+    # Some row is missing (or the driver cannot say): the rows just updated conflict and are
+    # skipped, the missing ones are inserted as a first attempt.
+    insert_or_ignore(session, MailDelivery, [{**row, "charged_at": None, "attempts": 1, "at": at} for row in rows])
 
 
 def delivery_counts(session: Session, subdomain: str, since: datetime) -> dict[str, int]:

@@ -21,14 +21,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from sqlmodel import Session
+
 from outbox.config import Settings
-from outbox.db import Database, insert_or_ignore
+from outbox.db import Database
 from outbox.mail import repository
 from outbox.mail.budgets.ledger import BudgetVerdict, first_day_fitting, reserve_send_budget, send_caps, start_of
 from outbox.mail.config import MailConfig, SubdomainConfig
-from outbox.mail.dns.verdicts import dns_verdict
+from outbox.mail.dns.verdicts import blocks_sending, dns_verdict
 from outbox.mail.feedback.breakers import evaluate_breaker
-from outbox.mail.models import DeliveryOutcome, MailDelivery, MailPause, PauseCause, PauseScope
+from outbox.mail.models import DeliveryOutcome, MailPause, PauseCause, PauseScope
 from outbox.mail.sending.delivery import RecipientResult
 from outbox.mail.sending.gate import Admitted, SendAttempt
 from outbox.mail.sending.message import EmailSendArgs, message_id_for
@@ -74,11 +76,13 @@ class DatabaseMailGate:
         return timedelta(seconds=self.settings.mail_pause_recheck_seconds)
 
     def settled_recipients(self, ctx: ExecutionContext) -> Mapping[str, RecipientResult]:
-        with self.db.session() as session:
-            rows = repository.deliveries_of(session, ctx.action_id)
+        # One statement outside any transaction and without the write lock: the rows are this
+        # action's own, written by earlier attempts that have committed.
+        with self.db.single_reads() as connection:
+            rows = repository.delivery_answers(connection, ctx.action_id)
         return {
-            recipient: RecipientResult(row.code, row.message or "", row.stage)  # type: ignore[arg-type]
-            for recipient, row in rows.items()
+            row.recipient: RecipientResult(row.code, row.message or "", row.stage)
+            for row in rows
             if DeliveryOutcome(row.outcome).settled and row.stage is not None
         }
 
@@ -89,46 +93,82 @@ class DatabaseMailGate:
         if sub is None:  # the tool refuses unknown senders before asking
             return Failed(f"{args.sender.domain} is not a configured sending subdomain", retryable=False)
         now = self.clock()
-        with self.db.session() as session:
-            pauses = repository.pauses_stopping(session, sub.domain, ctx.agent_name)
-            state = repository.subdomain_state(session, sub.domain)
+        try:
+            answer = self.db.write(lambda session: self._admission(session, ctx, sub, recipients, now))
+            if isinstance(answer, _Unchecked):
+                # Never checked and it must pass: check DNS now, outside the transaction (it asks
+                # the network), then admit on that verdict.
+                dns = dns_verdict(self.db, self.config, self.settings, sub, None)
+                if dns.blocks:
+                    return self._dns_blocked(sub, dns.reason, now)
+                answer = self.db.write(
+                    lambda session: self._admission(session, ctx, sub, recipients, now, dns_checked=True)
+                )
+        except _OverBudgetError as refused:
+            return self._over_budget(sub, refused.verdict, refused.units, now)
+        assert not isinstance(answer, _Unchecked)  # dns_checked skips the stored verdict
+        return answer
+
+    def _dns_blocked(self, sub: SubdomainConfig, reason: str | None, now: datetime) -> Deferred:
+        return Deferred(
+            now + self.recheck,
+            f"{sub.domain} is blocked from sending: its DNS check failed ({reason}); "
+            "the message waits until a check passes",
+        )
+
+    def _admission(
+        self,
+        session: Session,
+        ctx: ExecutionContext,
+        sub: SubdomainConfig,
+        recipients: Sequence[str],
+        now: datetime,
+        *,
+        dns_checked: bool = False,
+    ) -> Admitted | Deferred | _Unchecked:
+        """The whole gate in one write transaction: pauses, the DNS verdict, suppressions, the
+        recipients' rows and every budget charge. `_Unchecked` when DNS must be checked first;
+        raises `_OverBudgetError` so that the transaction rolls the rows back."""
+        pauses = repository.pause_rows_stopping(session, sub.domain, ctx.agent_name)
         if pauses:
             reasons = "; ".join(describe_pause(p) for p in pauses)
             return Deferred(now + self.recheck, f"{reasons}; the message waits and is tried again")
-        dns = dns_verdict(self.db, self.config, self.settings, sub, state)
-        if dns.blocks:
-            return Deferred(
-                now + self.recheck,
-                f"{sub.domain} is blocked from sending: its DNS check failed ({dns.reason}); "
-                "the message waits until a check passes",
-            )
+        # A subdomain that does not enforce its DNS checks is never blocked: no need to read.
+        if sub.enforce_dns_checks and not dns_checked:
+            state = repository.dns_state_row(session, sub.domain)
+            if state is None or state.dns_checked_at is None:
+                return _Unchecked()
+            if blocks_sending(True, state.dns_ok):
+                return self._dns_blocked(sub, state.dns_reason, now)
+        suppressed = repository.suppression_rows_among(session, recipients, sub.domain)
         message_id = message_id_for(ctx.action_id, sub.domain)
-        with self.db.session() as session:
-            suppressed = repository.suppressions_among(session, recipients, sub.domain)
-            known = repository.deliveries_of(session, ctx.action_id)
-            to_charge = [r for r in recipients if r not in suppressed and r not in known]
-            if to_charge:
-                verdict = reserve_send_budget(session, send_caps(sub, to_charge, ctx.agent_name, now))
-                if not verdict.granted:
-                    return self._over_budget(sub, verdict, len(to_charge), now)
-                insert_or_ignore(
-                    session,
-                    MailDelivery,
-                    [
-                        {
-                            "action_id": ctx.action_id,
-                            "recipient": recipient,
-                            "subdomain": sub.domain,
-                            "agent_name": ctx.agent_name,
-                            "message_id": message_id,
-                            "outcome": DeliveryOutcome.PENDING.value,
-                            "charged_at": now,
-                            "attempts": 0,
-                            "at": now,
-                        }
-                        for recipient in to_charge
-                    ],
-                )
+        new = repository.insert_new_deliveries(
+            session,
+            [
+                {
+                    "action_id": ctx.action_id,
+                    "recipient": recipient,
+                    "subdomain": sub.domain,
+                    "agent_name": ctx.agent_name,
+                    "message_id": message_id,
+                    "outcome": DeliveryOutcome.PENDING.value,
+                    "charged_at": now,
+                    "attempts": 0,
+                    "code": None,
+                    "message": None,
+                    "stage": None,
+                    "at": now,
+                }
+                for recipient in recipients
+                if recipient not in suppressed
+            ],
+        )
+        # Only recipients without a row are charged: an earlier attempt charged the others.
+        to_charge = [r for r in recipients if r in new]
+        if to_charge:
+            verdict = reserve_send_budget(session, send_caps(sub, to_charge, ctx.agent_name, now))
+            if not verdict.granted:
+                raise _OverBudgetError(verdict, len(to_charge))
         return Admitted(
             {
                 recipient: f"suppressed ({row.reason}"
@@ -168,29 +208,42 @@ class DatabaseMailGate:
     def record_results(self, ctx: ExecutionContext, args: EmailSendArgs, attempt: SendAttempt) -> None:
         sub = self.config.subdomain(attempt.subdomain)
         now = self.clock()
-        bounced = False
-        with self.db.session() as session:
-            for recipient, result in attempt.results.items():
-                outcome = classify(result)
-                bounced |= outcome is DeliveryOutcome.BOUNCED
-                repository.upsert_delivery_result(
-                    session,
-                    MailDelivery(
-                        action_id=ctx.action_id,
-                        recipient=recipient,
-                        subdomain=attempt.subdomain,
-                        agent_name=ctx.agent_name,
-                        message_id=attempt.message_id,
-                        outcome=outcome.value,
-                    ),
-                    outcome=outcome,
-                    code=result.code,
-                    message=result.message,
-                    stage=result.stage,
-                    at=now,
-                )
+        rows = [
+            {
+                "action_id": ctx.action_id,
+                "recipient": recipient,
+                "subdomain": attempt.subdomain,
+                "agent_name": ctx.agent_name,
+                "message_id": attempt.message_id,
+                "outcome": classify(result).value,
+                "code": result.code,
+                "message": result.message,
+                "stage": result.stage,
+            }
+            for recipient, result in attempt.results.items()
+        ]
+        bounced = any(row["outcome"] == DeliveryOutcome.BOUNCED.value for row in rows)
+
+        def record(session: Session) -> None:
+            repository.record_answers(session, rows, now)
             if bounced and sub is not None:
                 evaluate_breaker(session, sub, now)
+
+        self.db.write(record)
+
+
+class _OverBudgetError(Exception):
+    """A cap refused the charge: raised out of the admission transaction so that it rolls back
+    the recipients' rows it inserted."""
+
+    def __init__(self, verdict: BudgetVerdict, units: int) -> None:
+        super().__init__("over budget")
+        self.verdict = verdict
+        self.units = units
+
+
+class _Unchecked:
+    """`_admission`'s answer when the subdomain must pass its DNS check and was never checked."""
 
 
 def _per(window: timedelta) -> str:
