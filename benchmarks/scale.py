@@ -2,7 +2,7 @@
 1 vs 2 API processes and 1 vs 2 worker processes, in one run.
 
     python benchmarks/scale.py [--threads 2] [--connections 16] [--duration 15] [--warmup 2]
-                               [--rounds 1] [--worker-concurrency 1] [--without-beat]
+                               [--rounds 1] [--drain-timeout 120] [--worker-concurrency 1] [--without-beat]
 
 Everything runs on loopback, started by this script the way docker-compose.yml runs it: a fresh
 PostgreSQL database (127.0.0.1:5432, dropped at the end) migrated with `outbox db upgrade`; Redis
@@ -15,19 +15,21 @@ load is wrk with benchmarks/wrk/post_action.lua, as in benchmarks/gate.py (allow
 
 Phases, one after another on the same database:
 
-1. **API alone**, 1 then 2 API processes, no worker running: accepted requests per second. The
+1. **Together**, 1 API + 1 worker, then 2 API + 2 workers, under the allowed load: accepted/s
+   and completed/s during the load; then, without load, how long the backlog left takes to
+   drain (at most `--drain-timeout` seconds). The first load meets an empty queue.
+2. **API alone**, 1 then 2 API processes, no worker running: accepted requests per second. The
    accepted actions wait in Redis and the database; they are the next phase's backlog.
-2. **Workers alone**, 1 then 2 worker processes draining that backlog (no API load): completed
+3. **Workers alone**, 1 then 2 worker processes draining that backlog (no API load): completed
    actions per second (succeeded or failed, counted in the database) over a window of
    `--duration` seconds that starts `--warmup` seconds after the first action completes (every
-   worker is up and has built its runtime), or until the backlog runs out. With beat running,
-   queued actions older than 5 s are published again by the sweeper (production behaviour under
-   a backlog; the duplicates are cheap no-ops for the workers but are part of what they do);
-   `--without-beat` leaves it out.
-3. **Together**, 1 API + 1 worker, then 2 API + 2 workers, under the allowed load: accepted/s
-   and completed/s during the load (the workers start on what the earlier phases left).
+   worker is up and has built its runtime), or until the backlog runs out.
 
-With `--rounds N` phases 1 and 2 alternate 1 and 2 processes N times (1, 2, 1, 2, ...) and the
+With beat running, queued actions older than 5 s are published again by the sweeper, as in
+production under a backlog: a worker then also takes duplicates, each a claim that finds the
+action done or taken. `--without-beat` leaves beat out.
+
+With `--rounds N` phases 2 and 3 alternate 1 and 2 processes N times (1, 2, 1, 2, ...) and the
 ratios are of the medians, which evens out other work on the machine drifting during the run.
 
 Printed: each phase's figures, then the ratios 2 API / 1 API (accepted/s), 2 workers / 1 worker
@@ -134,6 +136,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker-concurrency", type=int, default=1, help="Celery pool processes per worker node")
     parser.add_argument(
         "--rounds", type=int, default=1, help="alternate 1 and 2 processes this many times; ratios of the medians"
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=120.0, help="longest wait for a backlog to drain after phase 1"
     )
     parser.add_argument("--without-beat", action="store_true", help="run no beat (no sweeper re-publishing)")
     return parser.parse_args()
@@ -266,6 +271,7 @@ def measure_workers_alone(topology: Topology, nodes: int) -> WorkerRow:
 
 
 def measure_together(topology: Topology, processes: int) -> ApiRow:
+    """API and workers under the allowed load; then the backlog left drains, with no load."""
     counts = topology.counts
     with celery_workers(topology, processes), api_processes(topology, processes) as (url, pid):
         before, executed_before = cpu_seconds(pid), counts.executed()
@@ -275,7 +281,12 @@ def measure_together(topology: Topology, processes: int) -> ApiRow:
             f"{processes} API + {processes} worker{'s' if processes > 1 else ''}", result, 0.0, completed_per_s
         )
         row.api_cores = (cpu_seconds(pid) - before) / result.seconds
-    print_api_row(row)
+        print_api_row(row)
+        backlog, drain_start = counts.in_flight(), counts.executed()
+        seconds, left = counts.wait_drained(topology.args.drain_timeout)
+    drained = "drained" if not left else f"NOT drained ({left} left)"
+    rate = (counts.executed() - drain_start) / seconds if seconds else 0.0
+    print(f"{'':<28} backlog when the load stopped: {backlog}, {drained} in {seconds:.1f} s ({rate:.1f} completed/s)")
     return row
 
 
@@ -326,18 +337,19 @@ def main() -> None:
             f"{os.cpu_count()} CPUs, {load_average()}\n"
         )
         rounds = range(args.rounds)
-        print("1. API alone (no workers: accepted actions wait in Redis)")
+        # Together first: the first load meets an empty queue and database.
+        print("1. together, under the allowed load, then the backlog drains")
+        together = [measure_together(topology, n).completed_per_s or 0.0 for n in (1, 2)]
+        print("\n2. API alone (no workers: accepted actions wait in Redis)")
         api: dict[int, list[float]] = {1: [], 2: []}
         for _ in rounds:
             for n in (1, 2):
                 api[n].append(measure_api_alone(topology, n).result.expected_rps)
-        print(f"\n2. workers alone (draining the {topology.counts.in_flight()} actions accepted above)")
+        print(f"\n3. workers alone (draining the {topology.counts.in_flight()} actions accepted above)")
         workers: dict[int, list[float]] = {1: [], 2: []}
         for _ in rounds:
             for n in (1, 2):
                 workers[n].append(measure_workers_alone(topology, n).completed_per_s)
-        print("\n3. together, under the allowed load")
-        together = [measure_together(topology, n).completed_per_s or 0.0 for n in (1, 2)]
         print_ratios(api, workers, together, args.rounds)
         print(f"\nactions by status at the end: {dict(sorted(topology.counts.by_status().items()))}")
         print(f"machine at the end: {load_average()}")
