@@ -6,7 +6,9 @@ import json
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
+from sqlmodel import col, select
 
+from outbox.mail.models import MailDelivery
 from tests.mail.world import OTHER, SUBDOMAIN, MailCli, MailWorld, admin_headers, message, subdomain_config
 from tests.support.calls import load
 
@@ -26,6 +28,26 @@ def test_a_suppressed_recipient_is_left_out_and_the_others_still_get_the_message
     response = load(world.rt, action_id).response or {}
     assert response["recipients"]["gone@example.net"]["stage"] == "suppressed"
     assert "suppressed (manual" in response["recipients"]["gone@example.net"]["message"]
+
+
+def test_each_recipient_row_records_its_own_answer_and_only_sent_ones_are_charged(
+    world: MailWorld, cli: MailCli
+) -> None:
+    world.configure()
+    cli.use(world.rt)
+    cli("mail", "suppression", "add", "gone@example.net")
+
+    action_id, status = world.send(message(["gone@example.net", "ann@example.net", "bob@example.net"]))
+
+    assert status == "succeeded"
+    with world.rt.db.session() as session:
+        rows = session.exec(select(MailDelivery).where(col(MailDelivery.action_id) == action_id)).all()
+        recorded = {r.recipient: (r.outcome, r.attempts, r.stage, r.charged_at is not None) for r in rows}
+    assert recorded == {
+        "gone@example.net": ("suppressed", 1, "suppressed", False),
+        "ann@example.net": ("delivered", 1, "data", True),
+        "bob@example.net": ("delivered", 1, "data", True),
+    }
 
 
 def test_a_message_whose_every_recipient_is_suppressed_fails_and_is_not_sent(world: MailWorld, cli: MailCli) -> None:
