@@ -7,15 +7,16 @@ import time
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
 
 from outbox.audit.models import AuditEvent
 from outbox.audit.sealer import seal_all
 from outbox.audit.service import record_event, verify_chain
 from outbox.config import Settings
-from outbox.db import Database, WriterQueue, draining
+from outbox.db import PING_IDLE_AFTER, Database, WriterQueue, draining
 
 
 def _wait_for(predicate: Callable[[], bool]) -> None:
@@ -198,3 +199,47 @@ def test_a_batch_whose_commit_fails_fails_every_caller(settings: Settings) -> No
         # The database is usable afterwards.
         assert db.write(_record("after")) == "after"
         assert _names(db) == ["after"]
+
+
+def _terminate_other_backends(database_url: str) -> int:
+    """What a PostgreSQL restart does to the pool's connections: every one of them dies."""
+    name = database_url.rsplit("/", 1)[1]
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        killed = connection.execute(
+            text(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()) AS terminated"
+            ),
+            {"name": name},
+        ).scalar_one()
+    admin.dispose()
+    return int(killed)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_idle_pooled_connections_that_died_are_replaced_unseen(settings: Settings) -> None:
+    """A connection that sat idle in the pool is pinged before use; one the database dropped
+    (a restart, a proxy's idle timeout) is replaced, and the transaction never sees it."""
+    with Database(settings) as db:
+        # Several pooled connections, all returned to the pool.
+        barrier = threading.Barrier(4)
+
+        def hold() -> None:
+            with db.session() as session:
+                session.execute(text("SELECT 1"))
+                barrier.wait()
+
+        threads = [threading.Thread(target=hold) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert _terminate_other_backends(settings.database_url.replace("+psycopg", "")) >= 4
+        time.sleep(PING_IDLE_AFTER + 0.1)  # the connections are now "idle" in the pool's eyes
+
+        for number in range(4):
+            assert db.write(_record(f"after-restart-{number}")) == f"after-restart-{number}"
+        with db.single_reads() as connection:
+            assert connection.execute(text("SELECT 1")).scalar_one() == 1
+        assert _names(db) == [f"after-restart-{n}" for n in range(4)]

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, update
 from sqlalchemy import select as core_select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from outbox.budgets.models import BudgetCounter
-from outbox.db import insert_or_ignore
+from outbox.db import insert_or_ignore, inserted_rows
 from outbox.mail.addresses import recipient_key
 from outbox.mail.models import (
     EVERY_SUBDOMAIN,
@@ -163,21 +160,7 @@ def insert_new_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> s
     One statement does what a read of the existing rows and an insert did: the rows it returns
     are exactly the recipients without one, which are the ones to charge.
     """
-    if not rows:
-        return set()
-    statement = _new_deliveries_insert(session.get_bind().dialect.name)
-    return {row.recipient for row in session.connection().execute(statement, rows)}
-
-
-@functools.cache
-def _new_deliveries_insert(dialect: str) -> Any:
-    if dialect == "postgresql":
-        statement: Any = pg_insert(_DELIVERY).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite_insert(_DELIVERY).on_conflict_do_nothing()
-    else:  # pragma: no cover - only the two supported backends exist
-        raise NotImplementedError(f"insert_new_deliveries on {dialect}")
-    return statement.returning(_DELIVERY.c.recipient)
+    return {row.recipient for row in inserted_rows(session, MailDelivery, rows, returning=("recipient",))}
 
 
 def record_answers(session: Session, rows: Sequence[dict[str, Any]], at: datetime) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session
 
@@ -141,27 +142,8 @@ class DatabaseMailGate:
             if blocks_sending(True, state.dns_ok):
                 return self._dns_blocked(sub, state.dns_reason, now)
         suppressed = repository.suppression_rows_among(session, recipients, sub.domain)
-        message_id = message_id_for(ctx.action_id, sub.domain)
         new = repository.insert_new_deliveries(
-            session,
-            [
-                {
-                    "action_id": ctx.action_id,
-                    "recipient": recipient,
-                    "subdomain": sub.domain,
-                    "agent_name": ctx.agent_name,
-                    "message_id": message_id,
-                    "outcome": DeliveryOutcome.PENDING.value,
-                    "charged_at": now,
-                    "attempts": 0,
-                    "code": None,
-                    "message": None,
-                    "stage": None,
-                    "at": now,
-                }
-                for recipient in recipients
-                if recipient not in suppressed
-            ],
+            session, _pending_rows(ctx, sub, [r for r in recipients if r not in suppressed], now)
         )
         # Only recipients without a row are charged: an earlier attempt charged the others.
         to_charge = [r for r in recipients if r in new]
@@ -248,3 +230,27 @@ class _Unchecked:
 
 def _per(window: timedelta) -> str:
     return "hour" if window == timedelta(hours=1) else "day"
+
+
+def _pending_rows(
+    ctx: ExecutionContext, sub: SubdomainConfig, recipients: Sequence[str], now: datetime
+) -> list[dict[str, Any]]:
+    """The delivery row of each recipient to be charged and sent to, before any attempt."""
+    message_id = message_id_for(ctx.action_id, sub.domain)
+    return [
+        {
+            "action_id": ctx.action_id,
+            "recipient": recipient,
+            "subdomain": sub.domain,
+            "agent_name": ctx.agent_name,
+            "message_id": message_id,
+            "outcome": DeliveryOutcome.PENDING.value,
+            "charged_at": now,
+            "attempts": 0,
+            "code": None,
+            "message": None,
+            "stage": None,
+            "at": now,
+        }
+        for recipient in recipients
+    ]
