@@ -135,20 +135,36 @@ def _redrive_expired_leases(runtime: Runtime, now: datetime) -> tuple[int, int]:
 
 def _republish_due(runtime: Runtime, now: datetime) -> list[str]:
     """Queued actions that are due and were not claimed soon after publishing are published
-    again (the broker may have lost the message); expired idempotency records go too."""
-    stale = now - timedelta(seconds=runtime.settings.republish_after_seconds)
+    again (the broker may have lost the message); expired idempotency records go too.
+
+    The longer an action has waited, the longer the sweeper waits before publishing it again:
+    at least `republish_after_seconds`, and at least half the time it has been due. A lost
+    message is still re-sent within seconds, but a backlog (workers busy, messages not lost)
+    gets a few duplicates per action (logarithmic in its wait), not one every few seconds that
+    the workers would then spend their time claiming in vain."""
+    after = timedelta(seconds=runtime.settings.republish_after_seconds)
     with runtime.db.session() as session:
-        due = session.exec(
-            select(Action.id)
+        candidates = session.exec(
+            select(Action.id, Action.created_at, Action.not_before, Action.last_published_at)
             .where(
                 (col(Action.status) == ActionStatus.QUEUED.value)
                 & or_(col(Action.not_before).is_(None), col(Action.not_before) <= now)
-                & or_(col(Action.last_published_at).is_(None), col(Action.last_published_at) < stale)
+                & or_(col(Action.last_published_at).is_(None), col(Action.last_published_at) < now - after)
             )
-            .order_by(col(Action.created_at))
+            .order_by(col(Action.last_published_at).asc().nulls_first(), col(Action.created_at))
             .limit(BATCH)
         ).all()
+        due = [row[0] for row in candidates if _message_may_be_lost(row, now, after)]
         if due:
             session.execute(update(Action).where(col(Action.id).in_(due)).values(last_published_at=now))
         purge_expired(session)
-    return list(due)
+    return due
+
+
+def _message_may_be_lost(row: Any, now: datetime, after: timedelta) -> bool:
+    """`row` is (id, created_at, not_before, last_published_at)."""
+    _, created_at, not_before, last_published_at = row
+    if last_published_at is None:
+        return True
+    due_since = max(created_at, not_before) if not_before is not None else created_at
+    return bool(now - last_published_at >= max(after, (now - due_since) / 2))

@@ -247,3 +247,31 @@ def _set(runtime: Runtime, action_id: str, **values: object) -> None:
 
 def _make_due(runtime: Runtime, action_id: str) -> None:
     _set(runtime, action_id, not_before=utcnow() - timedelta(seconds=1))
+
+
+def test_a_long_waiting_action_is_republished_less_and_less_often(runtime: Runtime, key: str) -> None:
+    """Workers behind a backlog do not lose messages: an action that has waited for ten minutes
+    is published again only when its last publication is older than half that wait, not every
+    few seconds (each duplicate is a claim a worker makes in vain)."""
+    action_id = submit_call(runtime, key, "http.request", get("http://127.0.0.1:9/backlog"))
+    now = utcnow()
+    _set(runtime, action_id, created_at=now - timedelta(minutes=10), last_published_at=now - timedelta(minutes=4))
+    assert sweep_once(runtime).republished == []  # published 4 min ago, waiting 10: not lost yet
+    _set(runtime, action_id, last_published_at=now - timedelta(minutes=5, seconds=1))
+    assert sweep_once(runtime).republished == [action_id]  # over half its wait: published again
+    assert sweep_once(runtime).republished == []
+
+
+def test_a_retry_counts_its_wait_from_when_it_became_due(runtime: Runtime, key: str) -> None:
+    action_id = submit_call(runtime, key, "http.request", get("http://127.0.0.1:9/retried"))
+    now = utcnow()
+    # Created an hour ago, due again (after a backoff) for 10 s, published 6 s ago: the hour of
+    # waiting before it was due does not stretch the interval.
+    _set(
+        runtime,
+        action_id,
+        created_at=now - timedelta(hours=1),
+        not_before=now - timedelta(seconds=10),
+        last_published_at=now - timedelta(seconds=6),
+    )
+    assert sweep_once(runtime).republished == [action_id]
