@@ -95,7 +95,12 @@ def record_answer(
     }
     if insert_or_ignore(session, IdempotencyRecord, [values]):
         return None
-    row = session.execute(_SELECT_RECORD.with_for_update(), {"agent_id": agent_id, "key": key}).one()
+    params = {"agent_id": agent_id, "key": key}
+    row = session.execute(_SELECT_RECORD.with_for_update(), params).first()
+    if row is None:
+        # PostgreSQL: a concurrent request replaced an expired row while this one waited for its
+        # lock; the replacement is committed, and the next statement sees it.
+        row = session.execute(_SELECT_RECORD, params).one()
     if row.expires_at <= now or (row.state == PROCESSING and row.created_at < now - ABANDONED_AFTER):
         # Expired, or abandoned mid-way by a request of an earlier version: the key is free.
         session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.id) == row.id))

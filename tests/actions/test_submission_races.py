@@ -5,9 +5,11 @@ concurrent transactions)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlmodel import col, func, select
 
 from outbox.actions import service
@@ -18,6 +20,7 @@ from outbox.audit.service import verify_chain
 from outbox.errors import IdempotencyKeyReused
 from outbox.idempotency.models import IdempotencyRecord
 from outbox.runtime import Runtime
+from outbox.sqltypes import utcnow
 from tests.support.agents import make_agent
 from tests.support.audit import seal
 
@@ -101,3 +104,29 @@ def _setup_events(session: Any) -> int:
     return int(
         session.exec(select(func.count()).select_from(AuditEvent).where(col(AuditEvent.action_id).is_(None))).one()
     )
+
+
+def test_an_expired_key_raced_by_many_retries_records_one_new_action(
+    runtime: Runtime, agent: AuthenticatedAgent
+) -> None:
+    """A key whose record expired is free again: twenty requests reusing it at once record one
+    new action between them, and every one gets its answer (none an error)."""
+    first = service.submit(runtime, agent, _call("/old"), "reused-after-expiry", RECORD)
+    with runtime.db.session() as session:
+        session.execute(
+            update(IdempotencyRecord)
+            .where(col(IdempotencyRecord.key) == "reused-after-expiry")
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(
+            pool.map(lambda _: service.submit(runtime, agent, _call("/new"), "reused-after-expiry", RECORD), range(20))
+        )
+
+    assert {a.status for a in answers} == {202}
+    new_ids = {a.action_id for a in answers}
+    assert len(new_ids) == 1
+    assert first.action_id not in new_ids
+    assert _count(runtime, Action) == 2
+    assert _count(runtime, IdempotencyRecord) == 1
