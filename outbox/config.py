@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     worker_processes: int = Field(default=1, ge=1)
     embedded_worker_threads: int = Field(default=2, ge=1, le=64)
     # Embedded backpressure: while more queued actions than this wait for a worker thread, a
-    # submission's answer waits too, so accepting never outruns executing (docs/operations.md).
+    # submission's answer waits too, so accepting never outruns executing (README, Performance).
     embedded_queue_bound: int = Field(default=64, ge=1)
 
     # Execution: leases, sweeping and retries.
