@@ -4,13 +4,9 @@ the checkpointer continues their chain."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,7 +23,6 @@ from outbox.config import Settings
 from outbox.db import Database
 from outbox.migrations import alembic_config, upgrade
 from outbox.sqltypes import UTCDateTime, utcnow
-from tests.conftest import PG_ADMIN_URL
 
 REVISION = "0006"
 # The table as the revision before this one had it: no `seq`, links NOT NULL.
@@ -46,23 +41,6 @@ _OLD_EVENTS = sa.table(
 )
 # Ids may have gaps (a rolled-back PostgreSQL transaction draws one too).
 OLD_IDS = [1, 2, 4, 7, 8]
-
-
-@pytest.fixture
-def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database with no tables yet: a file for SQLite, a new database for PostgreSQL."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    request.getfixturevalue("postgres_server")  # skips (or fails in CI) when PostgreSQL is unreachable
-    name = f"outbox_migration_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _old_chain() -> list[dict[str, object]]:

@@ -4,16 +4,11 @@ upgrade is suppressed, and has used its cap, under every spelling after it."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, select
 
 from outbox.budgets.models import BudgetCounter
 from outbox.budgets.service import window_start
@@ -21,27 +16,9 @@ from outbox.config import Settings
 from outbox.mail.budgets.ledger import DAY, day_key
 from outbox.mail.models import MailSuppression
 from outbox.migrations import alembic_config, current, upgrade
-from tests.conftest import PG_ADMIN_URL
 
 SUB = "agents.mail.example.com"
 REVISION = "0005"
-
-
-@pytest.fixture
-def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database with no tables yet: a file for SQLite, a new database for PostgreSQL."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    request.getfixturevalue("postgres_server")  # skips (or fails in CI) when PostgreSQL is unreachable
-    name = f"outbox_migration_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def recipient_counter(address: str) -> str:
