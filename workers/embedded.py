@@ -50,7 +50,8 @@ class EmbeddedDispatcher:
         then slows to the rate the workers execute, and the queue stays bounded. The sweeper
         never waits here: it publishes without backpressure."""
         bound = self._bound
-        if bound is None:  # not started: no workers to wait for
+        # Not started (no workers to wait for), or room already: the common case takes no lock.
+        if bound is None or self._queue.qsize() <= bound:
             return
         deadline = time.monotonic() + self.MAX_BACKPRESSURE_WAIT
         with self._room:
