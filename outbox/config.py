@@ -54,6 +54,20 @@ class Settings(BaseSettings):
     max_wait_seconds: int = Field(default=60, ge=0, le=60)
     page_size_max: int = Field(default=100, ge=1)
 
+    # The MCP face at /mcp (docs/mcp.md). Host and Origin headers it answers: the SDK's DNS
+    # rebinding protection, kept on. `host:*` allows any port of that host. Behind a proxy or on
+    # a public name, add the name clients use (JSON lists).
+    mcp_allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
+    mcp_allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    )
+    # A tools/call without a key in `_meta` is de-duplicated against the same call (agent, tool,
+    # canonical arguments, on_behalf_of) made within this many seconds: a client's blind retry
+    # never runs twice. 0 turns the derived key off (every keyless call is a new action).
+    mcp_derived_key_window_seconds: int = Field(default=600, ge=0, le=86_400)
+    # How long a tools/call waits for the action to settle before answering with it pending.
+    mcp_call_wait_seconds: float = Field(default=10.0, ge=0, le=60)
+
     # Policy: reload on file change (the embedded server and API replicas watch the directory).
     policy_watch: bool = True
 

@@ -6,7 +6,7 @@ leases, retries, audit) is the same for every tool; a tool only owns what is spe
 
 Beyond `Tool`, a tool may have optional capabilities, each a protocol below: `Previewable`,
 `DryRunnable`, `BlastRadiusBounded`, `DescribesTargets`, `DeclaresDestructiveActs`,
-`Configured`. A tool has one by implementing it; the pipeline asks with `isinstance`, so mypy
+`Configured`, `ChecksAvailability`. A tool has one by implementing it; the pipeline asks with `isinstance`, so mypy
 checks every call, and a tool without it simply goes without (no preview, no dry run, …).
 """
 
@@ -194,3 +194,16 @@ class Configured(Protocol):
 
     @property
     def config(self) -> object: ...
+
+
+@runtime_checkable
+class ChecksAvailability(Protocol):
+    """Knows when it cannot run on this server (no usable sandbox, a secret or mount it needs is
+    missing). A call to such a tool is refused before anything is recorded (503, the key not
+    consumed), `/readyz` reports the tool degraded and `/v1/tools` marks it unavailable, instead
+    of an action that fails and whose failure is replayed after the server is fixed."""
+
+    def unavailable_reason(self) -> str | None:
+        """Why the tool cannot run here now, in words an operator can act on; None when it can.
+        Called on every submission: cheap, or cached by the tool."""
+        ...
