@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -288,11 +289,16 @@ def run_command(
 
 
 # Probing runs a trivial sandbox; a success is remembered for the life of the process (the
-# kernel does not take namespaces away), a failure is probed again next time.
+# kernel does not take namespaces away), a failure is probed again next time, except by callers
+# that ask often and may be a little late (`command_problem`, asked at every submission): they
+# reuse a failure this recent, so a broken sandbox costs one bwrap spawn per interval, not per
+# call, and a repaired one is seen within it.
 _working_sandboxes: set[tuple[Path, tuple[int, int] | None]] = set()
+_failed_sandboxes: dict[tuple[Path, tuple[int, int] | None], tuple[float, str]] = {}
+FAILED_PROBE_REUSE_SECONDS = 30.0
 
 
-def sandbox_problem(settings: SandboxSettings) -> str | None:
+def sandbox_problem(settings: SandboxSettings, *, reuse_failure_seconds: float = 0.0) -> str | None:
     """Why commands cannot be sandboxed on this machine, or None when they can."""
     bwrap = settings.resolved_bwrap()
     if bwrap is None:
@@ -300,11 +306,76 @@ def sandbox_problem(settings: SandboxSettings) -> str | None:
     key = (bwrap, settings.run_as())
     if key in _working_sandboxes:
         return None
+    failed = _failed_sandboxes.get(key)
+    if failed is not None and time.monotonic() - failed[0] < reuse_failure_seconds:
+        return failed[1]
     problem = probe_bwrap(bwrap, settings.run_as(), ["--unshare-all", "--unshare-user", "--disable-userns"])
     if problem is None:
         _working_sandboxes.add(key)
+        _failed_sandboxes.pop(key, None)
         return None
-    return f"bubblewrap cannot create namespaces here: {problem}"
+    problem = f"bubblewrap cannot create namespaces here: {problem}"
+    _failed_sandboxes[key] = (time.monotonic(), problem)
+    return problem
+
+
+def command_problem(settings: SandboxSettings, profile: str, secrets: Sequence[SecretBinding] = ()) -> str | None:
+    """Why a command of `profile` needing `secrets` cannot run on this server now; None when it can.
+
+    What `run_command` would refuse before running anything, found without running anything:
+    the profile's mounts and host fence as configured, secrets present (the secrets directory by
+    a file lookup, as each run reads it), prlimit, and a usable bubblewrap unless development
+    allows unsandboxed runs. Cheap enough for every submission: file lookups, and the bwrap probe
+    remembered (a failure for `FAILED_PROBE_REUSE_SECONDS`). Installing the host fence is left to
+    the run: only `nft` being there is checked.
+    """
+    try:
+        chosen = settings.profile(profile)
+    except SandboxConfigurationError as error:
+        return str(error)
+    problem = settings.profile_problem(profile)
+    if problem is not None:
+        return problem
+    for name in chosen.mounts:
+        source = settings.mounts[name]
+        if not source.is_dir():
+            return f"mount {name!r} ({source}) is not a directory"
+    missing = [binding.name for binding in secrets if not _secret_present(settings, binding.name)]
+    if missing:
+        return _missing_secrets(missing, settings)
+    if chosen.network:
+        nft = settings.nft_path or find_nft()
+        if nft is None or not os.access(nft, os.X_OK):
+            return (
+                f"sandbox profile {chosen.name!r} shares the host network, and nft (nftables), which keeps"
+                " it away from this host's services, is not installed or not executable"
+            )
+    if not os.access(settings.prlimit_path, os.X_OK):
+        return f"prlimit ({settings.prlimit_path}), which applies the resource limits, is not executable"
+    if settings.allow_unsandboxed:
+        return None
+    problem = sandbox_problem(settings, reuse_failure_seconds=FAILED_PROBE_REUSE_SECONDS)
+    if problem is not None:
+        return f"{problem}; commands are not run unsandboxed (development only: OUTBOX_ALLOW_UNSANDBOXED)"
+    return None
+
+
+def _secret_present(settings: SandboxSettings, name: str) -> bool:
+    """As `_secret_values` finds it, without reading it."""
+    if name in settings.secrets:
+        return True
+    return settings.secrets_dir is not None and (settings.secrets_dir / name).is_file()
+
+
+def _missing_secrets(names: Sequence[str], settings: SandboxSettings) -> str:
+    listed = ", ".join(repr(name) for name in names)
+    where = "OUTBOX_SANDBOX_SECRETS (JSON name to value)"
+    if settings.secrets_dir is not None:
+        where += f" or a file named after it in {settings.secrets_dir}"
+    else:
+        where += " or OUTBOX_SANDBOX_SECRETS_DIR (one file per secret)"
+    subject = f"secret {listed} is" if len(names) == 1 else f"secrets {listed} are"
+    return f"{subject} not configured on this server: set {where}"
 
 
 def probe_bwrap(bwrap: Path, run_as: tuple[int, int] | None, flags: Sequence[str]) -> str | None:
@@ -652,6 +723,7 @@ __all__ = [
     "SandboxSettings",
     "SandboxUnavailable",
     "SecretBinding",
+    "command_problem",
     "run_command",
     "sandbox_problem",
     "state_mount_problem",

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from outbox.commands.arguments import arguments_model, validate_arguments
 from outbox.commands.definitions import CommandToolDefinition
 from outbox.commands.parameters import ArgumentValue, ArrayParameter, StringParameter
-from outbox.commands.sandbox import SandboxError, SandboxResult, SandboxSettings, run_command
+from outbox.commands.sandbox import SandboxError, SandboxResult, SandboxSettings, command_problem, run_command
 from outbox.commands.templates import render_argv, render_targets
 from outbox.toolkit.base import ExecutionContext, Failed, Succeeded, Target, ToolArgumentsError, ToolOutcome
 
@@ -32,12 +32,18 @@ class CommandTool:
         self.name: str = definition.name
         self._settings = settings
         # Listed all the same, so that an agent (and `outbox policy check`) sees the tool and why
-        # it cannot run here, e.g. the `repo` directory the operator has not named.
-        self.unavailable_reason = settings.profile_problem(definition.sandbox)
+        # it cannot run here, e.g. the `repo` directory the operator has not named. Only what
+        # cannot change without a reload goes into the description; `unavailable_reason` asks now.
         self.description: str = definition.description
-        if self.unavailable_reason is not None:
-            self.description += f" [Unavailable on this server: {self.unavailable_reason}]"
+        static_problem = settings.profile_problem(definition.sandbox)
+        if static_problem is not None:
+            self.description += f" [Unavailable on this server: {static_problem}]"
         self._arguments_model = arguments_model(definition)
+
+    def unavailable_reason(self) -> str | None:
+        """Why this tool cannot run here now (`ChecksAvailability`): what `execute` would refuse
+        before running anything (no usable bubblewrap, a secret, mount or prlimit missing)."""
+        return command_problem(self._settings, self.definition.sandbox, self.definition.secrets)
 
     def args_schema(self) -> dict[str, Any]:
         return self.definition.args_schema()
