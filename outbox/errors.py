@@ -26,6 +26,7 @@ __all__ = [
     "InvalidCursor",
     "Malformed",
     "NotFound",
+    "ToolUnavailable",
     "Unavailable",
     "ValidationFailed",
 ]
@@ -135,6 +136,27 @@ class InvalidCursor(Malformed):
         super().__init__(
             "The cursor is not one this server issued.",
             hint="Pass next_cursor from a previous page unchanged, or omit it to start over.",
+        )
+
+
+class ToolUnavailable(Unavailable):
+    """The tool cannot run on this server now (no usable sandbox, a secret or mount missing).
+    Refused before anything is recorded, so the same Idempotency-Key works once it is fixed."""
+
+    type = "tool-unavailable"
+    title = "Tool unavailable on this server"
+    # Fixing the server takes an operator: asking again every second would not help.
+    RETRY_AFTER_SECONDS: ClassVar[int] = 60
+
+    def __init__(self, tool: str, reason: str) -> None:
+        super().__init__(
+            f"{tool} cannot run on this server now: {reason}. Nothing was recorded and the "
+            "Idempotency-Key was not used.",
+            hint="Retry later with the same Idempotency-Key, or ask the operator of this outbox to fix "
+            "what is named above; GET /v1/tools marks the tools that cannot run here.",
+            retry_after=self.RETRY_AFTER_SECONDS,
+            tool=tool,
+            reason=reason,
         )
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -12,8 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from outbox.actions import service
-from outbox.actions.models import ActionStatus
 from outbox.actions.schemas import ActionOut, ActionPage
+from outbox.actions.waiting import wait_until_settled
 from outbox.api.client_input import ParsedBody, parse_body, parsed_body, read_limited
 from outbox.api.deps import CurrentAgent, RuntimeDep
 from outbox.idempotency.service import validate_key
@@ -57,29 +55,6 @@ def _prefer_wait(prefer: str | None, maximum: int) -> int | None:
     return min(int(match.group(1)), maximum)
 
 
-_TERMINAL = {s.value for s in ActionStatus if s.is_terminal}
-_DECIDED_AGAINST = {ActionStatus.REJECTED.value, ActionStatus.EXPIRED.value}
-
-
-async def _wait_for_settled(runtime: Runtime, agent: Any, body: dict[str, Any], seconds: int) -> dict[str, Any]:
-    """Poll the database (the truth, shared by every replica) until the action settles.
-
-    Settled means terminal; for an action awaiting approval, it also means a human decided.
-    """
-    awaiting = body["status"] == ActionStatus.AWAITING_APPROVAL.value
-    deadline = time.monotonic() + seconds
-    delay = 0.02
-    while True:
-        if body["status"] in _TERMINAL or (awaiting and body["status"] != ActionStatus.AWAITING_APPROVAL.value):
-            return body
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return body
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.25)
-        body = await run_in_threadpool(_load_action_body, runtime, agent, body["id"])
-
-
 def _load_action_body(runtime: Runtime, agent: Any, action_id: str) -> dict[str, Any]:
     with runtime.db.read_session() as session:
         return ActionOut.of(service.get_action(session, agent, action_id)).model_dump(mode="json")
@@ -90,12 +65,14 @@ def _load_action_body(runtime: Runtime, agent: Any, action_id: str) -> dict[str,
     status_code=202,
     response_model=ActionOut,
     responses={
+        200: {"description": "The action is terminal (after `Prefer: wait`, or a replayed key whose action finished)"},
         400: {"description": "Missing or invalid Idempotency-Key, invalid JSON"},
         401: {"description": "Missing, unknown or revoked API key"},
-        403: {"description": "Denied by policy (the action is recorded)"},
+        403: {"description": "Denied by policy (the action is recorded), or rejected by a human or expired"},
         409: {"description": "Same Idempotency-Key still held by a request an earlier version is processing"},
         413: {"description": "Body too large"},
         422: {"description": "Invalid arguments, or Idempotency-Key reused for another request"},
+        503: {"description": "The tool cannot run on this server now; nothing recorded, the key not used"},
     },
     summary="Submit a tool call",
 )
@@ -108,7 +85,10 @@ async def submit_action(
 ) -> JSONResponse:
     """Submit `{tool, args, on_behalf_of?, reason?}`; answers 202 with the action.
 
-    `Prefer: wait=N` (N ≤ 60) holds the answer until the action is terminal or N seconds pass.
+    `Prefer: wait=N` (N ≤ 60) holds the answer until the action is settled for now (terminal:
+    200; deferred: 202 with `not_before` and Retry-After; a human's rejection: 403) or N seconds
+    pass. The same Idempotency-Key again answers with the action as it is now
+    (`Idempotent-Replayed: true`) and runs nothing.
     """
     key = validate_key(idempotency_key)
     received = await _json_body(request, runtime.settings.max_request_bytes)
@@ -123,25 +103,27 @@ async def submit_action(
         "client": request.client.host if request.client else None,
     }
     answer = await run_in_threadpool(service.submit, runtime, agent, envelope, key, record)
+    wait = _prefer_wait(prefer, runtime.settings.max_wait_seconds)
+    applied: int | None = None
+    if wait is not None and answer.status == 202:
+        answer = await wait_until_settled(runtime, agent, answer, wait)
+        applied = wait
+    return _respond(answer, wait_applied=applied)
+
+
+def _respond(answer: service.Answer, *, wait_applied: int | None) -> JSONResponse:
     headers: dict[str, str] = {}
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
-    if answer.action_id:
-        headers["Location"] = f"/v1/actions/{answer.action_id}"
-    body, status = answer.body, answer.status
-    wait = _prefer_wait(prefer, runtime.settings.max_wait_seconds)
-    if wait is not None and status == 202 and answer.action_id:
-        body = await _wait_for_settled(runtime, agent, body, wait)
-        headers["Preference-Applied"] = f"wait={wait}"
-        if body["status"] in _TERMINAL:
-            status = 200
-        if body["status"] in _DECIDED_AGAINST and body.get("problem"):
-            # A human said no (or nobody said yes in time): the agent gets the problem document,
-            # with the approver's reason and whether asking again makes sense.
-            body = body["problem"]
-            status = int(body.get("status", 403))
-    media_type = PROBLEM_MEDIA_TYPE if status >= 400 else "application/json"
-    return JSONResponse(body, status_code=status, headers=headers, media_type=media_type)
+    if answer.location:
+        headers["Location"] = answer.location
+    if answer.retry_after is not None:
+        # Deferred (send window, budget): nothing happens before not_before.
+        headers["Retry-After"] = str(answer.retry_after)
+    if wait_applied is not None:
+        headers["Preference-Applied"] = f"wait={wait_applied}"
+    media_type = PROBLEM_MEDIA_TYPE if answer.status >= 400 else "application/json"
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers, media_type=media_type)
 
 
 @router.get("/actions/{action_id}", response_model=ActionOut, summary="Read one of your actions")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
 from outbox.agents.service import AuthenticatedAgent
 from outbox.audit.service import record_event
 from outbox.canonical import value_problems
-from outbox.errors import ActionNotCancellable, ActionNotFound, InvalidCursor, ValidationFailed
+from outbox.errors import ActionNotCancellable, ActionNotFound, InvalidCursor, ToolUnavailable, ValidationFailed
 from outbox.idempotency import service as idempotency
 from outbox.logs import bind_log_context
 from outbox.policy.effective import EffectiveDecision, blast_radius, effective_decision
@@ -30,7 +31,14 @@ from outbox.policy.engine import PolicyDecision
 from outbox.policy.matching import Subject
 from outbox.problems import problem_document, pydantic_errors
 from outbox.sqltypes import new_id, utcnow
-from outbox.toolkit.base import DryRunnable, Previewable, Target, Tool, ToolArgumentsError
+from outbox.toolkit.base import (
+    ChecksAvailability,
+    DryRunnable,
+    Previewable,
+    Target,
+    Tool,
+    ToolArgumentsError,
+)
 from outbox.toolkit.registry import find_tool
 
 if TYPE_CHECKING:
@@ -39,10 +47,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """What every face (HTTP, MCP) answers about a submitted call: the action as it is now.
+
+    `status` is the agent contract's, in HTTP terms (other faces map it): 202 while the action is
+    pending, 200 once it is terminal, and for an outcome decided against the call (a policy
+    denial, a human's rejection, an approval that expired) the status of its problem document
+    (403), which is then the `body`; otherwise `body` is the action. `action` is the action
+    itself (`ActionOut` as JSON) whenever one was recorded and read; None only for a stored
+    answer replayed as stored. `retry_after`: for a deferred action, the seconds until its
+    `not_before`, when asking again makes sense.
+    """
+
     status: int
     body: dict[str, Any]
     action_id: str | None
     replayed: bool = False
+    action: dict[str, Any] | None = None
+    retry_after: int | None = None
+
+    @property
+    def location(self) -> str | None:
+        return f"/v1/actions/{self.action_id}" if self.action_id else None
 
 
 ON_BEHALF_OF_HINT = (
@@ -78,18 +103,69 @@ def submit(
 ) -> Answer:
     """Decide and record one tool call. Idempotent per (agent, key).
 
-    A key already answered is answered again from a read (no write lock). Otherwise the call is
+    A key already answered is answered again, with the action as it is now, from one read (no
+    write lock, nothing run). A call to a tool that cannot run on this server is refused
+    (`ToolUnavailable`) with nothing recorded, so the key stays free. Otherwise the call is
     decided outside any transaction and recorded in one: the action with its status after
     policy, its audit events, its approval request if any, and the key's stored answer."""
     fp = idempotency.fingerprint(envelope.tool, envelope.args, envelope.on_behalf_of)
-    stored = idempotency.lookup(runtime.db, agent.id, idempotency_key, fp)
+    stored = idempotency.lookup(runtime.db, agent.id, idempotency_key, fp, _CURRENT_ACTION)
     if stored is not None:
-        return _replayed(stored)
+        return replayed_answer(stored)
     return _record(runtime, agent, envelope, idempotency_key, request_record, fp)
 
 
-def _replayed(stored: idempotency.Replay) -> Answer:
-    return Answer(stored.status, stored.body, stored.body.get("id") or stored.body.get("action_id"), True)
+# A replay reads the action with the key's record, in one statement: every column an answer
+# shows (not the recorded request, which can be large and is never shown).
+_CURRENT_ACTION = idempotency.CurrentRow(
+    Action.__table__,  # type: ignore[attr-defined]
+    [column.name for column in Action.__table__.columns if column.name != "request"],  # type: ignore[attr-defined]
+)
+
+# Outcomes decided against the call: the agent is answered with the problem document kept on the
+# action (the policy's 403, the approver's reason, the expiry), saying whether to ask again.
+_DECIDED_AGAINST = frozenset({ActionStatus.DENIED, ActionStatus.REJECTED, ActionStatus.EXPIRED})
+
+
+def answer_for(action: ActionOut, *, replayed: bool = False) -> Answer:
+    """The agent's answer for an action in its current state (see `Answer`): the one rule for a
+    fresh submission, a replay, and a wait that ended."""
+    body = action.model_dump(mode="json")
+    status = ActionStatus(action.status)
+    if status in _DECIDED_AGAINST and action.problem is not None:
+        problem = action.problem
+        return Answer(int(problem.get("status", 403)), problem, action.id, replayed, body)
+    retry_after = None
+    if status is ActionStatus.DEFERRED and action.not_before is not None:
+        retry_after = seconds_until(action.not_before)
+    return Answer(200 if status.is_terminal else 202, body, action.id, replayed, body, retry_after)
+
+
+def seconds_until(moment: datetime) -> int:
+    """Whole seconds from now until `moment`, at least 1 (Retry-After: asking again at once, or
+    when the moment has just passed but the sweeper has not resumed the action yet, is early)."""
+    return max(1, math.ceil((moment - utcnow()).total_seconds()))
+
+
+def replayed_answer(stored: idempotency.Replay) -> Answer:
+    """A key's answer again: the action it recorded as it is now (a retrying agent must not
+    believe a finished action is still queued; docs/idempotency.md says why this departs from the
+    IETF draft's stored response). An answer that recorded no action is replayed as stored."""
+    if stored.current is None:
+        action_id = stored.action_id or stored.body.get("id") or stored.body.get("action_id")
+        return Answer(stored.status, stored.body, action_id, replayed=True)
+    action = ActionOut.of_columns(stored.current)
+    if action.status == ActionStatus.DENIED and action.problem is None:
+        # Recorded before denials kept their problem document on the action: the stored 403 is it.
+        return Answer(stored.status, stored.body, action.id, True, action.model_dump(mode="json"))
+    return answer_for(action, replayed=True)
+
+
+def current_answer(runtime: Runtime, agent: AuthenticatedAgent, action_id: str, *, replayed: bool = False) -> Answer:
+    """The answer for one of this agent's actions, read now (no write lock)."""
+    with runtime.db.read_session() as session:
+        action = ActionOut.of(get_action(session, agent, action_id))
+    return answer_for(action, replayed=replayed)
 
 
 class _AnsweredMeanwhile(Exception):
@@ -118,6 +194,7 @@ def _record(
 ) -> Answer:
     active = runtime.policy.current
     tool, args = _parse_call(active.tools, envelope)
+    _refuse_if_unavailable(tool)
     targets = tool.targets(args)
     # A callback is a request the outbox makes for the agent: policy allows it or it is a 422.
     if envelope.callback_url is not None:
@@ -132,17 +209,19 @@ def _record(
     action = _decided_columns(new_id("act"), call)
     action_id = action["id"]
     bind_log_context(action_id=action_id, tool=tool.name)
-    answer_status, body = _answer_body(action, verdict.policy)
+    answer = _answer(action, verdict.policy)
     try:
         # Committed with the submissions that arrive meanwhile (group commit on SQLite).
-        runtime.db.write(functools.partial(_write_submission, runtime, call, action, fp, (answer_status, body)))
+        runtime.db.write(functools.partial(_write_submission, runtime, call, action, fp, (answer.status, answer.body)))
     except _AnsweredMeanwhile as meanwhile:
-        return _replayed(meanwhile.stored)
+        # The winner has committed: its action as it is now, read like any replay.
+        again = idempotency.lookup(runtime.db, agent.id, idempotency_key, fp, _CURRENT_ACTION)
+        return replayed_answer(again or meanwhile.stored)
     metrics.record_decision(verdict.effect, tool.name)
     if action["status"] == ActionStatus.QUEUED:
         # The answer may wait for the workers to catch up (embedded backpressure).
         runtime.dispatcher.publish([action_id], backpressure=True)
-    return Answer(answer_status, body, action_id)
+    return answer
 
 
 def _write_submission(
@@ -173,6 +252,16 @@ def _write_submission(
     if call.verdict.effect == "approve":
         _open_approval(runtime, session, Action(**action), call.agent, call.verdict)
     _audit_decided(session, action, call)
+
+
+def _refuse_if_unavailable(tool: Tool) -> None:
+    """A tool that cannot run on this server (no usable sandbox, a secret missing) is refused
+    before anything is recorded: recorded, the action would only fail, and its failure would be
+    replayed for the key even after the operator fixed the server. Refused, the key stays free."""
+    if isinstance(tool, ChecksAvailability):
+        reason = tool.unavailable_reason()
+        if reason is not None:
+            raise ToolUnavailable(tool.name, reason)
 
 
 def _parse_call(tools: Mapping[str, Tool], envelope: ActionCreate) -> tuple[Tool, BaseModel]:
@@ -286,15 +375,13 @@ def _audit_decided(session: Session, action: dict[str, Any], call: _Call) -> Non
     )
 
 
-def _answer_body(action: dict[str, Any], decision: PolicyDecision) -> tuple[int, dict[str, Any]]:
-    """The status and body the agent gets (and a replay of its key will get): 403 with a problem
-    document for a denied call, else 202 with the action."""
+def _answer(action: dict[str, Any], decision: PolicyDecision) -> Answer:
+    """The answer to the submission, also stored with the key: 403 with a problem document for a
+    denied call, else 202 with the action."""
     if action["status"] == ActionStatus.DENIED:
-        body = _denied_problem(action["id"], decision)
-        # GET /v1/actions/{id} shows the same problem document as the 403 answer.
-        action["problem"] = body
-        return 403, body
-    return 202, ActionOut.of_columns(action).model_dump(mode="json")
+        # GET /v1/actions/{id} (and a replay) show the same problem document as the 403 answer.
+        action["problem"] = _denied_problem(action["id"], decision)
+    return answer_for(ActionOut.of_columns(action))
 
 
 def _preview(tool: Tool, args: BaseModel, *, with_dry_run: bool) -> dict[str, Any] | None:
