@@ -106,17 +106,17 @@ def _analyse(
         if tool_shapes is None:
             results.append(ToolReachability(name, callable=True, analysed=False))
             continue
-        denying: _Rule | None = None
+        denying: dict[PolicyRule, None] = {}  # the deny rules in the way, each once, in order
         reachable = False
         for shape in tool_shapes:
-            reachable, blocker = _shape_reachable(shape, rules)
+            reachable, blockers = _shape_reachable(shape, rules)
             if reachable:
                 break
-            denying = denying or blocker
+            denying.update(dict.fromkeys(blockers))
         if reachable:
             results.append(ToolReachability(name, callable=True))
         else:
-            results.append(ToolReachability(name, callable=False, reason=_why_not(subject, names, denying)))
+            results.append(ToolReachability(name, callable=False, reason=_why_not(subject, names, list(denying))))
     return tuple(results)
 
 
@@ -132,31 +132,41 @@ def _rules_of(snapshot: PolicySnapshot, names: frozenset[str]) -> tuple[_Rule, .
     return tuple(rules)
 
 
-def _shape_reachable(shape: _Shape, rules: tuple[_Rule, ...]) -> tuple[bool, _Rule | None]:
-    """Whether some object of `shape` can get allow or approve; else a deny rule in the way (if any)."""
+def _shape_reachable(shape: _Shape, rules: tuple[_Rule, ...]) -> tuple[bool, list[PolicyRule]]:
+    """Whether some object of `shape` can get allow or approve; else the deny rules in the way."""
     pattern, act = shape
     relevant = [rule for rule in rules if act_match(act, rule.act) and patterns_intersect(pattern, rule.object)]
     denies = [rule for rule in relevant if rule.effect == "deny"]
-    blocker: _Rule | None = None
+    blockers: list[PolicyRule] = []
     for rule in relevant:
         if rule.effect == "deny":
             continue
         # The overlap of the shape and this rule lies inside both, so a deny covering either one
         # covers the overlap; anything less certain counts as reachable (see the module's why).
         covering = next(
-            (d for d in denies if pattern_covers(d.object, rule.object) or pattern_covers(d.object, pattern)), None
+            (
+                deny
+                for deny in denies
+                if pattern_covers(deny.object, rule.object) or pattern_covers(deny.object, pattern)
+            ),
+            None,
         )
         if covering is None:
-            return True, None
-        blocker = blocker or covering
-    return False, blocker
+            return True, []
+        blockers.append(covering.source)
+    return False, blockers
 
 
-def _why_not(subject: Subject, names: frozenset[str], denying: _Rule | None) -> str:
-    if denying is not None:
-        return (
-            f"every target this tool can produce is denied for you, by rule `{denying.source.text}`"
-            f" ({denying.source.file}:{denying.source.line})"
+_NAMED_DENIES = 3
+
+
+def _why_not(subject: Subject, names: frozenset[str], denying: list[PolicyRule]) -> str:
+    if denying:
+        named = ", ".join(f"`{rule.text}` ({rule.file}:{rule.line})" for rule in denying[:_NAMED_DENIES])
+        more = len(denying) - _NAMED_DENIES
+        rules = "rule" if len(denying) == 1 else "rules"
+        return f"every target this tool can produce is denied for you, by {rules} {named}" + (
+            f" and {more} more" if more > 0 else ""
         )
     roles = sorted(names - {subject.principal})
     whom = (
