@@ -119,15 +119,17 @@ def test_missing_or_invalid_idempotency_key_is_400(client: TestClient, reader_ke
     assert too_long.json()["type"].endswith("/idempotency-key-invalid")
 
 
-def test_same_key_same_request_replays_the_original_answer(
+def test_same_key_same_request_answers_the_same_action_again(
     client: TestClient, runtime: Runtime, reader_key: str
 ) -> None:
     first = post(client, reader_key, get_request("http://127.0.0.1:9/a"), "k-replay")
     second = post(client, reader_key, get_request("http://127.0.0.1:9/a"), "k-replay")
 
+    # Still queued, so the same 202 and action (tests/api/test_replay.py: after it changed).
     assert second.status_code == first.status_code == 202
     assert second.json() == first.json()
     assert second.headers["idempotent-replayed"] == "true"
+    assert second.headers["location"] == first.headers["location"]
     assert "idempotent-replayed" not in first.headers
     with runtime.db.session() as session:
         assert len(session.exec(select(Action)).all()) == 1
