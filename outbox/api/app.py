@@ -9,6 +9,7 @@ import threading
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from outbox.actions import api as actions_api
 from outbox.api import metrics, system
@@ -20,6 +21,8 @@ from outbox.approvals import api as approvals_api
 from outbox.config import Settings, get_settings
 from outbox.logs import configure_logging
 from outbox.mail import api as mail_api
+from outbox.mcp.auth import MCP_PATH, METADATA_PATH
+from outbox.mcp.server import McpEndpoint
 from outbox.runtime import Dispatcher, Runtime
 from outbox.slack import api as slack_api
 
@@ -49,6 +52,7 @@ def _build_runtime(settings: Settings | None) -> Runtime:
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. Without a runtime, one is built at startup from the settings."""
+    mcp = McpEndpoint()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,7 +74,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: threading.Thread(target=active.policy.reload).start())
         try:
-            yield
+            # The MCP server's session manager runs for exactly the app's lifetime (docs/mcp.md).
+            async with mcp.serving(active):
+                yield
         finally:
             stop.set()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -95,6 +101,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(slack_api.router)
     app.include_router(metrics.router)
     app.include_router(mail_api.router)
+    # MCP (docs/mcp.md): the endpoint answers /mcp and /mcp/ itself (no redirect between them),
+    # with the RFC 9728 metadata its 401 answers point to.
+    for path in (MCP_PATH, MCP_PATH + "/"):
+        app.router.routes.append(Route(path, endpoint=mcp, include_in_schema=False))
+    app.add_route(METADATA_PATH, mcp.metadata, methods=["GET"], include_in_schema=False)
     install_openapi(app)
     # Added first, so it runs inside the request context (its problems carry the request id).
     app.add_middleware(ClientInputMiddleware)
