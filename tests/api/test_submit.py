@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from outbox.actions.models import Action
+from outbox.actions.service import seconds_until
 from outbox.agents.service import authenticate, revoke_agent
+from outbox.api.app import create_app
+from outbox.execution.service import run_action
 from outbox.idempotency.models import IdempotencyRecord
 from outbox.idempotency.service import fingerprint
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
-from tests.support.agents import bearer
+from tests.support.agents import bearer, make_agent
+from tests.support.dispatchers import RecordingDispatcher
+from tests.support.send_window import MAIL_SETTINGS, closed_window_message, opening_day, write_closed_window_mail
 
 
 def post(client: TestClient, key: str, body: object, idem: str | None = None, **headers: str):  # type: ignore[no-untyped-def]
@@ -316,3 +325,34 @@ def test_unique_keys_make_distinct_actions(client: TestClient, reader_key: str) 
         for _ in range(3)
     }
     assert len(ids) == 3
+
+
+def test_prefer_wait_answers_a_deferred_mail_at_once_with_not_before_and_retry_after(
+    make_runtime: Callable[..., Runtime], policy_dir: Path, tmp_path: Path
+) -> None:
+    write_closed_window_mail(policy_dir, tmp_path)
+    runtime = make_runtime(RecordingDispatcher(), **MAIL_SETTINGS)
+    key = make_agent(runtime.db, "mailer-bot", ["mailer"])
+    answers: list[Any] = []
+    with TestClient(create_app(runtime=runtime)) as client:
+        call = {"tool": "email.send", "args": closed_window_message()}
+        waiter = threading.Thread(target=lambda: answers.append(post(client, key, call, "report", Prefer="wait=60")))
+        waiter.start()
+        while not runtime.dispatcher.published:  # type: ignore[attr-defined]
+            time.sleep(0.01)
+        [action_id] = runtime.dispatcher.published  # type: ignore[attr-defined]
+        assert run_action(runtime, action_id) == "deferred"  # the send window is closed
+        ran_at = time.monotonic()
+        waiter.join(60)
+
+    [answer] = answers
+    # Answered once the mail was deferred, not after the full minute asked for.
+    assert time.monotonic() - ran_at < 30
+    assert answer.status_code == 202
+    assert answer.headers["preference-applied"] == "wait=60"
+    body = answer.json()
+    assert body["status"] == "deferred"
+    assert body["not_before"] == opening_day().isoformat().replace("+00:00", "Z")
+    later = seconds_until(opening_day())
+    assert later <= int(answer.headers["retry-after"]) <= later + 5
+    assert answer.headers["location"] == f"/v1/actions/{action_id}"
