@@ -119,8 +119,9 @@ class ToolDefinition(_Lenient):
 
     `name` is the canonical name (`http.request`); `function_name` is the same tool spelled for
     model APIs whose names must match `^[a-zA-Z0-9_-]{1,64}$` (`http__request`); the server
-    accepts either in `POST /v1/actions`. `callable` and `available` are None when the server does
-    not say (older servers list every tool, without marks).
+    accepts either in `POST /v1/actions`. `callable` (`is_callable` here: no rule lets this agent
+    call it, listed only with `all_tools=True`) and `available` (it cannot run on this server now,
+    calls answer 503) are None when the server does not say: older servers list every tool.
     """
 
     name: str
@@ -129,4 +130,6 @@ class ToolDefinition(_Lenient):
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     output_schema: dict[str, Any] | None = None
     is_callable: bool | None = Field(default=None, alias="callable")
+    not_callable_reason: str | None = None
     available: bool | None = None
+    unavailable_reason: str | None = None
