@@ -31,12 +31,13 @@ from outbox.errors import (
 from outbox.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, problem_document
 
 ROOT = Path(outbox.__file__).parent
-# The edges: they speak HTTP (or Slack's HTTP) and may import the web framework.
+# The edges: they speak HTTP (or Slack's HTTP, or MCP over HTTP) and may import the web framework.
 EDGES = {"outbox/slack/api.py"}
+EDGE_PACKAGES = ("outbox/api/", "outbox/mcp/")
 
 
 def is_edge(relative: str) -> bool:
-    return relative.startswith("outbox/api/") or relative.endswith("/api.py") or relative in EDGES
+    return relative.startswith(EDGE_PACKAGES) or relative.endswith("/api.py") or relative in EDGES
 
 
 def imported_modules(path: Path) -> set[str]:
