@@ -50,6 +50,14 @@ def _build_runtime(settings: Settings | None) -> Runtime:
     return Runtime.build(resolved, _dispatcher_for(resolved))
 
 
+def _mount_mcp(app: FastAPI, mcp: McpEndpoint) -> None:
+    """MCP (docs/mcp.md): the endpoint answers /mcp and /mcp/ itself (no redirect between them),
+    and the RFC 9728 metadata its 401 answers point to."""
+    for path in (MCP_PATH, MCP_PATH + "/"):
+        app.router.routes.append(Route(path, endpoint=mcp, include_in_schema=False))
+    app.add_route(METADATA_PATH, mcp.metadata, methods=["GET"], include_in_schema=False)
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. Without a runtime, one is built at startup from the settings."""
     mcp = McpEndpoint()
@@ -101,11 +109,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(slack_api.router)
     app.include_router(metrics.router)
     app.include_router(mail_api.router)
-    # MCP (docs/mcp.md): the endpoint answers /mcp and /mcp/ itself (no redirect between them),
-    # with the RFC 9728 metadata its 401 answers point to.
-    for path in (MCP_PATH, MCP_PATH + "/"):
-        app.router.routes.append(Route(path, endpoint=mcp, include_in_schema=False))
-    app.add_route(METADATA_PATH, mcp.metadata, methods=["GET"], include_in_schema=False)
+    _mount_mcp(app, mcp)
     install_openapi(app)
     # Added first, so it runs inside the request context (its problems carry the request id).
     app.add_middleware(ClientInputMiddleware)

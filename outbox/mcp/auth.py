@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio.to_thread
-from starlette.datastructures import Headers
+from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
@@ -37,11 +37,14 @@ METADATA_PATH: Final = "/.well-known/oauth-protected-resource" + MCP_PATH
 AGENT_SCOPE_KEY: Final = "outbox.mcp.agent"
 
 
-def bearer_token(headers: Headers) -> str | None:
-    """The credential of `Authorization: Bearer <token>` (scheme case-insensitive), or None."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
+# The header is read as the HTTP API reads it: FastAPI's Bearer scheme (scheme case-insensitive).
+_BEARER: Final = HTTPBearer(auto_error=False)
+
+
+async def bearer_token(scope: Scope) -> str | None:
+    """The credential of `Authorization: Bearer <token>`, or None."""
+    credentials = await _BEARER(Request(scope))
+    return (credentials.credentials.strip() or None) if credentials is not None else None
 
 
 def _lookup(runtime: Runtime, token: str) -> AuthenticatedAgent | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -28,7 +27,7 @@ from outbox.actions import service
 from outbox.actions.schemas import ActionCreate
 from outbox.canonical import digest
 from outbox.idempotency import service as idempotency
-from outbox.sqltypes import utcnow
+from outbox.sqltypes import new_id, utcnow
 
 if TYPE_CHECKING:
     from outbox.agents.service import AuthenticatedAgent
@@ -73,7 +72,7 @@ def submit(
         return _submitted(runtime, agent, envelope, client_key, "meta", record)
     window = runtime.settings.mcp_derived_key_window_seconds
     if window == 0:
-        return _submitted(runtime, agent, envelope, f"mcp-{uuid.uuid4().hex}", "none", record)
+        return _submitted(runtime, agent, envelope, new_id("mcp"), "none", record)
     bucket = math.floor(time.time() / window)
     previous = derived_key(agent, envelope, window, bucket - 1)
     replay = _recent_replay(runtime, agent, envelope, previous, timedelta(seconds=window))

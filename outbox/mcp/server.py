@@ -32,7 +32,6 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
@@ -219,7 +218,7 @@ class McpEndpoint:
         if refused is not None:
             await refused(scope, receive, send)
             return
-        token = auth.bearer_token(Headers(scope=scope))
+        token = await auth.bearer_token(scope)
         agent = await auth.authenticated_agent(serving.runtime, token) if token is not None else None
         if agent is None:
             await auth.unauthorized(serving.runtime.settings, scope, token_sent=token is not None)(scope, receive, send)
