@@ -12,6 +12,25 @@ class ToolOut(BaseModel):
     function_name: str = Field(description="The same tool spelled with `__` for model APIs that refuse dots.")
     description: str
     parameters: dict[str, Any] = Field(description="The JSON Schema of the tool's arguments.")
+    output_schema: dict[str, Any] = Field(
+        description="The JSON Schema of what a call answers with: the action, as POST /v1/actions returns it."
+    )
+    callable: bool = Field(
+        description=(
+            "Whether policy can allow you, or ask a human to approve, some call of this tool. Only"
+            " `?all=true` lists tools with `false`; policy still decides each call."
+        )
+    )
+    not_callable_reason: str | None = Field(
+        default=None, description="Why you may not call it, when `callable` is false."
+    )
+    available: bool = Field(
+        description="Whether the tool can run on this server now; calls to an unavailable tool are refused with 503."
+    )
+    unavailable_reason: str | None = Field(
+        default=None,
+        description="What is missing on this server (a sandbox, a secret, a mount) when `available` is false.",
+    )
 
 
 class ToolsOut(BaseModel):

@@ -2,38 +2,72 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from outbox.actions.schemas import ActionOut
 from outbox.api.deps import AdminDep, AgentOrAdmin, CurrentAgent, RuntimeDep
 from outbox.api.schemas import PolicyReloadOut, PolicyStatusOut, ReloadErrorOut, ToolOut, ToolsOut
+from outbox.policy.matching import Subject
 from outbox.problems import Problem
-from outbox.toolkit.registry import function_name
+from outbox.tools.listing import tool_listing, unavailable_tools
 
 router = APIRouter()
 
 
 @router.get(
-    "/v1/tools", tags=["tools"], response_model=ToolsOut, summary="Every tool with the JSON Schema of its arguments"
+    "/v1/tools",
+    tags=["tools"],
+    response_model=ToolsOut,
+    summary="The tools you may call, with the JSON Schema of their arguments and answers",
 )
-def list_tools(runtime: RuntimeDep, _agent: CurrentAgent) -> ToolsOut:
-    """Each entry has the shape of a function-calling definition (`name`, `description`,
-    `parameters`), so it can be handed to a model as is. Some model APIs refuse dots in function
-    names: `function_name` is the same tool spelled with `__`, and POST /v1/actions accepts it."""
-    tools = runtime.policy.current.tools
+def list_tools(
+    runtime: RuntimeDep,
+    agent: CurrentAgent,
+    include_all: Annotated[
+        bool,
+        Query(
+            alias="all",
+            description=(
+                "List every tool, including those no rule lets you call (`callable: false`, with the reason)."
+            ),
+        ),
+    ] = False,
+) -> ToolsOut:
+    """The tools policy lets you call at all (allow, or approve by a human, for some target), in
+    name order; `?all=true` for the whole catalogue, marked. Each entry has the shape of a
+    function-calling definition (`name`, `description`, `parameters`), so it can be handed to a
+    model as is. Some model APIs refuse dots in function names: `function_name` is the same tool
+    spelled with `__`, and POST /v1/actions accepts it. `available: false` marks a tool that cannot
+    run on this server now (calls are refused with 503 until the operator fixes what
+    `unavailable_reason` names)."""
+    active = runtime.policy.current
+    listing = tool_listing(
+        active,
+        Subject(agent.principal, agent.roles),
+        output_schema=ActionOut.model_json_schema(),
+        include_all=include_all,
+    )
     return ToolsOut(
         tools=[
             ToolOut(
-                name=name,
-                function_name=function_name(name),
-                description=tool.description,
-                parameters=tool.args_schema(),
+                name=entry.name,
+                function_name=entry.function_name,
+                description=entry.description,
+                parameters=entry.parameters,
+                output_schema=dict(entry.output_schema),
+                callable=entry.callable,
+                not_callable_reason=entry.not_callable_reason,
+                available=entry.available,
+                unavailable_reason=entry.unavailable_reason,
             )
-            for name, tool in tools.items()
+            for entry in listing
         ],
-        policy_version=runtime.policy.current.version,
+        policy_version=active.version,
     )
 
 
@@ -89,9 +123,14 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"], summary="Database, broker and policy are ready")
+@router.get("/readyz", tags=["health"], summary="Database, broker and policy are ready; tools that cannot run here")
 def readyz(runtime: RuntimeDep) -> JSONResponse:
-    checks: dict[str, str] = {}
+    """503 `not ready` when the database or the broker is unreachable. A tool that cannot run on
+    this server (no usable sandbox, a secret or mount missing) does not take the service out of
+    rotation: every other tool works, and calls to that one are refused (503) without being
+    recorded. The answer then says `degraded`, still 200, and `checks.tools` names each such
+    tool and what is missing."""
+    checks: dict[str, Any] = {}
     try:
         with runtime.db.session() as session:
             session.execute(text("SELECT 1"))
@@ -99,8 +138,10 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     checks["broker"] = "ok" if runtime.dispatcher.healthy() else "error: unreachable"
-    checks["policy"] = runtime.policy.current.version
+    active = runtime.policy.current
+    checks["policy"] = active.version
+    unavailable = unavailable_tools(active.tools)
+    checks["tools"] = [{"tool": name, "unavailable_reason": reason} for name, reason in unavailable.items()]
     ready = checks["database"] == "ok" and checks["broker"] == "ok"
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
-    )
+    status = "not ready" if not ready else "degraded" if unavailable else "ready"
+    return JSONResponse({"status": status, "checks": checks}, status_code=200 if ready else 503)

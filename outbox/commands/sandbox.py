@@ -325,39 +325,40 @@ def command_problem(settings: SandboxSettings, profile: str, secrets: Sequence[S
     What `run_command` would refuse before running anything, found without running anything:
     the profile's mounts and host fence as configured, secrets present (the secrets directory by
     a file lookup, as each run reads it), prlimit, and a usable bubblewrap unless development
-    allows unsandboxed runs. Cheap enough for every submission: file lookups, and the bwrap probe
-    remembered (a failure for `FAILED_PROBE_REUSE_SECONDS`). Installing the host fence is left to
-    the run: only `nft` being there is checked.
+    allows unsandboxed runs. Every missing piece is named, so that one look tells the operator
+    all there is to fix. Cheap enough for every submission: file lookups, and the bwrap probe
+    remembered (a failure for `FAILED_PROBE_REUSE_SECONDS`). Installing the host fence is left
+    to the run: only `nft` being there is checked.
     """
     try:
         chosen = settings.profile(profile)
     except SandboxConfigurationError as error:
         return str(error)
-    problem = settings.profile_problem(profile)
-    if problem is not None:
-        return problem
-    for name in chosen.mounts:
-        source = settings.mounts[name]
-        if not source.is_dir():
-            return f"mount {name!r} ({source}) is not a directory"
+    problems: list[str] = []
+    if (problem := settings.profile_problem(profile)) is not None:
+        problems.append(problem)
+    problems += [
+        f"mount {name!r} ({source}) is not a directory"
+        for name in chosen.mounts
+        if (source := settings.mounts.get(name)) is not None and not source.is_dir()
+    ]
     missing = [binding.name for binding in secrets if not _secret_present(settings, binding.name)]
     if missing:
-        return _missing_secrets(missing, settings)
+        problems.append(_missing_secrets(missing, settings))
     if chosen.network:
         nft = settings.nft_path or find_nft()
         if nft is None or not os.access(nft, os.X_OK):
-            return (
+            problems.append(
                 f"sandbox profile {chosen.name!r} shares the host network, and nft (nftables), which keeps"
                 " it away from this host's services, is not installed or not executable"
             )
     if not os.access(settings.prlimit_path, os.X_OK):
-        return f"prlimit ({settings.prlimit_path}), which applies the resource limits, is not executable"
-    if settings.allow_unsandboxed:
-        return None
-    problem = sandbox_problem(settings, reuse_failure_seconds=FAILED_PROBE_REUSE_SECONDS)
-    if problem is not None:
-        return f"{problem}; commands are not run unsandboxed (development only: OUTBOX_ALLOW_UNSANDBOXED)"
-    return None
+        problems.append(f"prlimit ({settings.prlimit_path}), which applies the resource limits, is not executable")
+    if not settings.allow_unsandboxed:
+        problem = sandbox_problem(settings, reuse_failure_seconds=FAILED_PROBE_REUSE_SECONDS)
+        if problem is not None:
+            problems.append(f"{problem}; commands are not run unsandboxed (development only: OUTBOX_ALLOW_UNSANDBOXED)")
+    return "; ".join(problems) or None
 
 
 def _secret_present(settings: SandboxSettings, name: str) -> bool:
