@@ -31,18 +31,16 @@ class CommandTool:
         self.definition = definition
         self.name: str = definition.name
         self._settings = settings
-        # Listed all the same, so that an agent (and `outbox policy check`) sees the tool and why
-        # it cannot run here, e.g. the `repo` directory the operator has not named. Only what
-        # cannot change without a reload goes into the description; `unavailable_reason` asks now.
         self.description: str = definition.description
-        static_problem = settings.profile_problem(definition.sandbox)
-        if static_problem is not None:
-            self.description += f" [Unavailable on this server: {static_problem}]"
         self._arguments_model = arguments_model(definition)
 
     def unavailable_reason(self) -> str | None:
         """Why this tool cannot run here now (`ChecksAvailability`): what `execute` would refuse
-        before running anything (no usable bubblewrap, a secret, mount or prlimit missing)."""
+        before running anything (no usable bubblewrap, a secret, mount or prlimit missing).
+
+        A tool that cannot run is still loaded and listed, marked with this reason (`/v1/tools`,
+        MCP `tools/list`, `/readyz`), so that an agent and the operator see the tool and what is
+        missing, e.g. the `repo` directory the operator has not named."""
         return command_problem(self._settings, self.definition.sandbox, self.definition.secrets)
 
     def args_schema(self) -> dict[str, Any]:

@@ -154,8 +154,7 @@ def test_tools_needing_an_unnamed_directory_are_listed_as_unavailable_and_run_no
     )
     outcome = listing.execute(context, listing.parse_args({"path": "."}))
 
-    assert "[Unavailable on this server:" in listing.description
-    assert "OUTBOX_SANDBOX_REPO_DIR" in listing.description
+    assert "needs the host directory 'repo', which the operator has not named" in (listing.unavailable_reason() or "")
     assert "OUTBOX_SANDBOX_REPO_DIR" in (listing.unavailable_reason() or "")
     assert isinstance(outcome, Failed)
     assert outcome.reason.startswith("not executed: sandbox profile 'readonly-repo' needs the host directory 'repo'")
