@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from outbox.actions.models import Action
+from outbox.actions.models import Action, ActionStatus
 from outbox.identities import canonical_identity
+from outbox.policy.engine import Effect
 from outbox.urls import parse_url
 
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
@@ -64,8 +65,11 @@ class ActionCreate(BaseModel):
         return None if value is None else parse_url(value).wire
 
 
-class DecisionOut(BaseModel):
-    effect: str
+class ActionDecisionOut(BaseModel):
+    """What policy decided for the call. (Named apart from an approver's `DecisionOut`, so the
+    OpenAPI document has two clean schema names instead of module-qualified ones.)"""
+
+    effect: Effect
     rules: list[dict[str, Any]]
     policy_version: str
 
@@ -75,14 +79,41 @@ class ResultOut(BaseModel):
     response: dict[str, Any] | None
 
 
+class ActionLinks(BaseModel):
+    self: str = Field(description="This action.")
+    cancel: str = Field(description="POST here to cancel it while it is queued, deferred or awaiting approval.")
+    # Present only when a human is asked: typed as a plain string (never null) in the document.
+    approval: Annotated[
+        str | None,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "description": (
+                    "The approval request a human decides on, for an action that needs one "
+                    "(admin API, with the admin token)."
+                ),
+            }
+        ),
+    ] = Field(default=None, exclude_if=lambda value: value is None)
+
+    @classmethod
+    def of(cls, action_id: str, decision_effect: str) -> ActionLinks:
+        return cls(
+            self=f"/v1/actions/{action_id}",
+            cancel=f"/v1/actions/{action_id}/cancel",
+            # The approvals API takes an action's id as the approval's reference.
+            approval=f"/v1/admin/approvals/{action_id}" if decision_effect == "approve" else None,
+        )
+
+
 class ActionOut(BaseModel):
     id: str
-    status: str
+    status: ActionStatus
     tool: str
     args: dict[str, Any]
     on_behalf_of: str | None
     reason: str | None
-    decision: DecisionOut
+    decision: ActionDecisionOut
     targets: list[dict[str, Any]]
     status_reason: str | None
     attempts: int
@@ -95,7 +126,7 @@ class ActionOut(BaseModel):
     # RFC 9457 problem document when a human or an expiry decided the outcome (rejected,
     # expired): the approver's reason, and a hint saying whether asking again makes sense.
     problem: dict[str, Any] | None = None
-    links: dict[str, str]
+    links: ActionLinks
 
     @classmethod
     def of(cls, action: Action) -> ActionOut:
@@ -112,7 +143,7 @@ class ActionOut(BaseModel):
             args=action["args"],
             on_behalf_of=action["on_behalf_of"],
             reason=action["reason"],
-            decision=DecisionOut(
+            decision=ActionDecisionOut(
                 effect=action["decision_effect"],
                 rules=action["decision_rules"],
                 policy_version=action["policy_version"],
@@ -127,7 +158,7 @@ class ActionOut(BaseModel):
             preview=action["preview"],
             result=ResultOut(artifact=action["artifact"], response=action["response"]) if has_result else None,
             problem=action["problem"],
-            links={"self": f"/v1/actions/{action['id']}", "cancel": f"/v1/actions/{action['id']}/cancel"},
+            links=ActionLinks.of(action["id"], action["decision_effect"]),
         )
 
 
