@@ -55,23 +55,36 @@ def backend() -> str:
 
 
 @pytest.fixture
-def outbox_server(make_runtime: Callable[..., Runtime]) -> Iterator[OutboxServer]:
+def start_outbox(make_runtime: Callable[..., Runtime]) -> Iterator[Callable[..., OutboxServer]]:
+    """Starts the outbox with extra settings (at most one per test)."""
     from workers.embedded import EmbeddedDispatcher  # noqa: PLC0415 - the worker backend loads only where it runs
 
-    runtime = make_runtime(EmbeddedDispatcher(), admin_token=SecretStr(ADMIN_TOKEN))
-    config = uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn exited"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield OutboxServer(f"http://127.0.0.1:{port}", runtime)
-    server.should_exit = True
-    thread.join(timeout=15)
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**settings: object) -> OutboxServer:
+        runtime = make_runtime(EmbeddedDispatcher(), admin_token=SecretStr(ADMIN_TOKEN), **settings)
+        config = uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=0, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            assert thread.is_alive(), "uvicorn exited"
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        return OutboxServer(f"http://127.0.0.1:{port}", runtime)
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def outbox_server(start_outbox: Callable[..., OutboxServer]) -> OutboxServer:
+    return start_outbox()
 
 
 @pytest.fixture

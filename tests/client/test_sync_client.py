@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from outbox.actions.service import seconds_until
 from outbox.client import (
     ActionNotFound,
     Denied,
@@ -12,10 +16,12 @@ from outbox.client import (
     NotCancellable,
     OutboxClient,
     Rejected,
+    ToolUnavailable,
     Unauthorized,
 )
 from tests.client.conftest import OutboxServer
 from tests.support.http_target import TargetServer
+from tests.support.send_window import MAIL_SETTINGS, closed_window_message, opening_day, write_closed_window_mail
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +221,42 @@ def test_a_models_tool_call_is_submitted_under_the_name_the_model_used(
     assert from_openai.tool == from_anthropic.tool == "http.request"
     assert from_openai.status == from_anthropic.status == "succeeded"
     assert len(target_server.received("/from-a-model")) == 2
+
+
+def test_a_deferred_call_is_settled_at_once_with_not_before_and_retry_after(
+    start_outbox: Callable[..., OutboxServer], policy_dir: Path, tmp_path: Path
+) -> None:
+    write_closed_window_mail(policy_dir, tmp_path)
+    outbox_server = start_outbox(**MAIL_SETTINGS)
+    key = outbox_server.agent("mailer", "mailer")
+    with OutboxClient(outbox_server.url, key) as outbox:
+        deferred = outbox.submit("email.send", closed_window_message(), wait=60)
+        followed = outbox.wait(deferred.id, timeout=60)
+
+    assert deferred.status == "deferred" and deferred.is_settled and not deferred.is_terminal
+    assert deferred.not_before == opening_day()
+    later = seconds_until(opening_day())
+    assert deferred.retry_after is not None and later <= deferred.retry_after <= later + 5
+    assert followed.status == "deferred" and followed.not_before == opening_day()
+
+
+def test_a_tool_that_cannot_run_here_raises_tool_unavailable_at_once_and_records_nothing(
+    outbox_server: OutboxServer,
+) -> None:
+    # No Terraform directory or credentials are configured on the test server.
+    key = outbox_server.agent("terraform", "terraform-operator")
+    with OutboxClient(outbox_server.url, key) as outbox:
+        listed = {t.name: t for t in outbox.tool_definitions()}
+        with pytest.raises(ToolUnavailable) as unavailable:
+            outbox.submit("terraform.plan", {"stack": "network"}, idempotency_key="plan-network")
+
+    assert listed["terraform.plan"].available is False
+    assert listed["terraform.plan"].unavailable_reason
+    error = unavailable.value
+    assert error.status == 503 and error.problem.slug == "tool-unavailable"
+    assert error.reason == listed["terraform.plan"].unavailable_reason
+    # The server asks for a minute (an operator must act): more than the client sleeps on, so it
+    # raises at once with the wait and the key to come back with.
+    assert error.retry_after == 60
+    assert error.idempotency_key == "plan-network"
+    assert outbox_server.action_count() == 0
