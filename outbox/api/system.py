@@ -18,6 +18,9 @@ from outbox.tools.listing import tool_listing, unavailable_tools
 
 router = APIRouter()
 
+# What a tool call answers with, for every tool: the action (POST /v1/actions). Built once.
+ACTION_SCHEMA = ActionOut.model_json_schema()
+
 
 @router.get(
     "/v1/tools",
@@ -49,7 +52,7 @@ def list_tools(
     listing = tool_listing(
         active,
         Subject(agent.principal, agent.roles),
-        output_schema=ActionOut.model_json_schema(),
+        output_schema=ACTION_SCHEMA,
         include_all=include_all,
     )
     return ToolsOut(
