@@ -178,11 +178,12 @@ def test_the_development_dkim_key_and_its_directory_are_private(
 
     created = ensure_development_keys(runtime, local_sink_subdomains(config, runtime.settings.mail_sink_port))
 
-    assert created == ["agents.mail.example.com"]
-    key = tmp_path / "keys-base" / ".outbox" / "dkim" / "agents.mail.example.com.key"
-    assert mode(key) == 0o600
-    assert mode(key.parent) == 0o700
-    assert mode(key.parent.parent) == 0o700
+    assert created == ["agents.mail.example.com", "reminders.mail.example.com"]  # the development subdomains
+    for domain in created:
+        key = tmp_path / "keys-base" / ".outbox" / "dkim" / f"{domain}.key"
+        assert mode(key) == 0o600
+        assert mode(key.parent) == 0o700
+        assert mode(key.parent.parent) == 0o700
 
 
 def test_the_unsubscribe_secret_in_a_started_data_directory_is_private(embedded: Settings) -> None:

@@ -48,7 +48,15 @@ def _settings() -> Settings:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port to listen on; local unsubscribe links follow it.")
+    ] = 8000,
+    sink_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Port of the local SMTP sink of the embedded server (OUTBOX_MAIL_SINK_PORT)."
+        ),
+    ] = None,
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="API processes sharing the port (production, with a broker).")
     ] = 1,
@@ -57,6 +65,7 @@ def serve(
     import uvicorn
 
     from outbox.api.app import create_app
+    from outbox.cli.serve import ServeRefused, banner, prepare_serve
 
     settings = _settings()
     settings.check_production_safety()
@@ -68,14 +77,19 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    mode = "embedded (in-process workers)" if settings.is_embedded else f"broker {settings.broker_url}"
-    typer.echo(
-        f"agent-outbox on http://{host}:{port} — database {settings.database_url}, {mode}, {workers} API process(es)",
-        err=True,
-    )
+    try:
+        plan, sock = prepare_serve(settings, host=host, port=port, sink_port=sink_port)
+    except ServeRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    app_ = create_app(plan.settings)
+    mcp = any(getattr(route, "path", "") == "/mcp" for route in app_.routes)
+    for line in banner(plan, host=host, port=port, workers=workers, mcp=mcp):
+        typer.echo(line)
     if workers > 1:
         # Several processes: uvicorn imports the factory in each; the settings come from the
-        # environment, as they do here.
+        # environment, as they do here. They bind the port themselves.
+        sock.close()
         uvicorn.run(
             "outbox.api.app:create_app",
             factory=True,
@@ -87,7 +101,8 @@ def serve(
         )
         return
     # log_config=None: uvicorn's own lines go through our structured logging too.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(app_, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()

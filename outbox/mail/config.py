@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,6 +38,10 @@ _ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Where a development subdomain delivers: the local Maildir sink. The port is OUTBOX_MAIL_SINK_PORT's
+# default; each process puts its own sink port in (`environment.with_deployment_overrides`).
+SINK_HOST = "127.0.0.1"
+DEFAULT_SINK_PORT = 2525
 
 
 class MailConfigError(ValueError):
@@ -202,9 +207,16 @@ class BreakerThresholds(_Strict):
 
 
 class SubdomainConfig(_Strict):
-    """One isolated sending subdomain: its own key, relay, budgets and reputation."""
+    """One isolated sending subdomain: its own key, relay, budgets and reputation.
+
+    A `development` subdomain (the quickstart's) delivers to the local Maildir sink and nowhere
+    else: it names no relay (127.0.0.1:OUTBOX_MAIL_SINK_PORT is put in), its DNS is never checked
+    (no lookup leaves for it: example domains cannot pass, and the names would only leak to a
+    resolver), and production sends nothing from it (docs/mail.md, Development subdomains).
+    """
 
     domain: DomainName
+    development: StrictBool = False
     dkim: DkimConfig
     relay: RelayConfig
     # The envelope sender (RFC 5321 MAIL FROM) that bounces go to; the From address when unset.
@@ -217,9 +229,28 @@ class SubdomainConfig(_Strict):
     per_agent_daily: int | None = Field(default=None, ge=1)
     send_window: SendWindow | None = None
     breaker: BreakerThresholds = Field(default_factory=BreakerThresholds)
-    # A subdomain whose DNS report is not ok is blocked from sending, unless this is false: only
-    # for a development subdomain that delivers to the local sink.
+    # A subdomain whose DNS report is not ok is blocked from sending, unless this is false (a
+    # subdomain relaying to a test server; a `development` one is never checked at all).
     enforce_dns_checks: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _development_delivers_to_the_sink(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("development") is not True:
+            return data
+        relay = data.get("relay")
+        if relay is not None and not _is_sink_relay(relay):
+            raise ValueError(
+                "a development subdomain delivers only to the local sink: remove its relay "
+                "(the sink listens on 127.0.0.1:OUTBOX_MAIL_SINK_PORT), or remove development: true "
+                "to send through a real relay"
+            )
+        if data.get("enforce_dns_checks") is True:
+            raise ValueError(
+                "a development subdomain's DNS is never checked: remove enforce_dns_checks, or remove development: true"
+            )
+        sink = {"host": SINK_HOST, "port": DEFAULT_SINK_PORT, "starttls": False}
+        return {**data, "relay": relay if relay is not None else sink, "enforce_dns_checks": False}
 
     @field_validator("bounce_address")
     @classmethod
@@ -263,7 +294,7 @@ class UnsubscribeConfig(_Strict):
             raise ValueError("give a URL prefix without query or fragment, e.g. https://host/u")
         if parts.scheme == "https":
             return value.rstrip("/")
-        if parts.scheme == "http" and _is_loopback(parts.hostname):
+        if parts.scheme == "http" and is_loopback_host(parts.hostname):
             return value.rstrip("/")
         raise ValueError("RFC 8058 requires an https URL (http only for localhost)")
 
@@ -311,6 +342,9 @@ class MailConfig(_Strict):
     def allowed_sender_domains(self) -> list[str]:
         return [s.domain for s in self.subdomains]
 
+    def development_subdomains(self) -> list[SubdomainConfig]:
+        return [s for s in self.subdomains if s.development]
+
 
 def validate_timezone(value: str) -> str:
     """An IANA zone name that this machine's tz database knows."""
@@ -321,7 +355,19 @@ def validate_timezone(value: str) -> str:
     return value
 
 
-def _is_loopback(host: str) -> bool:
+def _is_sink_relay(relay: object) -> bool:
+    """A relay a development subdomain may keep: the sink's shape (loopback, no TLS, no login).
+    Accepting it lets a loaded config be dumped and read again; its port is the sink's anyway."""
+    if isinstance(relay, RelayConfig):
+        relay = relay.model_dump()
+    if not isinstance(relay, dict) or not isinstance(relay.get("host"), str):
+        return False
+    plain = not relay.get("starttls", True) and not relay.get("require_tls", False)
+    anonymous = relay.get("username_env") is None and relay.get("password_env") is None
+    return is_loopback_host(relay["host"]) and plain and anonymous
+
+
+def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -1,15 +1,17 @@
 """Mail in the embedded server (`outbox serve` without a broker): the quickstart really delivers.
 
 At start, for every subdomain whose relay is this machine's sink (127.0.0.1 or localhost, port
-`OUTBOX_MAIL_SINK_PORT`):
+`OUTBOX_MAIL_SINK_PORT`; every `development` subdomain is one):
 
 - a development DKIM key is generated where mail.yaml's `key_file` says, if there is none yet
   (a subdomain whose key comes from an environment variable is left alone);
 - the Maildir sink is started on that port, storing mail under `OUTBOX_MAIL_SINK_DIR`
-  (`.outbox/maildir`). If the port is taken, an `outbox mail sink` started by hand is assumed.
+  (`.outbox/maildir`). `outbox serve` has checked that the port is free before anything started.
 
-And, in every embedded server, DNS checks run in the background at start and then every
-`OUTBOX_MAIL_DNS_CHECK_INTERVAL_SECONDS` (in production the sweep task schedules them).
+DNS checks run in the background at start and then every `OUTBOX_MAIL_DNS_CHECK_INTERVAL_SECONDS`
+(in production the sweep task schedules them), for the subdomains that can send from here: never a
+development subdomain, nor one whose DKIM key this process does not have (its verdict would fail on
+that alone). What runs is said in one log line, `mail.embedded_started`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,17 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from outbox.mail.config import MailConfig, SubdomainConfig
-from outbox.mail.dns.verdicts import check_and_store, run_due_checks
+from outbox.config import Settings
+from outbox.mail.config import SINK_HOST, MailConfig, SubdomainConfig, is_loopback_host
+from outbox.mail.dns.verdicts import check_and_store, checked_subdomains, run_due_checks
 from outbox.mail.environment import key_base_dir, sink_dir
-from outbox.mail.sending.dkim_signing import dkim_record_name, generate_key, write_private_key
+from outbox.mail.sending.dkim_signing import (
+    DkimKeyError,
+    dkim_record_name,
+    generate_key,
+    load_signing_key,
+    write_private_key,
+)
 from outbox.mail.sending.sink import MaildirSink
 from outbox.mail.service import MailNotConfiguredError, mail_config
 from outbox.state_files import private_directory
@@ -32,11 +41,15 @@ if TYPE_CHECKING:
     from outbox.runtime import Runtime  # annotations only: the edges hand the runtime in
 
 log = structlog.get_logger(__name__)
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def local_sink_subdomains(config: MailConfig, port: int) -> list[SubdomainConfig]:
-    return [s for s in config.subdomains if s.relay.host in LOOPBACK_HOSTS and s.relay.port == port]
+    return [s for s in config.subdomains if is_loopback_host(s.relay.host) and s.relay.port == port]
+
+
+def runs_sink(config: MailConfig, settings: Settings) -> bool:
+    """Whether the embedded server starts the sink: a subdomain relays to it, and it is not off."""
+    return settings.mail_embedded_sink and bool(local_sink_subdomains(config, settings.mail_sink_port))
 
 
 def ensure_development_keys(runtime: Runtime, subdomains: list[SubdomainConfig]) -> list[str]:
@@ -56,13 +69,9 @@ def ensure_development_keys(runtime: Runtime, subdomains: list[SubdomainConfig])
         except FileExistsError:  # another process wrote it first
             continue
         created.append(sub.domain)
-        log.info(
-            "mail.dkim_key_generated",
-            subdomain=sub.domain,
-            path=str(path),
-            record=dkim_record_name(sub.dkim.selector, sub.domain),
-            value=key.txt_record(),
-        )
+        # A development subdomain's record is never published: the key only signs mail for the sink.
+        record = {} if sub.development else {"record": dkim_record_name(sub.dkim.selector, sub.domain)}
+        log.info("mail.dkim_key_generated", subdomain=sub.domain, path=str(path), **record)
     return created
 
 
@@ -81,18 +90,34 @@ class EmbeddedMail:
             self.thread.join(timeout=5)
 
 
-def _periodic_dns_checks(runtime: Runtime, config: MailConfig, stop: threading.Event) -> None:
+def _periodic_dns_checks(
+    runtime: Runtime, config: MailConfig, subdomains: list[SubdomainConfig], stop: threading.Event
+) -> None:
     settings = runtime.settings
     first = True
     while first or not stop.wait(settings.mail_dns_check_interval_seconds):
         try:
             if first:
-                check_and_store(runtime.db, config, settings)
+                check_and_store(runtime.db, config, settings, subdomains)
             else:
-                run_due_checks(runtime.db, config, settings)
+                run_due_checks(runtime.db, config, settings, subdomains=subdomains)
         except Exception:
             log.exception("mail.dns_check_failed")
         first = False
+
+
+def _dns_checked_here(config: MailConfig, settings: Settings) -> tuple[list[SubdomainConfig], dict[str, str]]:
+    """The subdomains this server checks, and why each other non-development one is not."""
+    checked: list[SubdomainConfig] = []
+    skipped: dict[str, str] = {}
+    for sub in checked_subdomains(config):
+        try:
+            load_signing_key(sub.dkim, key_base_dir(settings))
+        except DkimKeyError as exc:
+            skipped[sub.domain] = f"cannot send from here: {exc}"
+            continue
+        checked.append(sub)
+    return checked, skipped
 
 
 def start_embedded_mail(runtime: Runtime) -> EmbeddedMail | None:
@@ -106,14 +131,29 @@ def start_embedded_mail(runtime: Runtime) -> EmbeddedMail | None:
     local = local_sink_subdomains(config, settings.mail_sink_port)
     if local:
         ensure_development_keys(runtime, local)
-        if settings.mail_embedded_sink:
-            try:
-                embedded.sink = MaildirSink(sink_dir(settings), port=settings.mail_sink_port).start()
-                log.info("mail.sink_started", port=settings.mail_sink_port, maildir=str(sink_dir(settings)))
-            except OSError as exc:
-                log.warning("mail.sink_not_started", port=settings.mail_sink_port, error=str(exc))
-    embedded.thread = threading.Thread(
-        target=_periodic_dns_checks, args=(runtime, config, embedded.stop_event), name="outbox-mail-dns", daemon=True
+    if runs_sink(config, settings):
+        try:
+            embedded.sink = MaildirSink(sink_dir(settings), port=settings.mail_sink_port).start()
+        except OSError as exc:
+            # `outbox serve` checked the port; a caller of create_app may not have.
+            log.warning("mail.sink_not_started", port=settings.mail_sink_port, error=str(exc))
+    checked, skipped = _dns_checked_here(config, settings)
+    development = [s.domain for s in config.development_subdomains()]
+    log.info(
+        "mail.embedded_started",
+        sink=f"{SINK_HOST}:{settings.mail_sink_port}" if embedded.sink is not None else None,
+        maildir=str(sink_dir(settings)) if embedded.sink is not None else None,
+        development_subdomains=development,
+        development="sink only, DNS checks off" if development else None,
+        dns_checked=[s.domain for s in checked],
+        dns_not_checked=skipped or None,
     )
-    embedded.thread.start()
+    if checked:
+        embedded.thread = threading.Thread(
+            target=_periodic_dns_checks,
+            args=(runtime, config, checked, embedded.stop_event),
+            name="outbox-mail-dns",
+            daemon=True,
+        )
+        embedded.thread.start()
     return embedded

@@ -11,11 +11,22 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import structlog
 
 from outbox.config import Settings
-from outbox.mail.config import MailConfig, UnsubscribeConfig, load_mail_config
+from outbox.mail.config import (
+    SINK_HOST,
+    MailConfig,
+    RelayConfig,
+    UnsubscribeConfig,
+    is_loopback_host,
+    load_mail_config,
+)
 from outbox.mail.sending.unsubscribe import MIN_SECRET_BYTES
 
+log = structlog.get_logger(__name__)
 SECRET_FILE = "unsubscribe-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -33,13 +44,47 @@ def load_configured_mail(settings: Settings, policy_dir: Path | None = None) -> 
 
 
 def with_deployment_overrides(config: MailConfig, settings: Settings) -> MailConfig:
-    """mail.yaml is reviewed in git; the public URL of this deployment is not. When
-    `OUTBOX_PUBLIC_BASE_URL` is set, unsubscribe links point at its `/unsubscribe` endpoint."""
+    """mail.yaml is reviewed in git; where this deployment listens is not.
+
+    - Development subdomains deliver to this deployment's sink, `127.0.0.1:OUTBOX_MAIL_SINK_PORT`;
+      production refuses them: they are left out, so an agent's mail from one is refused as from
+      any unconfigured subdomain, and no message meant for a local sink goes anywhere.
+    - When `OUTBOX_PUBLIC_BASE_URL` is set, unsubscribe links point at its `/unsubscribe` endpoint.
+    """
+    config = _development_subdomains_here(config, settings)
     if settings.public_base_url is None:
         return config
     base_url = settings.public_base_url.rstrip("/") + "/unsubscribe"
     unsubscribe = UnsubscribeConfig.model_validate({**config.unsubscribe.model_dump(), "base_url": base_url})
     return config.model_copy(update={"unsubscribe": unsubscribe})
+
+
+def _development_subdomains_here(config: MailConfig, settings: Settings) -> MailConfig:
+    development = config.development_subdomains()
+    if not development:
+        return config
+    if settings.environment == "production":
+        log.warning(
+            "mail.development_subdomains_refused",
+            subdomains=[s.domain for s in development],
+            reason="production sends nothing from development subdomains (they deliver to a local sink only)",
+        )
+        return config.model_copy(update={"subdomains": [s for s in config.subdomains if not s.development]})
+    sink = RelayConfig(host=SINK_HOST, port=settings.mail_sink_port, starttls=False)
+    subdomains = [s.model_copy(update={"relay": sink}) if s.development else s for s in config.subdomains]
+    return config.model_copy(update={"subdomains": subdomains})
+
+
+def local_public_base_url(config: MailConfig, port: int) -> str | None:
+    """The base URL the embedded server answers unsubscribe links on, when mail.yaml points them
+    at this machine (a loopback host, as in the quickstart): the same host on the port this
+    server listens on. None when they point elsewhere (a public https URL): that one is kept."""
+    parts = urlsplit(config.unsubscribe.base_url)
+    host = parts.hostname
+    if host is None or not is_loopback_host(host):
+        return None
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}"
 
 
 def key_base_dir(settings: Settings) -> Path | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -24,9 +27,24 @@ def alembic_config(settings: Settings) -> Config:
     return config
 
 
+@contextlib.contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic narrates every run at INFO ("Context impl SQLiteImpl.", "Running upgrade …"): noise
+    in the output of a CLI command or a server start. Warnings still show. Running `alembic`
+    itself does not come through here and keeps its narration."""
+    logger = logging.getLogger("alembic")
+    previous = logger.level
+    logger.setLevel(max(previous, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def upgrade(settings: Settings, revision: str = "head") -> None:
     secure_state(settings)  # a new SQLite database is created 0600 in a 0700 directory
-    command.upgrade(alembic_config(settings), revision)
+    with _quiet_alembic():
+        command.upgrade(alembic_config(settings), revision)
 
 
 def current(settings: Settings) -> str | None:

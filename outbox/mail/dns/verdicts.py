@@ -6,6 +6,9 @@ blocked: its mail is deferred (and looked at again every `mail_pause_recheck_sec
 check passes. Checks run when a server starts, then every `mail_dns_check_interval_seconds`,
 claimed in the database so that one process checks each subdomain per interval; a worker that
 finds no verdict at all checks before it sends.
+
+A `development` subdomain is never checked, here or anywhere: it delivers to the local sink only,
+and a lookup for it would only tell a resolver the names of a test setup.
 """
 
 from __future__ import annotations
@@ -57,15 +60,23 @@ def summary(report: SubdomainDnsReport) -> str:
     return "; ".join(f"{c.name.upper()} {c.status.value}: {c.reason}" for c in failing)
 
 
+def checked_subdomains(config: MailConfig) -> list[SubdomainConfig]:
+    """The subdomains whose DNS is checked: all but the development ones."""
+    return [s for s in config.subdomains if not s.development]
+
+
 def check_subdomains(
     config: MailConfig,
     settings: Settings,
     subdomains: list[SubdomainConfig] | None = None,
 ) -> list[SubdomainDnsReport]:
-    """Ask DNS about each subdomain (all by default). No database involved."""
+    """Ask DNS about each subdomain (all that are checked, by default). No database involved."""
+    wanted = checked_subdomains(config) if subdomains is None else [s for s in subdomains if not s.development]
+    if not wanted:
+        return []
     dns = make_resolver(settings.dns_resolver, settings.dns_timeout_seconds)
     reports: list[SubdomainDnsReport] = []
-    for sub in subdomains if subdomains is not None else config.subdomains:
+    for sub in wanted:
         key: DkimKey | str
         try:
             key = load_signing_key(sub.dkim, key_base_dir(settings))
@@ -115,11 +126,18 @@ def check_and_store(
     return reports
 
 
-def run_due_checks(db: Database, config: MailConfig, settings: Settings, now: Callable[[], datetime] = utcnow) -> int:
-    """Check each subdomain this process claims for the current interval; return how many."""
+def run_due_checks(
+    db: Database,
+    config: MailConfig,
+    settings: Settings,
+    now: Callable[[], datetime] = utcnow,
+    subdomains: list[SubdomainConfig] | None = None,
+) -> int:
+    """Check each subdomain (of `subdomains`, by default all that are checked) this process claims
+    for the current interval; return how many."""
     interval = timedelta(seconds=settings.mail_dns_check_interval_seconds)
     claimed: list[SubdomainConfig] = []
-    for sub in config.subdomains:
+    for sub in checked_subdomains(config) if subdomains is None else [s for s in subdomains if not s.development]:
         with db.session() as session:
             if repository.claim_dns_check(session, sub.domain, now(), interval):
                 claimed.append(sub)
@@ -131,7 +149,7 @@ def run_due_checks(db: Database, config: MailConfig, settings: Settings, now: Ca
 def checks_due(db: Database, config: MailConfig, settings: Settings) -> bool:
     interval = timedelta(seconds=settings.mail_dns_check_interval_seconds)
     with db.session() as session:
-        return repository.dns_checks_due(session, [s.domain for s in config.subdomains], utcnow(), interval)
+        return repository.dns_checks_due(session, [s.domain for s in checked_subdomains(config)], utcnow(), interval)
 
 
 _UNREAD = object()
