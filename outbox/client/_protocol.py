@@ -147,9 +147,20 @@ def read_json(response: httpx.Response, request: Request | None = None) -> dict[
     """The body of a 2xx answer, or the typed error of any other."""
     if not 200 <= response.status_code < 300:
         raise error(response, request)
-    body = response.json()
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
     if not isinstance(body, dict):
-        raise OutboxError(Problem(status=response.status_code, detail="The outbox answered something not an object."))
+        # Something between us and the outbox answered (a captive portal, a misrouted proxy).
+        raise OutboxError(
+            Problem(
+                title="Not an outbox answer",
+                status=response.status_code,
+                detail=f"HTTP {response.status_code} with a body that is not a JSON object: {response.text[:200]!r}",
+                hint='Check that the base URL points at the outbox (GET /healthz answers {"status": "ok"}).',
+            )
+        )
     return body
 
 

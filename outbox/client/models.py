@@ -2,9 +2,9 @@
 
 These mirror the server's JSON (`GET /v1/actions/{id}`, `GET /v1/tools`) but are written here,
 not imported from the server's schemas: `outbox.client` is installed next to agents that never
-run the server, and an older client must keep reading a newer server. So every model ignores
-nothing but also requires little: unknown fields are kept (`extra="allow"`), and only the fields
-the contract has always had are required.
+run the server, and an older client must keep reading a newer server. So unknown fields are kept
+(`extra="allow"`, readable in `model_extra`) rather than refused, and only the fields the
+contract has always had are required.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Action(_Lenient):
     args: dict[str, Any] = Field(default_factory=dict)
     on_behalf_of: str | None = None
     reason: str | None = None
-    decision: Decision | None = None
+    decision: Decision
     targets: list[dict[str, Any]] = Field(default_factory=list)
     status_reason: str | None = None
     attempts: int = 0
@@ -123,6 +123,8 @@ class ToolDefinition(_Lenient):
     call it, listed only with `all_tools=True`) and `available` (it cannot run on this server now,
     calls answer 503) are None when the server does not say: older servers list every tool.
     """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
     name: str
     function_name: str

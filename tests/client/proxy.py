@@ -8,7 +8,8 @@ and forwards once the script is empty. The faults are what an agent meets on the
 - `409`: the outbox's "key in progress" answer (Retry-After: 1);
 - `drop`: the connection closes before anything reaches the outbox;
 - `forward-then-drop`: the outbox records and answers, the answer is lost on the way back;
-- `forward-then-stall`: the outbox answers, the proxy holds the answer past the client's timeout.
+- `forward-then-stall`: the outbox answers, the proxy holds the answer past the client's timeout;
+- `html-502` / `html-200`: a page from something that is not the outbox (a gateway, a portal).
 
 Every request is recorded with its Idempotency-Key and when it arrived (monotonic seconds).
 """
@@ -79,6 +80,10 @@ class FaultyProxy:
                     return
                 if fault in ("503", "429", "409"):
                     self._problem(int(fault), seen)
+                    return
+                if fault.startswith("html-"):
+                    page = b"<html><body>Bad Gateway</body></html>"
+                    self._send(int(fault.removeprefix("html-")), page, {"Content-Type": "text/html"})
                     return
                 forwarded = upstream.request(
                     self.command,

@@ -11,6 +11,7 @@ import pytest
 
 from outbox.client import (
     OutboxClient,
+    OutboxError,
     OutboxUnavailable,
     RetryPolicy,
     ToolUnavailable,
@@ -152,6 +153,24 @@ def test_a_retry_after_longer_than_the_cap_is_raised_at_once_not_slept_on(
     assert limited.value.status == 429
     assert limited.value.retry_after == 3600
     assert len(proxy.posts()) == 1
+    assert outbox_server.action_count() == 0
+
+
+def test_a_gateways_page_is_retried_and_reported_as_what_it_is(
+    proxy: FaultyProxy, outbox_server: OutboxServer, target_server: TargetServer
+) -> None:
+    key = outbox_server.agent("writer", "http-writer")
+    proxy.script("html-502", "html-502", "html-200")
+    with OutboxClient(proxy.url, key, retry=RetryPolicy(attempts=2, backoff=0.01)) as outbox:
+        with pytest.raises(OutboxUnavailable) as gateway:
+            outbox.submit("http.request", call(target_server, "/gw"))
+        with pytest.raises(OutboxError) as not_outbox:
+            outbox.get("act_anything")
+
+    assert gateway.value.status == 502
+    assert "Bad Gateway" in str(gateway.value)
+    assert not_outbox.value.problem.title == "Not an outbox answer"
+    assert not_outbox.value.hint is not None and "/healthz" in not_outbox.value.hint
     assert outbox_server.action_count() == 0
 
 

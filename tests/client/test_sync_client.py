@@ -48,7 +48,6 @@ def test_an_allowed_call_with_wait_returns_the_succeeded_action_and_its_result(
     assert action.tool == "http.request"
     assert action.on_behalf_of == "user:ada@example.com"
     assert action.reason == "list the orders"
-    assert action.decision is not None
     assert action.decision.effect == "allow"
     assert action.decision.rules[0]["rule"] == "p, role:http-reader, http:127.0.0.1:*/**, get|head, allow"
     assert action.decision.policy_version == outbox_server.runtime.policy.current.version
@@ -152,7 +151,7 @@ def test_a_human_rejection_raises_rejected_with_the_approvers_reason(outbox_serv
     with OutboxClient(outbox_server.url, key) as outbox:
         pending = outbox.submit("http.request", call, idempotency_key="delete-7")
         assert pending.status == "awaiting_approval"
-        assert pending.decision is not None and pending.decision.effect == "approve"
+        assert pending.decision.effect == "approve"
         assert outbox.wait(pending.id, timeout=0).status == "awaiting_approval"  # not settled: a human decides
 
         outbox_server.deny(pending.id, "order 7 is still open", may_resubmit=True)
