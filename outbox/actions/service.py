@@ -104,10 +104,10 @@ def submit(
     """Decide and record one tool call. Idempotent per (agent, key).
 
     A key already answered is answered again, with the action as it is now, from one read (no
-    write lock, nothing run). A call to a tool that cannot run on this server is refused
-    (`ToolUnavailable`) with nothing recorded, so the key stays free. Otherwise the call is
-    decided outside any transaction and recorded in one: the action with its status after
-    policy, its audit events, its approval request if any, and the key's stored answer."""
+    write lock, nothing run). Otherwise the call is decided outside any transaction and recorded
+    in one: the action with its status after policy, its audit events, its approval request if
+    any, and the key's stored answer. A call that would run, to a tool that cannot run on this
+    server, is refused (`ToolUnavailable`) with nothing recorded, so the key stays free."""
     fp = idempotency.fingerprint(envelope.tool, envelope.args, envelope.on_behalf_of)
     stored = idempotency.lookup(runtime.db, agent.id, idempotency_key, fp, _CURRENT_ACTION)
     if stored is not None:
@@ -194,7 +194,6 @@ def _record(
 ) -> Answer:
     active = runtime.policy.current
     tool, args = _parse_call(active.tools, envelope)
-    _refuse_if_unavailable(tool)
     targets = tool.targets(args)
     # A callback is a request the outbox makes for the agent: policy allows it or it is a 422.
     if envelope.callback_url is not None:
@@ -203,6 +202,8 @@ def _record(
     verdict = effective_decision(
         active.snapshot, Subject(agent.principal, agent.roles), targets, blast_radius=blast_radius(tool, args)
     )
+    if verdict.effect != "deny":
+        _refuse_if_unavailable(tool)
     # A denied call runs nothing, not even a dry run.
     preview = _preview(tool, args, with_dry_run=verdict.effect != "deny")
     call = _Call(agent, envelope, tool, args, targets, verdict, preview, idempotency_key, request_record)
@@ -255,9 +256,14 @@ def _write_submission(
 
 
 def _refuse_if_unavailable(tool: Tool) -> None:
-    """A tool that cannot run on this server (no usable sandbox, a secret missing) is refused
-    before anything is recorded: recorded, the action would only fail, and its failure would be
-    replayed for the key even after the operator fixed the server. Refused, the key stays free."""
+    """A call that would run (allowed, or sent to a human) to a tool that cannot run on this
+    server (no usable sandbox, a secret missing) is refused before its dry run and before
+    anything is recorded: recorded, the action would only fail, and its failure would be replayed
+    for the key even after the operator fixed the server. Refused, the key stays free.
+
+    A call policy denies is denied whatever the server's state: it would run nothing anyway, the
+    denial does not change once the server is fixed, and an agent not allowed a tool is not told
+    which secret this server lacks."""
     if isinstance(tool, ChecksAvailability):
         reason = tool.unavailable_reason()
         if reason is not None:

@@ -4,7 +4,8 @@ Without a usable bubblewrap (or with a secret the tool needs missing), `POST /v1
 answers 503 problem+json naming the missing piece, with Retry-After, and records nothing: no
 action, no audit event, no stored answer for the key. Once the operator fixes the server, the
 same Idempotency-Key records the call and it runs. A key answered before the server broke is
-still answered (a replay runs nothing, so it needs nothing).
+still answered (a replay runs nothing, so it needs nothing), and a call policy denies is denied
+whatever the server lacks.
 """
 
 from __future__ import annotations
@@ -155,3 +156,18 @@ def test_the_service_refuses_with_a_typed_error_every_face_maps(
     assert "bwrap" in refused.value.extra["reason"]
     assert refused.value.retry_after == ToolUnavailable.RETRY_AFTER_SECONDS
     assert rows(runtime, Action) == 0
+
+
+def test_a_call_policy_denies_is_denied_whatever_the_server_lacks(
+    serve: Callable[..., tuple[TestClient, Runtime]],
+) -> None:
+    client, runtime = serve(sandbox_secrets={})
+    key = make_agent(runtime.db, "reader", ["http-reader"])  # no k8s rule at all
+    call = {"tool": "k8s.get_pods", "args": {"cluster": "staging", "namespace": "shop"}}
+
+    denied = client.post("/v1/actions", json=call, headers={**bearer(key), "Idempotency-Key": "pods-2"})
+
+    assert denied.status_code == 403
+    assert denied.json()["type"].endswith("/denied-by-policy")
+    assert "kubeconfig" not in denied.text  # an agent not allowed the tool learns nothing of the server
+    assert rows(runtime, Action) == 1
