@@ -7,17 +7,21 @@ sending and the sleeping differ. Everything else lives here once, so the two can
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from outbox.client.errors import OutboxError, Problem, TransportFailed, error_for
 from outbox.client.models import Action, ActionPage, ToolDefinition
 from outbox.client.retries import RetryPolicy, parse_retry_after
+
+log = logging.getLogger("outbox.client")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "agent-outbox-client/0.1"
@@ -56,6 +60,15 @@ class Request:
     # Extra seconds of read timeout: the server holds `Prefer: wait=N` answers for up to N seconds.
     extra_read_seconds: float = 0.0
     idempotency_key: str | None = None
+
+
+def action_path(action_id: str) -> str:
+    return "/v1/actions/" + quote(action_id, safe="")
+
+
+def log_retry(request: Request, cause: str, delay: float) -> None:
+    # INFO, not WARNING: a retried answer is the client doing its job; the final error is raised.
+    log.info("outbox: %s %s: %s; retrying in %.2fs", request.method, request.path, cause, delay)
 
 
 def submit_request(

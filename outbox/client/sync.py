@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -18,8 +16,6 @@ from outbox.client.retries import RetryPolicy
 from outbox.client.tools import ToolFormat, convert, read_tool_call
 
 __all__ = ["OutboxClient"]
-
-log = logging.getLogger("outbox.client")
 
 
 class OutboxClient:
@@ -120,7 +116,7 @@ class OutboxClient:
     def get(self, action_id: str) -> Action:
         """The action as it is now. A denied or rejected action is returned, not raised: reading
         state is not a refusal (`wait()` raises, since it waits for the outcome)."""
-        return protocol.read_action(self._send(protocol.Request("GET", _action_path(action_id))))
+        return protocol.read_action(self._send(protocol.Request("GET", protocol.action_path(action_id))))
 
     def wait(self, action_id: str, timeout: float = 60.0, *, poll: float = 0.1, max_poll: float = 2.0) -> Action:
         """Poll until the action is settled (terminal, or deferred to `not_before`) or `timeout`
@@ -145,7 +141,8 @@ class OutboxClient:
         it (the caller's goal, that it never runs, holds); one running or finished raises
         `NotCancellable`."""
         try:
-            return protocol.read_action(self._send(protocol.Request("POST", _action_path(action_id) + "/cancel")))
+            cancel = protocol.Request("POST", protocol.action_path(action_id) + "/cancel")
+            return protocol.read_action(self._send(cancel))
         except NotCancellable:
             current = self.get(action_id)
             if current.status == "cancelled":
@@ -191,19 +188,11 @@ class OutboxClient:
                 delay = self.retry.delay(attempt, None) if self.retry.retry_transport_errors else None
                 if delay is None:
                     raise protocol.transport_failure(request, exc, attempt) from exc
-                log.info(
-                    "outbox: %s %s: %s; retrying in %.2fs", request.method, request.path, type(exc).__name__, delay
-                )
+                protocol.log_retry(request, type(exc).__name__, delay)
                 time.sleep(delay)
                 continue
             delay = protocol.retry_delay(response, self.retry, attempt)
             if delay is None:
                 return response
-            log.info(
-                "outbox: %s %s: HTTP %d; retrying in %.2fs", request.method, request.path, response.status_code, delay
-            )
+            protocol.log_retry(request, f"HTTP {response.status_code}", delay)
             time.sleep(delay)
-
-
-def _action_path(action_id: str) -> str:
-    return "/v1/actions/" + quote(action_id, safe="")
