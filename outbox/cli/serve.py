@@ -143,7 +143,8 @@ def banner(plan: ServePlan, *, host: str, port: int, workers: int, mcp: bool) ->
     if plan.mail is not None and plan.runs_sink:
         lines.append(f"  mail sink    smtp://{SINK_HOST}:{settings.mail_sink_port} → {sink_dir(settings)}")
     if plan.mail is not None and (development := [s.domain for s in plan.mail.development_subdomains()]):
-        lines.append(f"  dev mail     {', '.join(development)}: to the sink only, no DNS checks")
+        elsewhere = "" if plan.runs_sink else f" (smtp://{SINK_HOST}:{settings.mail_sink_port}: `outbox mail sink`)"
+        lines.append(f"  dev mail     {', '.join(development)}: to the sink only{elsewhere}, no DNS checks")
     lines.append(f"  database     {_database(settings)}")
     watch = ", reloaded on change" if settings.policy_watch else ""
     lines.append(f"  policies     {settings.policy_dir}{watch}")
