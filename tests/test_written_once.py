@@ -36,9 +36,15 @@ def files_matching(pattern: str) -> set[str]:
         # other than "already there": a second decision by the same approver. (A racing
         # idempotency key is an insert-or-ignore in the transaction that records the action.)
         ("unique-key races", r"except IntegrityError", {"outbox/approvals/service.py"}),
-        ("the clock", r"datetime\.now\(|datetime\.utcnow\(", {"outbox/sqltypes.py"}),
+        # outbox.client runs in agents' processes and loads no server module (sqltypes brings
+        # SQLAlchemy): it reads its own clock and mints its own idempotency keys.
+        ("the clock", r"datetime\.now\(|datetime\.utcnow\(", {"outbox/sqltypes.py", "outbox/client/retries.py"}),
         # X-Request-ID values are log correlation ids, not row ids: the middleware mints its own.
-        ("row ids", r"uuid\.uuid4\(|uuid4\(\)", {"outbox/sqltypes.py", "outbox/api/middleware.py"}),
+        (
+            "row ids",
+            r"uuid\.uuid4\(|uuid4\(\)",
+            {"outbox/sqltypes.py", "outbox/api/middleware.py", "outbox/client/_protocol.py"},
+        ),
         ("YAML parsing", r"yaml\.(safe_load|load|full_load|unsafe_load)\(", {"outbox/yamlfiles.py"}),
         ("bearer header parsing", r"""headers\.get\(\s*["'][Aa]uthorization["']""", set()),
         ("HTTP-date parsing", r"parsedate_to_datetime|parsedate\(", {"outbox/retry_after.py"}),

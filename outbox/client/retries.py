@@ -24,13 +24,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+
+from outbox.retry_after import parse_retry_after as read_retry_after
 
 __all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
 
 RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-
-_MAX_DELTA_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +69,7 @@ class RetryPolicy:
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds from `now` that a Retry-After header asks for, or None if absent or unreadable.
 
-    A date already past (usually clock skew) counts as 0: the server said "now is fine".
+    Read by the server's own parser (`outbox.retry_after`, standard library only): a date already
+    past (usually clock skew) is None too, so the client falls back to its backoff.
     """
-    if value is None:
-        return None
-    text = value.strip(" \t")
-    if text.isascii() and text.isdigit() and len(text) <= _MAX_DELTA_DIGITS:
-        return float(int(text))
-    if not text or not text.isascii() or not text.isprintable():
-        return None
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # "-0000" parses as naive; an HTTP-date is always GMT
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return read_retry_after(value, now=now or datetime.now(UTC))

@@ -18,7 +18,7 @@ NOW = datetime(2026, 12, 4, 17, 0, 0, tzinfo=UTC)
         ("120", 120.0),
         (" 0 ", 0.0),
         ("Fri, 04 Dec 2026 17:00:30 GMT", 30.0),
-        ("Fri, 04 Dec 2026 16:59:00 GMT", 0.0),  # already past (clock skew): now is fine
+        ("Fri, 04 Dec 2026 16:59:00 GMT", None),  # already past (clock skew): the backoff decides
         ("Fri, 04 Dec 2026 17:01:00 -0000", 60.0),
         (None, None),
         ("", None),
