@@ -223,10 +223,12 @@ class McpEndpoint:
         if agent is None:
             await auth.unauthorized(serving.runtime.settings, scope, token_sent=token is not None)(scope, receive, send)
             return
+        if scope.get("method") != "POST":
+            await _post_only()(scope, receive, send)
+            return
         scope[auth.AGENT_SCOPE_KEY] = agent
         bind_log_context(agent=agent.name)
-        if scope.get("method") == "POST":
-            receive = await _kept_body(scope, receive, serving.runtime.settings.max_request_bytes)
+        receive = await _kept_body(scope, receive, serving.runtime.settings.max_request_bytes)
         await serving.manager.handle_request(scope, receive, send)
 
     async def metadata(self, request: Request) -> Response:
@@ -263,6 +265,21 @@ async def _kept_body(scope: Scope, receive: Receive, limit: int) -> Receive:
         return pending.pop(0) if pending else await receive()
 
     return replay
+
+
+def _post_only() -> Response:
+    """Streamable HTTP lets a server refuse GET (the stream for messages outside any answer) with
+    405. This one is stateless and sends nothing outside its answers, so a GET stream would only
+    hold a connection open, and without sessions there is nothing to DELETE."""
+    body = problem_document(
+        405,
+        "method-not-allowed",
+        "Method Not Allowed",
+        "This MCP server answers POST only: it is stateless, sends no messages outside the answer "
+        "to a request, and keeps no sessions to delete.",
+        hint="Send each JSON-RPC request as a POST to /mcp.",
+    )
+    return JSONResponse(body, status_code=405, media_type=PROBLEM_MEDIA_TYPE, headers={"Allow": "POST"})
 
 
 def _not_serving() -> Response:

@@ -141,3 +141,18 @@ def test_the_dotted_name_is_accepted_too(outbox: RunningOutbox, target_server: T
 
     assert result.structured_content is not None and result.structured_content["status"] == "succeeded"
     assert len(target_server.received("/dotted")) == 1
+
+
+def test_a_call_that_failed_is_a_tool_error_with_the_response(
+    outbox: RunningOutbox, target_server: TargetServer
+) -> None:
+    key = outbox.agent("writer", "http-writer")
+
+    result = call(outbox, key, "http__request", {"method": "POST", "url": f"{target_server.base_url}/status/404"})
+
+    assert result.is_error is True
+    assert result.structured_content is not None
+    assert result.structured_content["status"] == "failed"
+    assert result.structured_content["result"]["response"]["status"] == 404
+    assert "http.request failed" in text_of(result)
+    assert '"status": 404' in text_of(result)

@@ -148,3 +148,13 @@ def test_allowed_hosts_come_from_the_settings(make_outbox: Callable[..., Running
 
     assert discover(outbox, {**bearer, "Host": "outbox.internal:8000"}).status_code == 200
     assert discover(outbox, bearer).status_code == 421
+
+
+def test_only_post_is_served_there_is_no_stream_or_session_to_open_or_delete(outbox: RunningOutbox) -> None:
+    key = outbox.agent("reader", "http-reader")
+    headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+
+    for method in ("GET", "DELETE"):
+        refused = httpx.request(method, outbox.mcp_url, headers=headers, timeout=10)
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "POST"
