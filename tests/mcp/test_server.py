@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import httpx
 import mcp_types as types
+import pytest
 
 from outbox.actions.schemas import ActionOut
 from outbox.mcp.schemas import TOOL_NAME_META, UNAVAILABLE_META
@@ -158,3 +160,24 @@ def test_only_post_is_served_there_is_no_stream_or_session_to_open_or_delete(out
         refused = httpx.request(method, outbox.mcp_url, headers=headers, timeout=10)
         assert refused.status_code == 405
         assert refused.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("version", ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
+def test_every_handshake_era_version_is_negotiated_as_asked(outbox: RunningOutbox, version: str) -> None:
+    key = outbox.agent("reader", "http-reader")
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "old", "version": "1"}},
+    }
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"}
+
+    answer = httpx.post(outbox.mcp_url, json=initialize, headers=headers, timeout=10)
+
+    assert answer.status_code == 200
+    data = next(line.removeprefix("data: ") for line in answer.text.splitlines() if line.startswith("data: "))
+    result = json.loads(data)["result"]
+    assert result["protocolVersion"] == version
+    assert result["serverInfo"]["name"] == "agent-outbox"
+    assert "tools" in result["capabilities"]
