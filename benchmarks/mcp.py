@@ -1,0 +1,228 @@
+"""The round trip of an allowed call over MCP tools/call, next to the same call over
+POST /v1/actions with `Prefer: wait`, against one real server, in one run.
+
+    python benchmarks/mcp.py [--database sqlite|postgresql] [--calls 400] [--warmup 40]
+
+One outbox (`uvicorn --factory outbox.api.app:create_app`, what `outbox serve` runs: embedded
+workers in the same process) on the shipped policies, with benchmarks/_target.py as the target of
+`http.request`. One agent (`http-reader`) makes the same allowed call, `GET` to the target, each
+time a new action (a fresh idempotency key per call), and waits for its outcome (`succeeded`):
+
+a. **HTTP**: `POST /v1/actions` with `Idempotency-Key` and `Prefer: wait=30`, answered 200 when the
+   action has run; httpx, one kept-alive connection.
+b. **MCP, raw**: the same call as a 2026-07-28 `tools/call` POSTed to /mcp with httpx (one
+   kept-alive connection, the key in `_meta`): the server's cost of the MCP face, with no client
+   library in the way.
+c. **MCP, SDK client**: `mcp.Client.call_tool` over the SDK's Streamable HTTP client, one
+   connected client: what an agent using the official SDK sees (the client adds its own work:
+   pydantic models, the output schema check of every result).
+
+The calls are sequential (one in flight: this is latency, not throughput) and interleaved, a, b,
+c, a, b, c, …, so that the three see the same machine, database size and worker state. A warm-up
+round of each runs first and is not counted. Printed: p50, p90, p99 and mean per face, and the
+ratios to HTTP. With `--database postgresql` a fresh database is created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# This script is named like the SDK's package: run as `python benchmarks/mcp.py`, its directory
+# is first on sys.path and `import mcp` would import this file. Searched last, it still finds
+# `_servers` and no longer hides the SDK.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path.append(sys.path.pop(0))
+
+import httpx
+import httpx2
+from _servers import (
+    REPO,
+    create_database,
+    drop_database,
+    free_port,
+    load_average,
+    outbox_cli,
+    serving,
+    target_server,
+    write_policies,
+)
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+UVICORN_FLAGS = ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
+KEY_META = "dev.agent-outbox/idempotency_key"
+MODERN = "2026-07-28"
+
+
+@dataclass
+class Face:
+    name: str
+    call: Callable[[], Awaitable[None]]
+    seconds: list[float] = field(default_factory=list)
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--calls", type=int, default=400, help="measured calls per face")
+    parser.add_argument("--warmup", type=int, default=40, help="calls per face before measuring")
+    return parser.parse_args()
+
+
+@contextmanager
+def outbox_server(args: argparse.Namespace) -> Iterator[tuple[str, str, int]]:
+    """The outbox and the target, started; yields (base URL, agent key, target port)."""
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-mcp-"))
+        stack.callback(shutil.rmtree, workdir, True)
+        target_port = stack.enter_context(target_server(workdir))
+        write_policies(workdir, target_port)
+        if args.database == "postgresql":
+            database_url = create_database("outbox_bench_mcp")
+            stack.callback(drop_database, database_url)
+        else:
+            database_url = f"sqlite:///{workdir}/.outbox/outbox.db"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
+        env.update(
+            {
+                "OUTBOX_DATABASE_URL": database_url,
+                "OUTBOX_DATA_DIR": str(workdir / ".outbox"),
+                "OUTBOX_POLICY_DIR": str(workdir / "policies"),
+                "OUTBOX_LOG_LEVEL": "WARNING",
+                "OUTBOX_POLICY_WATCH": "false",
+                "PYTHONPATH": str(REPO),
+            }
+        )
+        outbox_cli(env, workdir, "db", "upgrade")
+        key = outbox_cli(env, workdir, "agents", "create", "bench", "--role", "http-reader")
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "outbox.api.app:create_app",
+            "--port",
+            str(port),
+            *UVICORN_FLAGS,
+        ]
+        url = f"http://127.0.0.1:{port}"
+        stack.enter_context(serving(argv, env=env, cwd=workdir, log=workdir / "outbox.log", ready_url=url))
+        yield url, key, target_port
+
+
+def tools_call(url: str, key: str) -> dict[str, Any]:
+    """A 2026-07-28 tools/call request body (the envelope in `_meta`), a fresh key each time."""
+    return {
+        "jsonrpc": "2.0",
+        "id": uuid.uuid4().hex,
+        "method": "tools/call",
+        "params": {
+            "name": "http__request",
+            "arguments": {"method": "GET", "url": url},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                KEY_META: key,
+            },
+        },
+    }
+
+
+async def run(args: argparse.Namespace, url: str, key: str, target: str) -> list[Face]:
+    bearer = {"Authorization": f"Bearer {key}"}
+    mcp_headers = {
+        **bearer,
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "http__request",
+    }
+    async with (
+        httpx.AsyncClient(base_url=url, headers=bearer, timeout=60) as http,
+        httpx.AsyncClient(base_url=url, headers=mcp_headers, timeout=60) as raw,
+        httpx2.AsyncClient(headers=bearer, timeout=60) as sdk_http,
+        Client(streamable_http_client(f"{url}/mcp", http_client=sdk_http), mode=MODERN, cache=None) as sdk,
+    ):
+        await sdk.list_tools()  # the SDK checks results against the listed output schema
+
+        async def over_http() -> None:
+            body = {"tool": "http.request", "args": {"method": "GET", "url": target}}
+            headers = {"Idempotency-Key": uuid.uuid4().hex, "Prefer": "wait=30"}
+            answer = await http.post("/v1/actions", json=body, headers=headers)
+            if answer.status_code != 200 or answer.json()["status"] != "succeeded":
+                raise SystemExit(f"HTTP: {answer.status_code} {answer.text[:300]}")
+
+        async def over_mcp_raw() -> None:
+            answer = await raw.post("/mcp", json=tools_call(target, uuid.uuid4().hex))
+            result = answer.json().get("result", {})
+            if answer.status_code != 200 or (result.get("structuredContent") or {}).get("status") != "succeeded":
+                raise SystemExit(f"MCP raw: {answer.status_code} {answer.text[:300]}")
+
+        async def over_mcp_sdk() -> None:
+            result = await sdk.call_tool(
+                "http__request", {"method": "GET", "url": target}, meta={KEY_META: uuid.uuid4().hex}
+            )
+            if result.is_error or (result.structured_content or {}).get("status") != "succeeded":
+                raise SystemExit(f"MCP SDK: {result}")
+
+        faces = [
+            Face("POST /v1/actions, Prefer: wait", over_http),
+            Face("MCP tools/call, raw httpx", over_mcp_raw),
+            Face("MCP tools/call, SDK client", over_mcp_sdk),
+        ]
+        for round_number in range(args.warmup + args.calls):
+            for face in faces:
+                started = time.perf_counter()
+                await face.call()
+                if round_number >= args.warmup:
+                    face.seconds.append(time.perf_counter() - started)
+        return faces
+
+
+def report(args: argparse.Namespace, faces: list[Face]) -> None:
+    print(
+        f"database {args.database}; {args.calls} calls per face after {args.warmup} warm-up, one in flight, "
+        f"interleaved; {os.cpu_count()} CPUs, {load_average()}\n"
+    )
+    print(f"{'face':<34} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for face in faces:
+        print(
+            f"{face.name:<34} {face.percentile(0.5):>8.2f} {face.percentile(0.9):>8.2f} "
+            f"{face.percentile(0.99):>8.2f} {statistics.fmean(face.seconds) * 1000:>8.2f}"
+        )
+    http = faces[0]
+    print()
+    for face in faces[1:]:
+        print(
+            f"{face.name} / HTTP: p50 {face.percentile(0.5) / http.percentile(0.5):.2f}x, "
+            f"p99 {face.percentile(0.99) / http.percentile(0.99):.2f}x"
+        )
+
+
+def main() -> None:
+    args = parse_args()
+    with outbox_server(args) as (url, key, target_port):
+        faces = asyncio.run(run(args, url, key, f"http://127.0.0.1:{target_port}/ping"))
+    report(args, faces)
+
+
+if __name__ == "__main__":
+    main()
