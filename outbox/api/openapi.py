@@ -284,6 +284,11 @@ def _document_operation(route: _Operation, operation: dict[str, Any]) -> None:
         operation["security"] = []
     if (method, route.path) == ("post", "/v1/actions"):
         _document_submit(operation)
+    if (method, route.path) == ("get", "/v1/actions"):
+        # The route takes a string and refuses any other value than a status (422): say which.
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] == "status":
+                parameter["schema"] = {"$ref": "#/components/schemas/ActionStatus"}
     if "requestBody" in operation:
         statuses |= {400, 413, 422}
     html_errors = _HTML_ERRORS.get((method, route.path), set())

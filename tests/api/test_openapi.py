@@ -296,3 +296,16 @@ def test_a_405_lists_every_method_of_the_resource(
     assert response.status_code == 405
     assert response.headers["allow"] == allowed
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_the_status_filter_of_the_action_list_names_the_statuses(
+    spec: dict[str, Any], client: TestClient, reader_key: str
+) -> None:
+    listing = spec["paths"]["/v1/actions"]["get"]
+    status = next(p for p in listing["parameters"] if p["name"] == "status")
+    assert status["schema"] == {"$ref": "#/components/schemas/ActionStatus"}
+    statuses = spec["components"]["schemas"]["ActionStatus"]["enum"]
+    assert {"queued", "succeeded", "awaiting_approval", "denied"} <= set(statuses)
+    for value in statuses:
+        assert client.get(f"/v1/actions?status={value}", headers=bearer(reader_key)).status_code == 200
+    assert client.get("/v1/actions?status=done", headers=bearer(reader_key)).status_code == 422
