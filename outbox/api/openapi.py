@@ -14,7 +14,10 @@ FastAPI derives paths, parameters and success bodies from the routes. Added here
 - every client error as RFC 9457 `application/problem+json` with one `Problem` schema, FastAPI's
   own 422 shape replaced: the statuses every operation can answer (400 for a NUL in the target;
   401 when it takes a credential; 400/413/422 for a JSON body; 404 for a path parameter) plus
-  the ones an operation adds (`_EXTRA_STATUSES`). FastAPI's `HTTPValidationError` is gone.
+  the ones an operation adds (`_EXTRA_STATUSES`). FastAPI's `HTTPValidationError` is gone;
+- names a generator turns into code: each operationId is the handler's name (`submit_action`),
+  inline response schemas lose FastAPI's "Response Healthz Healthz Get" titles, and schema names
+  are plain (tests/api/test_openapi.py keeps them so).
 
 The interactive pages live in outbox/api/docs.py.
 """
