@@ -25,6 +25,8 @@ def free_port() -> int:
 def outbox_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
     env.update({"OUTBOX_LOG_JSON": "false", "OUTBOX_LOG_LEVEL": "WARNING", "OUTBOX_POLICY_WATCH": "false"})
+    # `outbox serve` refuses to start when its mail sink's port is taken: never the machine's 2525.
+    env["OUTBOX_MAIL_SINK_PORT"] = str(free_port())
     env.update(values)
     return env
 
