@@ -142,15 +142,15 @@ def answer_for(action: ActionOut, *, replayed: bool = False) -> Answer:
 
 
 def seconds_until(moment: datetime) -> int:
-    """Whole seconds from now until `moment`, at least 1 (Retry-After: asking again at once, or
-    when the moment has just passed but the sweeper has not resumed the action yet, is early)."""
+    """Whole seconds from now until `moment`, at least 1: a Retry-After of 0 would invite asking
+    again at once, and a moment just past means the sweeper has not resumed the action yet."""
     return max(1, math.ceil((moment - utcnow()).total_seconds()))
 
 
 def replayed_answer(stored: idempotency.Replay) -> Answer:
     """A key's answer again: the action it recorded as it is now (a retrying agent must not
     believe a finished action is still queued; docs/idempotency.md says why this departs from the
-    IETF draft's stored response). An answer that recorded no action is replayed as stored."""
+    usual replay of the stored response). An answer that recorded no action is replayed as stored."""
     if stored.current is None:
         action_id = stored.action_id or stored.body.get("id") or stored.body.get("action_id")
         return Answer(stored.status, stored.body, action_id, replayed=True)
