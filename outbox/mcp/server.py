@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio.to_thread
@@ -77,11 +77,15 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Handlers:
     """The MCP methods, bound to the runtime of the app that serves them."""
 
     runtime: Runtime
+    # Argument schemas by tool name, for the policy version in `_schemas_of` (building one can
+    # take most of a millisecond; the SDK asks for it on every tools/call).
+    _schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _schemas_of: str | None = None
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
@@ -134,8 +138,16 @@ class _Handlers:
     def input_schema(self, name: str) -> dict[str, Any] | None:
         """A tool's argument schema by name, for the SDK's `Mcp-Param-*` header check, which
         would otherwise run the whole tools/list handler before every call."""
-        tool = find_tool(self.runtime.policy.current.tools, name)
-        return tool.args_schema() if tool is not None else None
+        active = self.runtime.policy.current
+        if self._schemas_of != active.version:
+            self._schemas, self._schemas_of = {}, active.version
+        schema = self._schemas.get(name)
+        if schema is None:
+            tool = find_tool(active.tools, name)
+            if tool is None:
+                return None  # not cached: the names a client sends are unbounded
+            schema = self._schemas[name] = tool.args_schema()
+        return schema
 
 
 def build_server(runtime: Runtime) -> Server[Any]:
