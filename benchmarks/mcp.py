@@ -6,20 +6,22 @@ POST /v1/actions with `Prefer: wait`, against one real server, in one run.
 One outbox (`uvicorn --factory outbox.api.app:create_app`, what `outbox serve` runs: embedded
 workers in the same process) on the shipped policies, with benchmarks/_target.py as the target of
 `http.request`. One agent (`http-reader`) makes the same allowed call, `GET` to the target, each
-time a new action (a fresh idempotency key per call), and waits for its outcome (`succeeded`):
+time a new action (a fresh idempotency key and query string per call), and waits for its outcome
+(`succeeded`):
 
 a. **HTTP**: `POST /v1/actions` with `Idempotency-Key` and `Prefer: wait=30`, answered 200 when the
    action has run; httpx, one kept-alive connection.
 b. **MCP, raw**: the same call as a 2026-07-28 `tools/call` POSTed to /mcp with httpx (one
    kept-alive connection, the key in `_meta`): the server's cost of the MCP face, with no client
-   library in the way.
+   library in the way; and the same **without a key**, as most MCP clients call: the gateway
+   derives one (and first looks up the previous window's).
 c. **MCP, SDK client**: `mcp.Client.call_tool` over the SDK's Streamable HTTP client, one
    connected client: what an agent using the official SDK sees (the client adds its own work:
    pydantic models, the output schema check of every result).
 
-The calls are sequential (one in flight: this is latency, not throughput) and interleaved, a, b,
-c, a, b, c, …, so that the three see the same machine, database size and worker state. A warm-up
-round of each runs first and is not counted. Printed: p50, p90, p99 and mean per face, and the
+The calls are sequential (one in flight: this is latency, not throughput) and interleaved (a, b,
+b without a key, c, a, …), so that all see the same machine, database size and worker state. A
+warm-up round of each runs first and is not counted. Printed: p50, p90, p99 and mean per face, and the
 ratios to HTTP. With `--database postgresql` a fresh database is created and dropped.
 """
 
@@ -128,22 +130,25 @@ def outbox_server(args: argparse.Namespace) -> Iterator[tuple[str, str, int]]:
         yield url, key, target_port
 
 
-def tools_call(url: str, key: str) -> dict[str, Any]:
-    """A 2026-07-28 tools/call request body (the envelope in `_meta`), a fresh key each time."""
+def tools_call(url: str, key: str | None) -> dict[str, Any]:
+    """A 2026-07-28 tools/call request body (the envelope in `_meta`), with `key` if given."""
+    meta: dict[str, Any] = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    if key is not None:
+        meta[KEY_META] = key
     return {
         "jsonrpc": "2.0",
         "id": uuid.uuid4().hex,
         "method": "tools/call",
-        "params": {
-            "name": "http__request",
-            "arguments": {"method": "GET", "url": url},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": MODERN,
-                "io.modelcontextprotocol/clientCapabilities": {},
-                KEY_META: key,
-            },
-        },
+        "params": {"name": "http__request", "arguments": {"method": "GET", "url": url}, "_meta": meta},
     }
+
+
+def fresh(target: str) -> str:
+    """The target with a query of its own: a new call every time, even without a key."""
+    return f"{target}?call={uuid.uuid4().hex}"
 
 
 async def run(args: argparse.Namespace, url: str, key: str, target: str) -> list[Face]:
@@ -164,28 +169,35 @@ async def run(args: argparse.Namespace, url: str, key: str, target: str) -> list
         await sdk.list_tools()  # the SDK checks results against the listed output schema
 
         async def over_http() -> None:
-            body = {"tool": "http.request", "args": {"method": "GET", "url": target}}
+            body = {"tool": "http.request", "args": {"method": "GET", "url": fresh(target)}}
             headers = {"Idempotency-Key": uuid.uuid4().hex, "Prefer": "wait=30"}
             answer = await http.post("/v1/actions", json=body, headers=headers)
             if answer.status_code != 200 or answer.json()["status"] != "succeeded":
                 raise SystemExit(f"HTTP: {answer.status_code} {answer.text[:300]}")
 
-        async def over_mcp_raw() -> None:
-            answer = await raw.post("/mcp", json=tools_call(target, uuid.uuid4().hex))
+        async def over_mcp_raw(key: str | None) -> None:
+            answer = await raw.post("/mcp", json=tools_call(fresh(target), key))
             result = answer.json().get("result", {})
             if answer.status_code != 200 or (result.get("structuredContent") or {}).get("status") != "succeeded":
                 raise SystemExit(f"MCP raw: {answer.status_code} {answer.text[:300]}")
 
+        async def over_mcp_keyed() -> None:
+            await over_mcp_raw(uuid.uuid4().hex)
+
+        async def over_mcp_keyless() -> None:
+            await over_mcp_raw(None)
+
         async def over_mcp_sdk() -> None:
             result = await sdk.call_tool(
-                "http__request", {"method": "GET", "url": target}, meta={KEY_META: uuid.uuid4().hex}
+                "http__request", {"method": "GET", "url": fresh(target)}, meta={KEY_META: uuid.uuid4().hex}
             )
             if result.is_error or (result.structured_content or {}).get("status") != "succeeded":
                 raise SystemExit(f"MCP SDK: {result}")
 
         faces = [
             Face("POST /v1/actions, Prefer: wait", over_http),
-            Face("MCP tools/call, raw httpx", over_mcp_raw),
+            Face("MCP tools/call, raw httpx", over_mcp_keyed),
+            Face("MCP tools/call, raw, no key", over_mcp_keyless),
             Face("MCP tools/call, SDK client", over_mcp_sdk),
         ]
         for round_number in range(args.warmup + args.calls):
