@@ -25,6 +25,7 @@ from outbox.mail.config import (
     load_mail_config,
 )
 from outbox.mail.sending.unsubscribe import MIN_SECRET_BYTES
+from outbox.state_files import private_directory
 
 log = structlog.get_logger(__name__)
 SECRET_FILE = "unsubscribe-secret"  # noqa: S105 - a file name, not a secret
@@ -113,7 +114,7 @@ def unsubscribe_secret(settings: Settings) -> bytes:
         raise ValueError("OUTBOX_UNSUBSCRIBE_SECRET is required in production")
     path = settings.data_dir / SECRET_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent)  # the data directory is 0700 from whichever file comes first
         draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as out:
