@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlmodel import select
 
 from outbox.actions.models import Action
@@ -75,9 +76,20 @@ class Answers:
 
 
 @pytest.fixture
-def case_runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
-    """A runtime on the test's policy directory, with the targets tool loaded beside the real ones."""
-    return make_runtime(RecordingDispatcher(), providers=[*BUILTIN_PROVIDERS, provide_targets_tool])
+def case_runtime(make_runtime: Callable[..., Runtime], tmp_path: Path) -> Runtime:
+    """A runtime on the test's policy directory, with the targets tool loaded beside the real ones.
+
+    It has every secret and directory the shipped command tools need: a tool that cannot run here
+    is refused before policy is asked to record anything (503), and these tests compare decisions."""
+    for name in ("terraform", "repo"):
+        (tmp_path / name).mkdir()
+    return make_runtime(
+        RecordingDispatcher(),
+        providers=[*BUILTIN_PROVIDERS, provide_targets_tool],
+        sandbox_secrets={"kubeconfig": SecretStr("unused"), "terraform-credentials": SecretStr("unused")},
+        sandbox_mounts={"terraform": tmp_path / "terraform"},
+        sandbox_repo_dir=tmp_path / "repo",
+    )
 
 
 class Agents:
