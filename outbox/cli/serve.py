@@ -146,8 +146,8 @@ def banner(plan: ServePlan, *, host: str, port: int, workers: int, mcp: bool) ->
         elsewhere = "" if plan.runs_sink else f" (smtp://{SINK_HOST}:{settings.mail_sink_port}: `outbox mail sink`)"
         lines.append(f"  dev mail     {', '.join(development)}: to the sink only{elsewhere}, no DNS checks")
     lines.append(f"  database     {_database(settings)}")
-    watch = ", reloaded on change" if settings.policy_watch else ""
-    lines.append(f"  policies     {settings.policy_dir}{watch}")
+    watch = " (reloaded when a file changes)" if settings.policy_watch else ""
+    lines.append(f"  policies     {settings.policy_dir}/{watch}")
     if "file" in settings.audit_checkpoint_sinks:
         lines.append(f"  audit        checkpoints in {checkpoint_file(settings)}")
     if settings.audit_signing_key is None and settings.audit_signing_key_file is None:

@@ -141,7 +141,7 @@ def test_a_first_serve_says_where_everything_is_asks_no_dns_and_delivers_the_qui
     assert f"  mail sink    smtp://127.0.0.1:{first_run.sink_port} → .outbox/maildir\n" in banner
     assert f"  dev mail     {', '.join(DEVELOPMENT)}: to the sink only, no DNS checks\n" in banner
     assert "  database     .outbox/outbox.db (SQLite)\n" in banner
-    assert "  policies     policies\n" in banner
+    assert "  policies     policies/\n" in banner  # OUTBOX_POLICY_WATCH=false in tests
     assert "  audit        checkpoints in .outbox/audit-checkpoints.jsonl\n" in banner
 
     assert not ALEMBIC_CHATTER.search(output), output[:3000]
