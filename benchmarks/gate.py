@@ -24,8 +24,9 @@ c. **the outbox** (`uvicorn --factory outbox.api.app:create_app`, what `outbox s
      for coordinated omission). Gives p99/p50 below saturation.
    - **denied** (403): the same call to `/admin/…` of the target, which the shipped rules deny
      to `http-reader`; the denial is recorded as an action, like in production.
-   - **replay**: one Idempotency-Key, used once before the load, then repeated by every request:
-     each answer is the stored one (`Idempotent-Replayed: true`, counted).
+   - **replay**: one Idempotency-Key, used once before the load and run to the end, then
+     repeated by every request: each answer is the action as it is now, 200 `succeeded`
+     (`Idempotent-Replayed: true`, counted), read without a write lock.
    - **end to end**, `Prefer: wait=30`: the allowed call, answered when the action is terminal
      (200); completed actions per second.
 d. **the target** of `http.request`: benchmarks/_target.py, an asyncio server answering 200
@@ -259,7 +260,9 @@ def _gate_loads(bench: Bench, url: str, pid: int, counts: ActionCounts) -> GateR
     )
     if first.status_code != 202:
         raise SystemExit(f"the replay key's first request answered {first.status_code}: {first.text}")
-    replay = measure("c. gate replay (202)", url, pid, bench.load(202, key=replay_key), shape)
+    # A replay answers with the action as it is now: once it has run, 200.
+    counts.wait_drained(args.drain_timeout)
+    replay = measure("c. gate replay (200)", url, pid, bench.load(200, key=replay_key), shape)
     counts.wait_drained(args.drain_timeout)
     wait_shape = Shape(args.threads, args.connections, args.duration, timeout_seconds=45)
     wait = measure("e. end to end, Prefer: wait=30 (200)", url, pid, bench.load(200, prefer="wait=30"), wait_shape)
