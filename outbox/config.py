@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     max_wait_seconds: int = Field(default=60, ge=0, le=60)
     page_size_max: int = Field(default=100, ge=1)
 
+    # The port the API listens on (`outbox serve --port` sets it): the sandboxes' network
+    # profiles are fenced off it, like off every other port of the outbox's own.
+    api_port: int = Field(default=8000, ge=1, le=65535)
+
     # The MCP face at /mcp (docs/mcp.md). Host and Origin headers it answers: the SDK's DNS
     # rebinding protection, kept on. `host:*` allows any port of that host. Behind a proxy or on
     # a public name, add the name clients use (JSON lists).

@@ -48,7 +48,8 @@ _SECRET_VALUE = re.compile(
     re.DOTALL,
 )
 _MAX_DEPTH = 8
-_CHATTY_LOGGERS = ("casbin", "httpx", "httpx2", "httpcore", "alembic.runtime.plugins")
+# aiosmtpd's "mail.log" logs every SMTP command of the sink at INFO, recipients included.
+_CHATTY_LOGGERS = ("casbin", "httpx", "httpx2", "httpcore", "alembic.runtime.plugins", "mail.log")
 
 _log_context: ContextVar[dict[str, Any] | None] = ContextVar("outbox_log_context", default=None)
 

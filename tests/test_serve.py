@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from outbox.cli.main import app
-from outbox.config import get_settings
+from outbox.cli.serve import plan_serve
+from outbox.commands.provider import sandbox_settings
+from outbox.config import Settings, get_settings
 from tests.conftest import POLICIES
 from tests.support.processes import OUTBOX, free_port, outbox_env
 
@@ -123,3 +125,16 @@ def test_a_mail_config_that_does_not_load_stops_serve_before_it_migrates(fresh_c
     assert result.returncode != 0
     assert "a development subdomain delivers only to the local sink" in result.stderr
     assert not (fresh_copy / ".outbox").exists()
+
+
+def test_the_port_serve_listens_on_is_fenced_off_the_sandboxes_like_every_port_of_the_outbox(tmp_path: Path) -> None:
+    shutil.copytree(POLICIES, tmp_path / "policies")
+    settings = Settings(policy_dir=tmp_path / "policies", data_dir=tmp_path / ".outbox")
+    port = free_port()
+
+    plan = plan_serve(settings, port=port, sink_port=None)
+
+    assert plan.settings.api_port == port
+    reserved = sandbox_settings(plan.settings).network_reserved_ports
+    assert port in reserved
+    assert settings.api_port not in reserved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -90,6 +91,7 @@ def serve(
         # Several processes: uvicorn imports the factory in each; the settings come from the
         # environment, as they do here. They bind the port themselves.
         sock.close()
+        os.environ["OUTBOX_API_PORT"] = str(port)
         uvicorn.run(
             "outbox.api.app:create_app",
             factory=True,

@@ -66,6 +66,7 @@ def plan_serve(settings: Settings, *, port: int, sink_port: int | None) -> Serve
             f"no policy directory at {settings.policy_dir.resolve()}: run `outbox serve` in the directory "
             "that holds policies/ (the clone's root), or set OUTBOX_POLICY_DIR"
         )
+    settings = settings.model_copy(update={"api_port": port})
     if sink_port is not None:
         settings = settings.model_copy(update={"mail_sink_port": sink_port})
     mail = _mail_config(settings)

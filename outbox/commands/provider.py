@@ -16,7 +16,6 @@ from outbox.state_files import state_paths
 from outbox.toolkit.registry import ToolServices
 
 # `outbox serve --port` defaults to this; the API's port is not a setting.
-DEFAULT_API_PORT = 8000
 
 
 def sandbox_settings(settings: Settings) -> SandboxSettings:
@@ -48,7 +47,7 @@ def sandbox_settings(settings: Settings) -> SandboxSettings:
 
 def _own_ports(settings: Settings) -> list[int]:
     """The ports the outbox listens on or keeps its state behind."""
-    ports = [DEFAULT_API_PORT, settings.mail_sink_port]
+    ports = [settings.api_port, settings.mail_sink_port]
     for url in (settings.database_url, settings.broker_url):
         if url is None:
             continue

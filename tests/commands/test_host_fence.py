@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from outbox.commands import SandboxConfigurationError, SandboxSettings, SandboxUnavailable, check_isolation
-from outbox.commands.provider import DEFAULT_API_PORT, sandbox_settings
+from outbox.commands.provider import sandbox_settings
 from outbox.config import Settings
 from tests.commands.test_sandbox import python
 
@@ -101,7 +101,7 @@ def test_a_network_profile_cannot_reach_a_service_on_the_host_s_own_addresses(
 
 @pytest.mark.parametrize("port_of", ["api", "mail_sink"])
 def test_a_network_profile_cannot_reach_the_outbox_s_own_ports(settings: SandboxSettings, port_of: str) -> None:
-    port = DEFAULT_API_PORT if port_of == "api" else Settings().mail_sink_port
+    port = Settings().api_port if port_of == "api" else Settings().mail_sink_port
     server = listen_on(port)  # the real port; if another process already serves it, that one
     try:
         assert reachable_from_the_host("127.0.0.1", port)
@@ -145,7 +145,7 @@ def test_a_port_the_deployment_allows_stays_reachable_and_only_that_one(
 
 
 def test_profiles_without_network_are_untouched_by_the_fence(settings: SandboxSettings) -> None:
-    result = python(CONNECT_TCP.format(host="127.0.0.1", port=DEFAULT_API_PORT), settings, profile="default")
+    result = python(CONNECT_TCP.format(host="127.0.0.1", port=Settings().api_port), settings, profile="default")
 
     assert "network:shared" not in result.isolation
     assert "host-services:blocked" not in result.isolation
@@ -186,7 +186,7 @@ def test_the_sandbox_check_reports_network_profiles_unavailable_without_the_fenc
 @pytest.mark.parametrize(
     ("changes", "port"),
     [
-        ({}, DEFAULT_API_PORT),
+        ({}, Settings().api_port),
         ({}, 2525),
         ({"mail_sink_port": 2600}, 2600),
         ({"database_url": "postgresql://outbox@127.0.0.1/outbox"}, 5432),
