@@ -90,6 +90,9 @@ def _status_text(status: MailStatusOut) -> str:
             f"{b.complaint_threshold:.2%}), minimum sample {b.minimum_sample}, since {b.since:%Y-%m-%d %H:%M} UTC"
         )
         d = sub.dns
+        if d.development:
+            lines.append("  dns         development: sink only, DNS never checked")
+            continue
         verdict = "not checked" if d.ok is None else ("ok" if d.ok else "FAILING")
         enforced = "enforced" if d.enforced else "not enforced"
         checked = f", checked {d.checked_at:%Y-%m-%d %H:%M} UTC" if d.checked_at else ""

@@ -49,6 +49,8 @@ class BreakerOut(BaseModel):
 
 class DnsOut(BaseModel):
     enforced: bool
+    # A development subdomain delivers to the local sink only and its DNS is never looked up.
+    development: bool = False
     ok: bool | None
     blocked: bool
     reason: str | None

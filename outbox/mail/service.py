@@ -321,6 +321,7 @@ def _dns_out(session: Session, sub: SubdomainConfig) -> DnsOut:
     dns_ok = state.dns_ok if state else None
     return DnsOut(
         enforced=sub.enforce_dns_checks,
+        development=sub.development,
         ok=dns_ok,
         blocked=blocks_sending(sub.enforce_dns_checks, dns_ok),
         reason=state.dns_reason if state else None,
