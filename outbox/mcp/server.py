@@ -116,7 +116,8 @@ class _Handlers:
                     meta=meta,
                 )
             )
-        return types.ListToolsResult(tools=tools)
+        # Per agent, and a policy reload changes it: private, and stale at once (2026-07-28 hints).
+        return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
