@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import mcp_types as types
@@ -181,3 +182,14 @@ def test_every_handshake_era_version_is_negotiated_as_asked(outbox: RunningOutbo
     assert result["protocolVersion"] == version
     assert result["serverInfo"]["name"] == "agent-outbox"
     assert "tools" in result["capabilities"]
+
+
+def test_tools_list_follows_a_policy_reload(outbox: RunningOutbox, policy_dir: Path) -> None:
+    key = outbox.agent("reader", "http-reader")
+    assert [tool.name for tool in listed(outbox, key)] == ["http__request"]
+
+    with (policy_dir / "rules.csv").open("a", encoding="utf-8") as rules:
+        rules.write("\np, role:http-reader, terraform:*, plan, allow\n")
+    assert outbox.runtime.policy.reload()[0]
+
+    assert [tool.name for tool in listed(outbox, key)] == ["http__request", "terraform__plan"]
