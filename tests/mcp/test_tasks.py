@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import mcp_types as types
 import pytest
+import yaml
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
@@ -165,3 +168,37 @@ def test_tasks_get_needs_the_extension_and_the_agent_that_owns_the_task(
             assert "Task not found" in foreign.value.message
 
     asyncio.run(scenario())
+
+
+def test_a_deferred_call_is_answered_at_once_pending_and_as_a_task_for_a_client_that_takes_tasks(
+    make_outbox: Callable[..., RunningOutbox], policy_dir: Path, target_server: TargetServer
+) -> None:
+    # One request a minute to the target: the first call runs, the next ones wait for the window.
+    limits = yaml.safe_load((policy_dir / "http.yaml").read_text())
+    limits["hosts"][f"127.0.0.1:{target_server.port}"] = {"requests_per_minute": 1, "max_concurrent": 1}
+    (policy_dir / "http.yaml").write_text(yaml.safe_dump(limits))
+    outbox = make_outbox()
+    key = outbox.agent("writer", "http-writer")
+    post = {"method": "POST", "url": f"{target_server.base_url}/first"}
+
+    async def scenario() -> tuple[types.CallToolResult, types.CallToolResult, CreatedTask]:
+        async with mcp_client(outbox.mcp_url, key) as client:
+            first = await client.call_tool("http__request", post)
+            deferred = await client.call_tool("http__request", {**post, "url": f"{target_server.base_url}/second"})
+        async with mcp_client(outbox.mcp_url, key, extensions=[TasksExtension()]) as tasks_client:
+            task = await created_task(tasks_client, {**post, "url": f"{target_server.base_url}/third"})
+        return first, deferred, task
+
+    first, deferred, task = asyncio.run(scenario())
+
+    assert first.structured_content is not None and first.structured_content["status"] == "succeeded"
+    assert deferred.is_error is False
+    assert deferred.structured_content is not None
+    assert deferred.structured_content["status"] == "deferred"
+    assert deferred.structured_content["not_before"] is not None
+    assert "is deferred until" in text(deferred)
+    assert "allows 1 request(s) per minute" in text(deferred)
+    assert deferred.meta is not None and deferred.meta["dev.agent-outbox/retry_after_seconds"] > 0
+    assert task.status == "working"
+    assert task.status_message is not None and task.status_message.startswith("Deferred until")
+    assert [r.path for r in target_server.received()] == ["/first"]
