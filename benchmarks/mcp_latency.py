@@ -1,7 +1,7 @@
 """The round trip of an allowed call over MCP tools/call, next to the same call over
 POST /v1/actions with `Prefer: wait`, against one real server, in one run.
 
-    python benchmarks/mcp.py [--database sqlite|postgresql] [--calls 400] [--warmup 40]
+    python benchmarks/mcp_latency.py [--database sqlite|postgresql] [--calls 400] [--warmup 40]
 
 One outbox (`uvicorn --factory outbox.api.app:create_app`, what `outbox serve` runs: embedded
 workers in the same process) on the shipped policies, with benchmarks/_target.py as the target of
@@ -41,12 +41,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-# This script is named like the SDK's package: run as `python benchmarks/mcp.py`, its directory
-# is first on sys.path and `import mcp` would import this file. Searched last, it still finds
-# `_servers` and no longer hides the SDK.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.append(sys.path.pop(0))
 
 import httpx
 import httpx2
