@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     # How long a tools/call waits for the action to settle before answering with it pending.
     mcp_call_wait_seconds: float = Field(default=10.0, ge=0, le=60)
 
+    # The web console at /console (docs/console.md): sessions are server-side rows.
+    console_session_minutes: int = Field(default=480, ge=5, le=10_080)
+    # Failed sign-ins allowed per e-mail address and per client address in 15 minutes.
+    console_login_attempts: int = Field(default=5, ge=1, le=1000)
+    # Sign-in through an authenticating proxy (oauth2-proxy, Pomerium, …): the header carrying
+    # the signed-in person's e-mail is trusted only from these addresses or networks (JSON list,
+    # e.g. ["10.0.0.5", "10.0.1.0/24"]); from anywhere else it is refused. Empty: no proxy.
+    console_trusted_proxies: list[str] = Field(default_factory=list)
+    console_identity_header: str = "X-Forwarded-Email"
+
     # Policy: reload on file change (the embedded server and API replicas watch the directory).
     policy_watch: bool = True
 
