@@ -19,6 +19,7 @@ from outbox.api.middleware import RequestContextMiddleware
 from outbox.api.openapi import install_openapi
 from outbox.approvals import api as approvals_api
 from outbox.config import Settings, get_settings
+from outbox.console.app import install_console
 from outbox.logs import configure_logging
 from outbox.mail import api as mail_api
 from outbox.mcp.auth import MCP_PATH, METADATA_PATH
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(slack_api.router)
     app.include_router(metrics.router)
     app.include_router(mail_api.router)
+    install_console(app)
     _mount_mcp(app, mcp)
     install_openapi(app)
     # Added first, so it runs inside the request context (its problems carry the request id).
