@@ -15,6 +15,7 @@ from outbox.mail.models import (
     MailSuppression,
 )
 from outbox.slack.models import SlackSeenRequest
+from outbox.users.models import ConsoleSession, LoginAttempt, User
 
 __all__ = [
     "Action",
@@ -25,12 +26,15 @@ __all__ = [
     "AuditEvent",
     "BudgetCounter",
     "ConcurrencySlot",
+    "ConsoleSession",
     "Delivery",
     "IdempotencyRecord",
+    "LoginAttempt",
     "MailDelivery",
     "MailFeedbackEvent",
     "MailPause",
     "MailSubdomainState",
     "MailSuppression",
     "SlackSeenRequest",
+    "User",
 ]

@@ -18,6 +18,7 @@ from outbox.cli.sandbox import sandbox_app
 from outbox.cli.status import status as status_command
 from outbox.config import Settings, get_settings
 from outbox.mail.cli import mail_app
+from outbox.users.cli import users_app
 
 app = typer.Typer(no_args_is_help=True, help="agent-outbox: the gate between AI agents and the real world.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -30,6 +31,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(mail_app, name="mail")
+app.add_typer(users_app, name="users")
 
 CLI_ACTOR = "cli"
 

@@ -1,0 +1,489 @@
+"""Console users and sign-in: the one place that decides who is signed in to the console.
+
+A user is a person policy already knows as `user:<email>` (canonical form from
+`outbox.identities`), so what they may approve is decided by `outbox.approvals.authority` as for
+the CLI and Slack; this module only establishes who is at the keyboard.
+
+Sessions are rows: the cookie carries a random token, the table only its SHA-256. Each session
+has its own CSRF token. Failed password sign-ins are rows too, counted per address and per
+client address over a 15-minute window, so every replica refuses the same attempts. An attempt
+is recorded *before* its password is checked (and forgotten when it succeeds), so that parallel
+guesses cannot all slip under the limit. Every sign-in, refusal, sign-out and user change is an
+audit event written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+from sqlmodel import Session
+
+from outbox.audit.service import record_event
+from outbox.identities import InvalidIdentity, PrincipalKind, parse_principal
+from outbox.sqltypes import new_id, utcnow
+from outbox.users import repository
+from outbox.users.errors import (
+    ConsoleMisconfigured,
+    InvalidCredentials,
+    InvalidEmail,
+    ProxyIdentityRefused,
+    SignInRefused,
+    TooManySignInAttempts,
+    UserDisabled,
+    UserExists,
+    UserNotFound,
+)
+from outbox.users.models import ConsoleSession, LoginAttempt, Role, User
+from outbox.users.passwords import checked_password_hash, hash_password, needs_rehash, verify_password
+from outbox.users.schemas import ConsoleUser, SignedIn, UserOut
+
+if TYPE_CHECKING:
+    from outbox.config import Settings
+    from outbox.db import Database
+
+log = structlog.get_logger(__name__)
+
+# The rate-limit window; the limit itself is `Settings.console_login_attempts`.
+ATTEMPT_WINDOW = timedelta(minutes=15)
+# Who the audit log names for a refused sign-in whose address is not one.
+ANONYMOUS = "anonymous"
+_CLIENT_IP_CHARS = 64
+
+
+class UsersRuntime(Protocol):
+    """What sign-in needs of `outbox.runtime.Runtime`."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def db(self) -> Database: ...
+
+
+# Identities
+
+
+def canonical_email(text: str) -> str:
+    """The canonical address of `ada@example.com` or `user:Ada@Example.com`, or InvalidEmail."""
+    try:
+        principal = parse_principal(text)
+    except InvalidIdentity as exc:
+        raise InvalidEmail(exc.message) from exc
+    if principal.kind is not PrincipalKind.EMAIL:
+        raise InvalidEmail(f"{text!r} is not an e-mail address; console users are people with an address.")
+    return principal.value
+
+
+def _user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        identity=f"user:{user.email}",
+        role=Role(user.role),
+        disabled=user.disabled,
+        has_password=user.password_hash is not None,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+    )
+
+
+# Managing users (the CLI)
+
+
+def add_user(db: Database, email: str, *, role: Role = Role.APPROVER, actor: str) -> UserOut:
+    """Add a user, or enable a disabled one again (with `role`); UserExists for an enabled one."""
+    address = canonical_email(email)
+
+    def add(session: Session) -> UserOut:
+        user = repository.find_user(session, address)
+        if user is not None and not user.disabled:
+            raise UserExists(address)
+        if user is None:
+            user = User(id=new_id("usr"), email=address, role=role.value)
+            repository.insert(session, user)
+            event = "user.added"
+        else:
+            user.disabled, user.role, user.updated_at = False, role.value, utcnow()
+            repository.insert(session, user)
+            event = "user.enabled"
+        record_event(session, event_type=event, actor=actor, data={"user_id": user.id, "email": address, "role": role})
+        return _user_out(user)
+
+    with db.session() as session:
+        return add(session)
+
+
+def set_password(db: Database, email: str, password: str, *, actor: str) -> UserOut:
+    """Set a user's password (WeakPassword when too short) and end their sessions everywhere."""
+    address = canonical_email(email)
+    new_hash = checked_password_hash(password)  # slow: hashed before the transaction
+    with db.session() as session:
+        user = repository.find_user(session, address)
+        if user is None:
+            raise UserNotFound(address)
+        user.password_hash, user.updated_at = new_hash, utcnow()
+        repository.insert(session, user)
+        ended = repository.delete_sessions_of(session, user.id)
+        record_event(
+            session,
+            event_type="user.password_set",
+            actor=actor,
+            data={"user_id": user.id, "email": address, "sessions_ended": ended},
+        )
+        return _user_out(user)
+
+
+def disable_user(db: Database, email: str, *, actor: str) -> UserOut:
+    """Disable a user and end their sessions; idempotent."""
+    address = canonical_email(email)
+    with db.session() as session:
+        user = repository.find_user(session, address)
+        if user is None:
+            raise UserNotFound(address)
+        user.disabled, user.updated_at = True, utcnow()
+        repository.insert(session, user)
+        ended = repository.delete_sessions_of(session, user.id)
+        record_event(
+            session,
+            event_type="user.disabled",
+            actor=actor,
+            data={"user_id": user.id, "email": address, "sessions_ended": ended},
+        )
+        return _user_out(user)
+
+
+def list_users(db: Database) -> list[UserOut]:
+    with db.read_session() as session:
+        return [_user_out(user) for user in repository.all_users(session)]
+
+
+def get_user(db: Database, email: str) -> UserOut:
+    address = canonical_email(email)
+    with db.read_session() as session:
+        user = repository.find_user(session, address)
+    if user is None:
+        raise UserNotFound(address)
+    return _user_out(user)
+
+
+# Sessions
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _client(client_ip: str | None) -> str:
+    return (client_ip or "unknown")[:_CLIENT_IP_CHARS]
+
+
+def _open_session(session: Session, settings: Settings, user: User, *, via: str, client_ip: str | None) -> SignedIn:
+    token = secrets.token_urlsafe(32)
+    row = ConsoleSession(
+        id=new_id("ses"),
+        token_hash=_token_hash(token),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(32),
+        via=via,
+        client_ip=_client(client_ip),
+        expires_at=utcnow() + timedelta(minutes=settings.console_session_minutes),
+    )
+    repository.insert(session, row)
+    record_event(
+        session,
+        event_type="console.signed_in",
+        actor=f"user:{user.email}",
+        data={"user_id": user.id, "session_id": row.id, "via": via, "client_ip": row.client_ip},
+    )
+    return SignedIn(
+        session_token=token,
+        csrf_token=row.csrf_token,
+        user=ConsoleUser(
+            user_id=user.id,
+            email=user.email,
+            role=Role(user.role),
+            session_id=row.id,
+            csrf_token=row.csrf_token,
+            expires_at=row.expires_at,
+            via=via,
+        ),
+    )
+
+
+def session_user(runtime: UsersRuntime, token: str | None) -> ConsoleUser | None:
+    """The person signed in with the cookie `token`, or None (no such session, expired, user
+    disabled). One read, no write lock: this runs on every console request."""
+    if not token or len(token) > 256:
+        return None
+    with runtime.db.single_reads() as connection:
+        row = repository.session_user_row(connection, _token_hash(token))
+    if row is None or row["disabled"] or row["expires_at"] <= utcnow():
+        return None
+    return ConsoleUser(
+        user_id=row["user_id"],
+        email=row["email"],
+        role=Role(row["role"]),
+        session_id=row["id"],
+        csrf_token=row["csrf_token"],
+        expires_at=row["expires_at"],
+        via=row["via"],
+    )
+
+
+def check_csrf(user: ConsoleUser, token: str | None) -> bool:
+    """Whether a form's CSRF token is this session's, compared in constant time."""
+    if not token:
+        return False
+    return hmac.compare_digest(user.csrf_token.encode(), token.encode("utf-8", "surrogatepass"))
+
+
+def sign_out(runtime: UsersRuntime, token: str | None) -> bool:
+    """End the session of cookie `token`; False when there was none (already ended or expired)."""
+    if not token or len(token) > 256:
+        return False
+    with runtime.db.session() as session:
+        found = repository.session_by_token_hash(session, _token_hash(token))
+        if found is None:
+            return False
+        row, user = found
+        repository.delete_session(session, row.id)
+        record_event(
+            session,
+            event_type="console.signed_out",
+            actor=f"user:{user.email}",
+            data={"user_id": user.id, "session_id": row.id},
+        )
+    return True
+
+
+# Password sign-in
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    attempt_id: int | None
+    user: User | None
+    refusal: TooManySignInAttempts | None
+
+
+def _retry_after(times: Sequence[datetime], limit: int, now: datetime) -> int | None:
+    """Seconds until fewer than `limit` of `times` are inside the window, or None if already."""
+    if len(times) < limit:
+        return None
+    # The attempt whose ageing out brings the count below the limit.
+    frees_at = times[len(times) - limit] + ATTEMPT_WINDOW
+    return max(1, math.ceil((frees_at - now).total_seconds()))
+
+
+def _refused_event(session: Session, actor: str, *, email: str, client_ip: str, via: str, reason: str) -> None:
+    # Never the password, nor anything derived from it.
+    record_event(
+        session,
+        event_type="console.sign_in_failed",
+        actor=actor,
+        data={"email": email, "client_ip": client_ip, "via": via, "reason": reason},
+    )
+
+
+def _begin_attempt(runtime: UsersRuntime, key: str, actor: str, client_ip: str) -> _Attempt:
+    """Refuse when this address or client has used up its attempts; otherwise record the attempt
+    (as failed until the password checks out) and load the user."""
+    settings = runtime.settings
+    limit = settings.console_login_attempts
+
+    def begin(session: Session) -> _Attempt:
+        now = utcnow()
+        since = now - ATTEMPT_WINDOW
+        repository.purge(session, attempts_before=since, sessions_expired_by=now)
+        waits = [
+            _retry_after(repository.failures_since(session, column=column, value=value, since=since), limit, now)
+            for column, value in (("email", key), ("client_ip", client_ip))
+        ]
+        longest = max((wait for wait in waits if wait is not None), default=None)
+        if longest is not None:
+            refusal = TooManySignInAttempts(
+                longest, limit=limit, window_minutes=int(ATTEMPT_WINDOW.total_seconds() // 60)
+            )
+            _refused_event(session, actor, email=key, client_ip=client_ip, via="password", reason=refusal.reason)
+            return _Attempt(None, None, refusal)
+        attempt = LoginAttempt(email=key, client_ip=client_ip, created_at=now)
+        repository.insert(session, attempt)
+        return _Attempt(attempt.id, repository.find_user(session, key), None)
+
+    return runtime.db.write(begin)
+
+
+def sign_in(runtime: UsersRuntime, email: str, password: str, client_ip: str | None) -> SignedIn:
+    """Sign in with a password: a new session, or a SignInRefused (InvalidCredentials,
+    UserDisabled, TooManySignInAttempts). Takes as long for an unknown address as for a known one."""
+    client = _client(client_ip)
+    try:
+        key = canonical_email(email)
+        actor = f"user:{key}"
+    except InvalidEmail:
+        key, actor = (email or "").strip().casefold()[:200], ANONYMOUS
+    attempt = _begin_attempt(runtime, key, actor, client)
+    if attempt.refusal is not None:
+        log.warning("console.sign_in_rate_limited", email=key, client_ip=client)
+        raise attempt.refusal
+    user = attempt.user
+    # Slow by design (argon2), so outside any transaction; a dummy hash when there is no user.
+    matched = verify_password(user.password_hash if user is not None else None, password)
+    refusal: SignInRefused | None = None
+    if user is None or not matched:
+        refusal = InvalidCredentials()
+    elif user.disabled:
+        refusal = UserDisabled(user.email)
+
+    def finish(session: Session) -> SignedIn | None:
+        if refusal is not None:
+            # The attempt stays recorded: it counts against the address and the client.
+            _refused_event(session, actor, email=key, client_ip=client, via="password", reason=refusal.reason)
+            return None
+        assert user is not None
+        assert user.password_hash is not None
+        # A success forgives this address's failures, not other addresses' failures from the
+        # same client: the per-client count still catches guessing across many accounts.
+        repository.forget_failures(session, email=key)
+        if attempt.attempt_id is not None:
+            repository.delete_attempt(session, attempt.attempt_id)
+        if needs_rehash(user.password_hash):
+            user.password_hash, user.updated_at = hash_password(password), utcnow()
+            session.add(user)
+        return _open_session(session, runtime.settings, user, via="password", client_ip=client)
+
+    signed_in = runtime.db.write(finish)
+    if signed_in is None:
+        assert refusal is not None
+        log.info("console.sign_in_failed", email=key, client_ip=client, reason=refusal.reason)
+        raise refusal
+    return signed_in
+
+
+# Sign-in through an authenticating proxy
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_NETWORKS: dict[tuple[str, ...], tuple[_Network, ...]] = {}
+
+
+def trusted_proxy_networks(entries: Sequence[str]) -> tuple[_Network, ...]:
+    """`Settings.console_trusted_proxies` parsed (addresses or CIDR networks), once per value;
+    ConsoleMisconfigured names an entry that is neither."""
+    key = tuple(entries)
+    cached = _NETWORKS.get(key)
+    if cached is not None:
+        return cached
+    networks: list[_Network] = []
+    for entry in key:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError as exc:
+            raise ConsoleMisconfigured(
+                f"OUTBOX_CONSOLE_TRUSTED_PROXIES has {entry!r}, which is not an IP address or network ({exc})."
+            ) from exc
+    _NETWORKS[key] = tuple(networks)
+    return _NETWORKS[key]
+
+
+def is_trusted_proxy(settings: Settings, peer_ip: str | None) -> bool:
+    """Whether the TCP peer `peer_ip` is one of the configured proxies."""
+    networks = trusted_proxy_networks(settings.console_trusted_proxies)
+    if not networks or not peer_ip:
+        return False
+    try:
+        address = ipaddress.ip_address(peer_ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def _refuse_proxy(
+    runtime: UsersRuntime, detail: str, *, reason: str, hint: str, email: str, actor: str, peer: str
+) -> ProxyIdentityRefused:
+    def record(session: Session) -> None:
+        _refused_event(session, actor, email=email, client_ip=peer, via="proxy", reason=reason)
+
+    runtime.db.write(record)
+    log.warning("console.proxy_identity_refused", reason=reason, email=email, peer_ip=peer)
+    return ProxyIdentityRefused(detail, reason=reason, hint=hint)
+
+
+def sign_in_from_proxy(runtime: UsersRuntime, header_value: str | None, peer_ip: str | None) -> SignedIn:
+    """Sign in the person an authenticating proxy names in `Settings.console_identity_header`.
+
+    Trusted only when the TCP peer (not any forwarded-for header) is a configured proxy and the
+    address is a known, enabled user; anything else is ProxyIdentityRefused, logged and audited.
+    """
+    settings = runtime.settings
+    peer = _client(peer_ip)
+    header = settings.console_identity_header
+    shown = (header_value or "")[:200]
+    if not is_trusted_proxy(settings, peer_ip):
+        raise _refuse_proxy(
+            runtime,
+            f"The {header} header came from {peer}, which is not a trusted proxy; it was ignored.",
+            reason="untrusted_proxy",
+            hint="Sign in with a password, or list the proxy's address in OUTBOX_CONSOLE_TRUSTED_PROXIES.",
+            email=shown,
+            actor=ANONYMOUS,
+            peer=peer,
+        )
+    if not header_value:
+        raise _refuse_proxy(
+            runtime,
+            f"The trusted proxy at {peer} sent no {header} header.",
+            reason="no_identity",
+            hint=f"Configure the proxy to pass the signed-in e-mail address in {header}.",
+            email="",
+            actor=ANONYMOUS,
+            peer=peer,
+        )
+    try:
+        address = canonical_email(header_value)
+    except InvalidEmail as exc:
+        raise _refuse_proxy(
+            runtime,
+            f"The proxy's {header} header is not an e-mail address: {exc.detail}",
+            reason="invalid_identity",
+            hint=f"Configure the proxy to pass the signed-in e-mail address in {header}.",
+            email=shown,
+            actor=ANONYMOUS,
+            peer=peer,
+        ) from exc
+
+    def open_session(session: Session) -> SignedIn | str:
+        user = repository.find_user(session, address)
+        if user is None:
+            return "unknown_user"
+        if user.disabled:
+            return "disabled"
+        return _open_session(session, settings, user, via="proxy", client_ip=peer)
+
+    outcome = runtime.db.write(open_session)
+    if isinstance(outcome, SignedIn):
+        return outcome
+    detail = (
+        f"{address} is not a console user."
+        if outcome == "unknown_user"
+        else f"{address}'s console account is disabled."
+    )
+    raise _refuse_proxy(
+        runtime,
+        detail,
+        reason=outcome,
+        hint="An operator adds people with `outbox users add EMAIL` (or enables a disabled one the same way).",
+        email=address,
+        actor=f"user:{address}",
+        peer=peer,
+    )
