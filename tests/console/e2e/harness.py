@@ -7,6 +7,7 @@ shipped policies, on SQLite or on a PostgreSQL database of its own. Chromium is 
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -24,6 +25,19 @@ from tests.conftest import POLICIES
 from tests.support.processes import OUTBOX, free_port, outbox_env, run_cli, start, stop, wait_ready
 
 CHROMIUM = "/usr/bin/chromium"
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- name: production
+  cluster: {server: "https://127.0.0.1:9"}
+contexts:
+- name: production
+  context: {cluster: production, user: bot}
+current-context: production
+users:
+- name: bot
+  user: {token: not-a-secret}
+"""
 # Debian's chromium refuses to start as root inside a container without this.
 CHROMIUM_ARGS = ["--no-sandbox"]
 
@@ -40,7 +54,14 @@ class ConsoleServer:
 
     def __post_init__(self) -> None:
         shutil.copytree(POLICIES, self.workdir / "policies")
-        self.env = outbox_env(OUTBOX_DATABASE_URL=self.database_url)
+        self.env = outbox_env(
+            OUTBOX_DATABASE_URL=self.database_url,
+            # kubectl's tools need a kubeconfig to be offered at all; this one names no reachable
+            # cluster, so a dry run fails the way it would against a cluster that is down.
+            OUTBOX_SANDBOX_SECRETS=json.dumps({"kubeconfig": KUBECONFIG}),
+            # Paused mail is looked at again this often: a resume shows within the test.
+            OUTBOX_MAIL_PAUSE_RECHECK_SECONDS="1",
+        )
 
     @property
     def url(self) -> str:
@@ -86,7 +107,7 @@ class ConsoleServer:
     def user(self, email: str, password: str, *, operator: bool = False) -> None:
         """Create a console user with the CLI and set the password through stdin."""
         self.cli("users", "add", email, *(["--role", "operator"] if operator else []))
-        self.cli("users", "passwd", email, stdin=f"{password}\n{password}\n")
+        self.cli("users", "passwd", email, stdin=f"{password}\n")
 
     def submit(
         self,
@@ -222,3 +243,12 @@ def _unfilter(kind: int, line: bytearray, previous: bytearray, bpp: int) -> None
             pa, pb, pc = abs(estimate - left), abs(estimate - up), abs(estimate - upper_left)
             predictor = left if pa <= pb and pa <= pc else up if pb <= pc else upper_left
             line[i] = (line[i] + predictor) & 0xFF
+
+
+def sign_in(page: Page, server: ConsoleServer, email: str, password: str) -> None:
+    """Sign in through the form, as a person would, and land on the inbox."""
+    page.goto(f"{server.url}/console")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.url}/console")
