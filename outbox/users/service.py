@@ -170,9 +170,9 @@ def get_user(db: Database, email: str) -> UserOut:
     address = canonical_email(email)
     with db.read_session() as session:
         user = repository.find_user(session, address)
-    if user is None:
-        raise UserNotFound(address)
-    return _user_out(user)
+        if user is None:
+            raise UserNotFound(address)
+        return _user_out(user)
 
 
 # Sessions
