@@ -12,6 +12,8 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from starlette.responses import FileResponse
 
+from outbox.console import pages, signin
+from outbox.console.deps import install_console_errors
 from outbox.console.operate import router as operate_router
 from outbox.console.security import CONSOLE_PREFIX, ConsoleSecurityHeaders
 from outbox.problems import Problem
@@ -22,10 +24,11 @@ STATIC_DIR = Path(__file__).parent / "static"
 _STATIC_FILES = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
 _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".LICENSE": "text/plain"}
 
-router = APIRouter(prefix=CONSOLE_PREFIX, include_in_schema=False)
+# Every console route, under /console; none of them is part of the API's OpenAPI document.
+router = APIRouter()
 
 
-@router.get("/static/{name}", name="console_static")
+@router.get(CONSOLE_PREFIX + "/static/{name}", name="console_static")
 async def static_file(name: str) -> FileResponse:
     path = _STATIC_FILES.get(name)
     if path is None:
@@ -39,10 +42,13 @@ async def static_file(name: str) -> FileResponse:
     )
 
 
-router.include_router(operate_router)
+router.include_router(signin.router)
+router.include_router(pages.router)
+router.include_router(operate_router, prefix=CONSOLE_PREFIX)
 
 
 def install_console(app: FastAPI) -> None:
     """Mount the console on the application."""
-    app.include_router(router)
+    app.include_router(router, include_in_schema=False)
+    install_console_errors(app)
     app.add_middleware(ConsoleSecurityHeaders)

@@ -62,8 +62,11 @@ class ConsoleSecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                # A route may set its own policy (the e-mail preview frame sets a stricter
+                # one); everything else gets the console's.
                 for name, value in SECURITY_HEADERS.items():
-                    headers[name] = value
+                    if name not in headers:
+                        headers[name] = value
                 # Pages hold approval details and CSRF tokens: never cached. Static assets set
                 # their own Cache-Control.
                 if "cache-control" not in headers:
