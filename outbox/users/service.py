@@ -408,15 +408,48 @@ def is_trusted_proxy(settings: Settings, peer_ip: str | None) -> bool:
     return any(address in network for network in networks)
 
 
-def _refuse_proxy(
-    runtime: UsersRuntime, detail: str, *, reason: str, hint: str, email: str, actor: str, peer: str
-) -> ProxyIdentityRefused:
+@dataclass(frozen=True, slots=True)
+class _ProxyRefusal:
+    reason: str
+    detail: str
+    hint: str
+    email: str = ""
+    actor: str = ANONYMOUS
+
+
+def _refuse_proxy(runtime: UsersRuntime, refusal: _ProxyRefusal, peer: str) -> ProxyIdentityRefused:
+    """Audit and log a refused proxy identity; the error to raise."""
+
     def record(session: Session) -> None:
-        _refused_event(session, actor, email=email, client_ip=peer, via="proxy", reason=reason)
+        _refused_event(session, refusal.actor, email=refusal.email, client_ip=peer, via="proxy", reason=refusal.reason)
 
     runtime.db.write(record)
-    log.warning("console.proxy_identity_refused", reason=reason, email=email, peer_ip=peer)
-    return ProxyIdentityRefused(detail, reason=reason, hint=hint)
+    log.warning("console.proxy_identity_refused", reason=refusal.reason, email=refusal.email, peer_ip=peer)
+    return ProxyIdentityRefused(refusal.detail, reason=refusal.reason, hint=refusal.hint)
+
+
+def _proxied_address(settings: Settings, header_value: str | None, peer_ip: str | None) -> str | _ProxyRefusal:
+    """The canonical address a trusted proxy vouches for, or why the header does not count."""
+    header = settings.console_identity_header
+    configure = f"Configure the proxy to pass the signed-in e-mail address in {header}."
+    if not is_trusted_proxy(settings, peer_ip):
+        return _ProxyRefusal(
+            "untrusted_proxy",
+            f"The {header} header came from {_client(peer_ip)}, which is not a trusted proxy; it was ignored.",
+            "Sign in with a password, or list the proxy's address in OUTBOX_CONSOLE_TRUSTED_PROXIES.",
+            email=(header_value or "")[:200],
+        )
+    if not header_value:
+        return _ProxyRefusal("no_identity", f"The trusted proxy at {peer_ip} sent no {header} header.", configure)
+    try:
+        return canonical_email(header_value)
+    except InvalidEmail as exc:
+        return _ProxyRefusal(
+            "invalid_identity",
+            f"The proxy's {header} header is not an e-mail address: {exc.detail}",
+            configure,
+            email=header_value[:200],
+        )
 
 
 def sign_in_from_proxy(runtime: UsersRuntime, header_value: str | None, peer_ip: str | None) -> SignedIn:
@@ -426,41 +459,10 @@ def sign_in_from_proxy(runtime: UsersRuntime, header_value: str | None, peer_ip:
     address is a known, enabled user; anything else is ProxyIdentityRefused, logged and audited.
     """
     settings = runtime.settings
-    peer = _client(peer_ip)
-    header = settings.console_identity_header
-    shown = (header_value or "")[:200]
-    if not is_trusted_proxy(settings, peer_ip):
-        raise _refuse_proxy(
-            runtime,
-            f"The {header} header came from {peer}, which is not a trusted proxy; it was ignored.",
-            reason="untrusted_proxy",
-            hint="Sign in with a password, or list the proxy's address in OUTBOX_CONSOLE_TRUSTED_PROXIES.",
-            email=shown,
-            actor=ANONYMOUS,
-            peer=peer,
-        )
-    if not header_value:
-        raise _refuse_proxy(
-            runtime,
-            f"The trusted proxy at {peer} sent no {header} header.",
-            reason="no_identity",
-            hint=f"Configure the proxy to pass the signed-in e-mail address in {header}.",
-            email="",
-            actor=ANONYMOUS,
-            peer=peer,
-        )
-    try:
-        address = canonical_email(header_value)
-    except InvalidEmail as exc:
-        raise _refuse_proxy(
-            runtime,
-            f"The proxy's {header} header is not an e-mail address: {exc.detail}",
-            reason="invalid_identity",
-            hint=f"Configure the proxy to pass the signed-in e-mail address in {header}.",
-            email=shown,
-            actor=ANONYMOUS,
-            peer=peer,
-        ) from exc
+    found = _proxied_address(settings, header_value, peer_ip)
+    if isinstance(found, _ProxyRefusal):
+        raise _refuse_proxy(runtime, found, _client(peer_ip))
+    address = found
 
     def open_session(session: Session) -> SignedIn | str:
         user = repository.find_user(session, address)
@@ -468,22 +470,18 @@ def sign_in_from_proxy(runtime: UsersRuntime, header_value: str | None, peer_ip:
             return "unknown_user"
         if user.disabled:
             return "disabled"
-        return _open_session(session, settings, user, via="proxy", client_ip=peer)
+        return _open_session(session, settings, user, via="proxy", client_ip=peer_ip)
 
     outcome = runtime.db.write(open_session)
     if isinstance(outcome, SignedIn):
         return outcome
-    detail = (
+    refusal = _ProxyRefusal(
+        outcome,
         f"{address} is not a console user."
         if outcome == "unknown_user"
-        else f"{address}'s console account is disabled."
-    )
-    raise _refuse_proxy(
-        runtime,
-        detail,
-        reason=outcome,
-        hint="An operator adds people with `outbox users add EMAIL` (or enables a disabled one the same way).",
+        else f"{address}'s console account is disabled.",
+        "An operator adds people with `outbox users add EMAIL` (or enables a disabled one the same way).",
         email=address,
         actor=f"user:{address}",
-        peer=peer,
     )
+    raise _refuse_proxy(runtime, refusal, _client(peer_ip))
