@@ -8,4 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from outbox.console.operate.pages import router as pages_router
+
 router = APIRouter()
+router.include_router(pages_router)

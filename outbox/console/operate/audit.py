@@ -58,6 +58,8 @@ def chain_status(runtime: Runtime) -> ChainStatus:
         checkpoint = repository.latest_checkpoint(session)
         head = repository.chain_head(session)
         unsealed = unsealed_events(session)
+        # Out of the session before it ends: its rollback would expire what the page reads.
+        session.expunge_all()
     sinks = list(settings.audit_checkpoint_sinks)
     return ChainStatus(
         checkpoint=checkpoint,

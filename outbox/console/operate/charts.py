@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 # The drawing area, in viewBox units; the SVG scales to the width of its container.
 WIDTH = 640.0
-HEIGHT = 220.0
+HEIGHT = 180.0
 LEFT = 48.0  # room for the value axis labels
 BOTTOM = 28.0  # room for the category labels
 TOP = 12.0

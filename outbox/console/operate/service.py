@@ -187,6 +187,8 @@ def action_detail(runtime: Runtime, action_id: str) -> ActionDetail | None:
             return None
         action, agent_name = found
         events = repository.events_of_action(session, action_id)
+        # Out of the session before it ends: its rollback would expire what the page reads.
+        session.expunge_all()
     return ActionDetail(
         action=action,
         agent_name=agent_name,
