@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete
+from sqlalchemy import Connection, RowMapping, bindparam, delete, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -26,6 +26,16 @@ def find_user(session: Session, email: str) -> User | None:
 
 def all_users(session: Session) -> Sequence[User]:
     return session.exec(select(User).order_by(col(User.email))).all()
+
+
+def serialize_attempts(session: Session, keys: Sequence[str]) -> None:
+    """On PostgreSQL, hold a transaction-scoped advisory lock per key (the address, the client),
+    so that concurrent attempts for the same key count one after another and parallel guesses
+    cannot all pass the limit. SQLite has one writer at a time already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):  # one order everywhere: two attempts never wait on each other in a cycle
+        session.execute(sa_select(func.pg_advisory_xact_lock(func.hashtextextended(f"console-login:{key}", 0))))
 
 
 def failures_since(session: Session, *, column: str, value: str, since: datetime) -> list[datetime]:

@@ -303,6 +303,7 @@ def _begin_attempt(runtime: UsersRuntime, key: str, actor: str, client_ip: str) 
     def begin(session: Session) -> _Attempt:
         now = utcnow()
         since = now - ATTEMPT_WINDOW
+        repository.serialize_attempts(session, [f"email:{key}", f"client:{client_ip}"])
         repository.purge(session, attempts_before=since, sessions_expired_by=now)
         waits = [
             _retry_after(repository.failures_since(session, column=column, value=value, since=since), limit, now)

@@ -3,7 +3,9 @@ that every replica refuses the same attempts (Settings.console_login_attempts, d
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -144,3 +146,23 @@ def test_refusals_are_audited_and_do_not_extend_the_lockout(runtime: Runtime) ->
     assert reasons == ["invalid_credentials"] * 5 + ["rate_limited"] * 3
     with runtime.db.read_session() as session:
         assert len(session.exec(select(LoginAttempt)).all()) == 5
+
+
+def test_parallel_guesses_cannot_all_slip_under_the_limit(make_runtime: Callable[..., Runtime]) -> None:
+    # Two replicas, five guesses each at once: exactly five are checked, the rest refused.
+    replicas = [make_runtime(RecordingDispatcher()), make_runtime(RecordingDispatcher())]
+    add_person(replicas[0], "ada@example.com")
+    start = threading.Barrier(10)
+
+    def guess(number: int) -> str:
+        start.wait()
+        try:
+            sign_in(replicas[number % 2], "ada@example.com", WRONG, f"198.51.100.{number}")
+        except (InvalidCredentials, TooManySignInAttempts) as refused:
+            return type(refused).__name__
+        return "signed in"
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(guess, range(10)))
+
+    assert sorted(outcomes) == ["InvalidCredentials"] * 5 + ["TooManySignInAttempts"] * 5
