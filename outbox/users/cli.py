@@ -43,7 +43,8 @@ def add_command(
         Role.APPROVER
     ),
 ) -> None:
-    """Add a console user (or enable a disabled one again). Set a password with `users passwd`."""
+    """Add a console user; for an existing one, enable it and set its role. Set a password with
+    `users passwd`."""
     try:
         with cli_database() as db:
             user = add_user(db, email, role=role, actor=CLI_ACTOR)

@@ -51,7 +51,7 @@ class UserDisabled(SignInRefused, Invalid):
     def __init__(self, email: str) -> None:
         super().__init__(
             f"The console account of {email} is disabled.",
-            hint="Ask an operator to enable it again (`outbox users add EMAIL` re-enables a disabled account).",
+            hint="Ask an operator to enable it again (`outbox users add EMAIL` enables a disabled account).",
         )
 
 
@@ -116,8 +116,9 @@ class UserExists(Conflict):
 
     def __init__(self, email: str) -> None:
         super().__init__(
-            f"{email} is already a console user.",
-            hint="Use `outbox users passwd EMAIL` to set a password, or `outbox users disable EMAIL`.",
+            f"{email} is already a console user with that role.",
+            hint="Use `outbox users passwd EMAIL` to set a password, `outbox users add EMAIL --role ROLE` to "
+            "change the role, or `outbox users disable EMAIL`.",
         )
 
 

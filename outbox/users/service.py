@@ -100,26 +100,27 @@ def _user_out(user: User) -> UserOut:
 
 
 def add_user(db: Database, email: str, *, role: Role = Role.APPROVER, actor: str) -> UserOut:
-    """Add a user, or enable a disabled one again (with `role`); UserExists for an enabled one."""
+    """Add a user; for an existing one, enable it again and give it `role`. UserExists when the
+    user is already enabled with that role (nothing to do is worth saying)."""
     address = canonical_email(email)
-
-    def add(session: Session) -> UserOut:
+    with db.session() as session:
         user = repository.find_user(session, address)
-        if user is not None and not user.disabled:
-            raise UserExists(address)
         if user is None:
             user = User(id=new_id("usr"), email=address, role=role.value)
-            repository.insert(session, user)
             event = "user.added"
-        else:
-            user.disabled, user.role, user.updated_at = False, role.value, utcnow()
-            repository.insert(session, user)
+        elif user.disabled:
             event = "user.enabled"
-        record_event(session, event_type=event, actor=actor, data={"user_id": user.id, "email": address, "role": role})
+        elif user.role != role.value:
+            event = "user.role_changed"
+        else:
+            raise UserExists(address)
+        data = {"user_id": user.id, "email": address, "role": role.value}
+        if event == "user.role_changed":
+            data["previous_role"] = user.role
+        user.disabled, user.role, user.updated_at = False, role.value, utcnow()
+        repository.insert(session, user)
+        record_event(session, event_type=event, actor=actor, data=data)
         return _user_out(user)
-
-    with db.session() as session:
-        return add(session)
 
 
 def set_password(db: Database, email: str, password: str, *, actor: str) -> UserOut:

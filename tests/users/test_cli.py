@@ -45,7 +45,22 @@ def test_adding_an_enabled_user_twice_is_refused(users_cli: UsersCli) -> None:
     again = users_cli("add", "ADA@example.com", ok=False)
 
     assert again.exit_code == 1
-    assert "ada@example.com is already a console user" in again.stderr
+    assert "ada@example.com is already a console user with that role" in again.stderr
+
+
+def test_add_with_another_role_changes_the_role_and_keeps_the_password(users_cli: UsersCli, runtime: Runtime) -> None:
+    users_cli("add", "ada@example.com")
+    users_cli("passwd", "ada@example.com", input=PASSWORD + "\n")
+
+    assert (
+        "user:ada@example.com is a console operator" in users_cli("add", "ada@example.com", "--role", "operator").stdout
+    )
+
+    user = get_user(runtime.db, "ada@example.com")
+    assert (user.role.value, user.has_password) == ("operator", True)
+    (event,) = audit_events(runtime, "user.role_changed")
+    assert event["data"]["previous_role"] == "approver"
+    assert event["data"]["role"] == "operator"
 
 
 def test_add_refuses_what_is_not_an_email_address(users_cli: UsersCli, runtime: Runtime) -> None:
