@@ -222,6 +222,7 @@ def test_an_actions_page_shows_its_timeline_and_what_was_recorded_escaped(consol
     assert "by policy" in text and "mailer-bot" in text
     assert "Artifact (what was executed)" in text and "Tool response" in text
     assert "250" in page.text  # the sink's SMTP reply, as recorded
+    assert "The message as sent" in text and "DKIM-Signature:" in text
     assert "<script>alert" not in page.text
     assert "&lt;script&gt;alert" in page.text
     assert "Shown: the first" in text  # the 30 000-character body is cut, and says so

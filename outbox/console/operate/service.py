@@ -55,6 +55,19 @@ def shown_json_text(data_json: str, limit: int = SHOWN_CHARS) -> Shown:
         return Shown(data_json[:limit], len(data_json), len(data_json) > limit)
 
 
+def sent_message(artifact: dict[str, Any] | None, limit: int = SHOWN_CHARS) -> Shown | None:
+    """The MIME message an artifact records as `mime_b64`, as text (undecodable bytes shown as
+    U+FFFD): what the recipients' servers received, readable without a base64 decoder."""
+    encoded = (artifact or {}).get("mime_b64")
+    if not isinstance(encoded, str):
+        return None
+    try:
+        text = base64.b64decode(encoded, validate=True).decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError):
+        return None
+    return Shown(text[:limit], len(text), len(text) > limit)
+
+
 # --- Actions -------------------------------------------------------------------------------
 
 
@@ -175,6 +188,8 @@ class ActionDetail:
     decision_rules: Shown
     preview: Shown | None
     artifact: Shown | None
+    # The message as sent, for an artifact that records it as base64 MIME (email.send).
+    message: Shown | None
     response: Shown | None
     problem: Shown | None
     request: Shown
@@ -197,6 +212,7 @@ def action_detail(runtime: Runtime, action_id: str) -> ActionDetail | None:
         decision_rules=shown(action.decision_rules),
         preview=None if action.preview is None else shown(action.preview),
         artifact=None if action.artifact is None else shown(action.artifact),
+        message=sent_message(action.artifact),
         response=None if action.response is None else shown(action.response),
         problem=None if action.problem is None else shown(action.problem),
         request=shown(action.request),
