@@ -159,3 +159,17 @@ def _str_list(value: Any) -> list[str] | None:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def summary_of(approval: ApprovalOut) -> str:
+    """One line for the inbox: what the call would do, before anyone opens it."""
+    shown = preview_of(approval)
+    if shown.kind == "email":
+        headers = {header.name: header.value for header in shown.headers}
+        return f"To {headers.get('To', '?')}: {headers.get('Subject', '')}"
+    if shown.kind == "command" and shown.argv is not None:
+        return " ".join(shown.argv)
+    if shown.kind == "http":
+        return f"{shown.method} {shown.url}"
+    targets = ", ".join(str(t.get("object", t)) for t in approval.targets[:3] if isinstance(t, dict))
+    return targets or approval.tool

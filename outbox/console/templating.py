@@ -6,6 +6,7 @@ the CSRF token for its forms, the active navigation entry).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from outbox.console.previews import summary_of
 from outbox.sqltypes import utcnow
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -64,6 +66,9 @@ environment.filters["time_left"] = time_left
 environment.filters["utc"] = utc
 environment.filters["iso"] = iso
 environment.filters["seconds"] = _seconds
+environment.filters["summary"] = summary_of
+# JSON as text (autoescaped like any other text), unlike Jinja's `tojson`, which is meant for scripts.
+environment.filters["json_text"] = lambda value: json.dumps(value, ensure_ascii=False)
 
 
 def render(

@@ -4,20 +4,30 @@ Chromium drives the same pages in tests/console/e2e/."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
+from html import unescape as html_unescape
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import update
 
 from outbox.actions.models import Action
+from outbox.actions.service import parse_envelope, submit
+from outbox.agents.service import authenticate
+from outbox.api.app import create_app
 from outbox.console.security import CONTENT_SECURITY_POLICY
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 from outbox.users.models import ConsoleSession
 from tests.approvals.support import approval_of, event_types, force_expiry
 from tests.console.conftest import hidden_field, signed_in, submit_bulk_mail, submit_http_delete
+from tests.console.e2e.harness import KUBECONFIG
+from tests.support.agents import make_agent
+from tests.support.dispatchers import RecordingDispatcher
 
 Clients = Callable[[], TestClient]
 
@@ -269,6 +279,39 @@ def test_the_approval_page_shows_the_http_request_rules_policy_version_and_diges
     assert hidden_field(html, "digest") == approval.digest
 
 
+def test_the_inbox_says_in_one_line_what_each_call_would_do(
+    console_client: Clients, http_agent: str, console_runtime: Runtime
+) -> None:
+    submit_http_delete(console_runtime, http_agent, "/items/7")
+    assert "DELETE http://127.0.0.1:9/items/7" in page_of(signed_in(console_client(), "oncall@example.com"), "/console")
+
+
+def test_the_approval_page_shows_a_commands_argv_and_its_dry_run_output(
+    policy_dir: Path, make_runtime: Callable[..., Runtime], console_people: object, console_client: Clients
+) -> None:
+    runtime = make_runtime(RecordingDispatcher(), sandbox_secrets={"kubeconfig": SecretStr(KUBECONFIG)})
+    key = make_agent(runtime.db, "janitor", ["k8s-operator"])
+    with runtime.db.session() as session:
+        agent = authenticate(session, key)
+    assert agent is not None
+    envelope = parse_envelope(
+        {"tool": "k8s.delete_namespace", "args": {"cluster": "staging", "name": "feature-42"}, "reason": "unused"}
+    )
+    answer = submit(runtime, agent, envelope, "k8s-1", {"method": "POST", "path": "/v1/actions"})
+    assert answer.action_id is not None
+    approval = approval_of(runtime, answer.action_id)
+    assert approval.preview is not None and "dry_run" in approval.preview
+    client = TestClient(create_app(runtime=runtime), base_url="https://testserver", follow_redirects=False)
+    with client:
+        html = page_of(signed_in(client, "lead@example.com"), f"/console/approvals/{approval.id}")
+    text = html_unescape(html)
+    assert f'<pre id="command-argv">{json.dumps(approval.preview["argv"])}</pre>' in text
+    # The dry run ran at submission (kubectl against a cluster that is not there): its output as recorded.
+    dry_run = approval.preview["dry_run"]
+    assert json.dumps(dry_run["argv"]) in text and f"exit code {dry_run['exit_code']}" in text
+    assert dry_run["stderr"].strip() and dry_run["stderr"].strip() in text
+
+
 def test_the_approval_page_shows_the_email_in_a_sandboxed_frame_with_its_text_and_headers(
     console_client: Clients, mail_agent: str, console_runtime: Runtime
 ) -> None:
@@ -395,3 +438,37 @@ def test_unreadable_forms_are_refused_not_crashed(console_client: Clients, body:
         "/console/approvals/apr_x/approve", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
     )
     assert answer.status_code == 400
+
+
+# Behind an authenticating proxy
+
+
+def proxy_client(runtime: Runtime, peer: str) -> TestClient:
+    return TestClient(
+        create_app(runtime=runtime), base_url="https://testserver", follow_redirects=False, client=(peer, 40000)
+    )
+
+
+def test_a_trusted_proxys_identity_header_signs_the_person_in(
+    make_runtime: Callable[..., Runtime], console_people: object
+) -> None:
+    runtime = make_runtime(RecordingDispatcher(), console_trusted_proxies=["10.0.0.0/24"])
+    with proxy_client(runtime, "10.0.0.5") as client:
+        client.headers["X-Forwarded-Email"] = "Oncall@Example.com"
+        first = client.get("/console")
+        assert first.status_code == 303
+        signed = client.get(first.headers["location"])
+        assert signed.status_code == 303 and signed.headers["location"] == "/console"
+        assert "oncall@example.com" in page_of(client, "/console")
+
+
+def test_the_identity_header_from_anyone_else_is_refused_with_the_users_service_message(
+    make_runtime: Callable[..., Runtime], console_people: object
+) -> None:
+    runtime = make_runtime(RecordingDispatcher(), console_trusted_proxies=["10.0.0.0/24"])
+    with proxy_client(runtime, "192.0.2.7") as client:
+        answer = client.get("/console/sign-in", headers={"X-Forwarded-Email": "oncall@example.com"})
+        assert answer.status_code == 403
+        assert "which is not a trusted proxy; it was ignored" in answer.text
+        assert "outbox_console_session" not in answer.headers.get("set-cookie", "")
+        assert client.get("/console").status_code == 303
