@@ -101,6 +101,7 @@ def _mail_page(request: Request, runtime: ConsoleRuntimeDep, user: ConsoleUser, 
         "not_configured": not_configured,
         "can_operate": user.is_operator,
         "outcome": None,
+        "unrecorded_reason": None,
     }
     values.update({"error": None, **context})
     status_code = 422 if values["error"] else 200
@@ -152,7 +153,10 @@ def _kill_switch(
             outcome = mail_service.resume(runtime, subdomain=subdomain, actor=user.identity)
     except mail_service.MailOperationError as exc:
         return _mail_page(request, runtime, user, error=str(exc))
-    return _mail_page(request, runtime, user, outcome=outcome)
+    # `mail.resumed` records who resumed and what the pause was, but the mail service takes no
+    # reason for a resume (yet): the page says so rather than dropping it silently.
+    unrecorded = None if pause else reason
+    return _mail_page(request, runtime, user, outcome=outcome, unrecorded_reason=unrecorded)
 
 
 # --- Audit ---------------------------------------------------------------------------------
