@@ -8,6 +8,7 @@ signed in through `outbox.users.service.sign_in` and carry its session cookie an
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -205,6 +206,12 @@ def test_the_actions_list_pages_newest_first(console: Console) -> None:
     assert set(on_first) | set(on_second) == set(ids)
     assert 'rel="next"' not in second.text
     assert "cursor: not a page of this list" in operator.get("/console/actions", cursor="garbage!").text
+    # Hand-made cursors and times are read, or named as unreadable, never a server error.
+    naive = base64.urlsafe_b64encode(b"2999-01-01T00:00:00|act_zzz").decode()
+    assert len(re.findall(r'href="/console/actions/act_', operator.get("/console/actions", cursor=naive).text)) == 50
+    beyond = operator.get("/console/actions", **{"from": "9999-12-31T23:59:00-14:00"})
+    assert beyond.status_code == 200
+    assert "is not a date or time" in text_of(beyond)
 
 
 def test_an_actions_page_shows_its_timeline_and_what_was_recorded_escaped(console: Console) -> None:

@@ -103,12 +103,20 @@ def parse_moment(text: str, field: str, problems: list[str]) -> datetime | None:
     with an offset; read as UTC when it has none."""
     if not text:
         return None
+    moment = as_utc(text)
+    if moment is None:
+        problems.append(f"{field}: {text!r} is not a date or time; use 2026-12-04 or 2026-12-04T09:30")
+    return moment
+
+
+def as_utc(text: str) -> datetime | None:
+    """An ISO 8601 date or time in UTC (UTC when it names no offset); None when it is not one,
+    or names a moment that has no UTC equivalent (year 9999 at -14:00)."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        problems.append(f"{field}: {text!r} is not a date or time; use 2026-12-04 or 2026-12-04T09:30")
+        return moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment.replace(tzinfo=moment.tzinfo or UTC)
 
 
 def parse_filters(form: FilterInput) -> tuple[ActionFilters, list[str]]:
@@ -146,9 +154,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, action_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), action_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         return None
+    moment = as_utc(stamp)
+    return None if moment is None else (moment, action_id)
 
 
 @dataclass(frozen=True, slots=True)
