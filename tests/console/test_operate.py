@@ -28,6 +28,7 @@ from outbox.actions.models import Action
 from outbox.api.app import create_app
 from outbox.audit.models import AuditEvent
 from outbox.console.deps import SESSION_COOKIE
+from outbox.console.operate.charts import Column, Rate, column_chart, rate_chart
 from outbox.execution.service import run_action
 from outbox.execution.sweeper import sweep_once
 from outbox.mail.sending.dkim_signing import generate_key, write_private_key
@@ -361,3 +362,31 @@ def test_the_policy_page_shows_the_running_version_and_versions_other_replicas_d
     assert "Skew: 1 other version decided actions" in skewed
     assert "sha256:older" in skewed and "not this server's" in skewed
     assert first != other
+
+
+# --- Charts --------------------------------------------------------------------------------
+
+
+def test_a_column_over_its_cap_is_marked_and_each_column_carries_the_cap_of_its_day() -> None:
+    ramp = [Column("12-01", 40, 50), Column("12-02", 70, 65), Column("12-03", 0, 84)]
+
+    chart = column_chart("daily-x", "Sends per day", "three days of a ramp", ramp)
+
+    assert [c.over for c in chart.columns] == [False, True, False]
+    levels = [c.limit_y or 0.0 for c in chart.columns]
+    assert None not in [c.limit_y for c in chart.columns]
+    assert levels[0] > levels[1] > levels[2]  # a rising cap is drawn higher (SVG y grows down)
+    assert chart.ticks[-1].value == 100  # the axis ends on a round number above every value and cap
+    assert chart.columns[2].height == 0
+    assert chart.total == 110
+
+
+def test_a_rate_at_its_threshold_is_over_and_the_marker_stays_inside_the_chart() -> None:
+    chart = rate_chart(
+        "rates-x", "Rates", "bounces and complaints", [Rate("Bounces", 0.04, 0.04), Rate("Complaints", 0.0, 0.001)]
+    )
+
+    bounces, complaints = chart.rows
+    assert (bounces.over, complaints.over) == (True, False)
+    assert complaints.width == 0
+    assert all(chart.left < row.threshold_x < chart.width for row in chart.rows)
