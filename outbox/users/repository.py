@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete, func
+from sqlalchemy import Connection, RowMapping, bindparam, delete, func, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from outbox.sqltypes import utcnow
 from outbox.users.models import ConsoleSession, LoginAttempt, User
 
 
@@ -49,16 +50,19 @@ def failures_since(session: Session, *, column: str, value: str, since: datetime
     return list(session.exec(query).all())
 
 
-def forget_failures(session: Session, *, email: str, keep: int | None = None) -> None:
-    """Delete the attempts counted against `email` (all but the row `keep`, if given)."""
-    statement = delete(LoginAttempt).where(col(LoginAttempt.email) == email)
-    if keep is not None:
-        statement = statement.where(col(LoginAttempt.id) != keep)
-    session.execute(statement)
+def forget_failures(session: Session, *, email: str) -> None:
+    """Delete the attempts counted against `email`."""
+    session.execute(delete(LoginAttempt).where(col(LoginAttempt.email) == email))
 
 
-def delete_attempt(session: Session, attempt_id: int) -> None:
-    session.execute(delete(LoginAttempt).where(col(LoginAttempt.id) == attempt_id))
+def replace_password_hash(session: Session, user_id: str, *, old: str, new: str) -> None:
+    """Swap a user's hash for an upgraded one, unless it was changed meanwhile (a new password
+    set while the old one was being verified must not be overwritten)."""
+    session.execute(
+        update(User)
+        .where(col(User.id) == user_id, col(User.password_hash) == old)
+        .values(password_hash=new, updated_at=utcnow())
+    )
 
 
 def purge(session: Session, *, attempts_before: datetime, sessions_expired_by: datetime) -> None:

@@ -271,7 +271,6 @@ def sign_out(runtime: UsersRuntime, token: str | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Attempt:
-    attempt_id: int | None
     user: User | None
     refusal: TooManySignInAttempts | None
 
@@ -316,10 +315,10 @@ def _begin_attempt(runtime: UsersRuntime, key: str, actor: str, client_ip: str) 
                 longest, limit=limit, window_minutes=int(ATTEMPT_WINDOW.total_seconds() // 60)
             )
             _refused_event(session, actor, email=key, client_ip=client_ip, via="password", reason=refusal.reason)
-            return _Attempt(None, None, refusal)
+            return _Attempt(None, refusal)
         attempt = LoginAttempt(email=key, client_ip=client_ip, created_at=now)
         repository.insert(session, attempt)
-        return _Attempt(attempt.id, repository.find_user(session, key), None)
+        return _Attempt(repository.find_user(session, key), None)
 
     return runtime.db.write(begin)
 
@@ -345,6 +344,13 @@ def sign_in(runtime: UsersRuntime, email: str, password: str, client_ip: str | N
         refusal = InvalidCredentials()
     elif user.disabled:
         refusal = UserDisabled(user.email)
+    # A hash made with older parameters is upgraded now that the password is known (hashed
+    # here, outside the transaction, for the same reason).
+    upgraded = (
+        hash_password(password)
+        if refusal is None and user is not None and user.password_hash and needs_rehash(user.password_hash)
+        else None
+    )
 
     def finish(session: Session) -> SignedIn | None:
         if refusal is not None:
@@ -355,12 +361,10 @@ def sign_in(runtime: UsersRuntime, email: str, password: str, client_ip: str | N
         assert user.password_hash is not None
         # A success forgives this address's failures, not other addresses' failures from the
         # same client: the per-client count still catches guessing across many accounts.
+        # (This attempt was made for the same address, so it goes too.)
         repository.forget_failures(session, email=key)
-        if attempt.attempt_id is not None:
-            repository.delete_attempt(session, attempt.attempt_id)
-        if needs_rehash(user.password_hash):
-            user.password_hash, user.updated_at = hash_password(password), utcnow()
-            session.add(user)
+        if upgraded is not None:
+            repository.replace_password_hash(session, user.id, old=user.password_hash, new=upgraded)
         return _open_session(session, runtime.settings, user, via="password", client_ip=client)
 
     signed_in = runtime.db.write(finish)

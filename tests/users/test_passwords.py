@@ -75,3 +75,16 @@ def test_a_current_hash_is_left_alone(runtime: Runtime) -> None:
     sign_in(runtime, "ada@example.com", PASSWORD, "192.0.2.7")
 
     assert _stored_hash(runtime, "ada@example.com") == before
+
+
+def test_an_upgrade_never_overwrites_a_password_set_meanwhile(runtime: Runtime) -> None:
+    add_person(runtime, "ada@example.com")
+    current = _stored_hash(runtime, "ada@example.com")
+    stale = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    with runtime.db.session() as session:
+        user = repository.find_user(session, "ada@example.com")
+        assert user is not None
+        # The hash a sign-in verified (`stale`) is no longer the stored one.
+        repository.replace_password_hash(session, user.id, old=stale, new=hash_password(PASSWORD))
+
+    assert _stored_hash(runtime, "ada@example.com") == current
