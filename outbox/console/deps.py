@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -69,14 +69,24 @@ def safe_next(path: str | None) -> str:
     return path
 
 
+def _return_path(request: Request) -> str:
+    """The page to come back to after signing in. For a form posted after the session ended,
+    the page the form was on (a POST path cannot be fetched again with GET)."""
+    if request.method in ("GET", "HEAD"):
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc:
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return CONSOLE_PREFIX
+
+
 def current_console_user(request: Request, runtime: ConsoleRuntimeDep) -> ConsoleUser:
     """The signed-in person, or SignInRequired (no cookie, unknown or expired session, user
     disabled since). A plain `def`: the session read runs in the thread pool."""
     token = request.cookies.get(SESSION_COOKIE)
     user = session_user(runtime, token)
     if user is None:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise SignInRequired(target, ended=bool(token))
+        raise SignInRequired(_return_path(request), ended=bool(token))
     request.state.console_user = user
     bind_log_context(console_user=user.identity)
     return user

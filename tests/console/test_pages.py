@@ -143,6 +143,16 @@ def test_an_expired_session_sends_the_person_to_sign_in_again(
     assert "Your session has ended" in client.get(answer.headers["location"]).text
 
 
+def test_a_form_posted_after_the_session_ended_returns_to_its_page_after_sign_in(console_client: Clients) -> None:
+    answer = console_client().post(
+        "/console/approvals/apr_1/approve",
+        data={"csrf_token": "x", "digest": "y"},
+        headers={"Referer": "https://testserver/console/approvals/apr_1"},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/sign-in?next=/console/approvals/apr_1"
+
+
 def test_sign_out_needs_the_csrf_token_and_ends_the_session(console_client: Clients) -> None:
     client = signed_in(console_client(), "oncall@example.com")
     assert client.post("/console/sign-out", data={"csrf_token": "forged"}).status_code == 403
