@@ -73,6 +73,8 @@ def page(browser: Browser, watch: PageWatch) -> Iterator[Page]:
     """A fresh browser context (no cookies) with every error and failed request recorded."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
+    # Forms that ask "are you sure?" (deny, pause) are answered yes, as the person clicking means it.
+    opened.on("dialog", lambda dialog: dialog.accept())
     watch.attach(opened)
     yield opened
     context.close()

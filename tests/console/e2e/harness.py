@@ -117,6 +117,7 @@ class ConsoleServer:
         *,
         idempotency_key: str,
         on_behalf_of: str | None = None,
+        reason: str | None = None,
         wait: int | None = None,
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key}
@@ -125,6 +126,8 @@ class ConsoleServer:
         body: dict[str, Any] = {"tool": tool, "args": args}
         if on_behalf_of is not None:
             body["on_behalf_of"] = on_behalf_of
+        if reason is not None:
+            body["reason"] = reason
         return httpx.post(f"{self.url}/v1/actions", json=body, headers=headers, timeout=(wait or 0) + 30)
 
     def action(self, key: str, action_id: str) -> dict[str, Any]:
@@ -247,8 +250,8 @@ def _unfilter(kind: int, line: bytearray, previous: bytearray, bpp: int) -> None
 
 def sign_in(page: Page, server: ConsoleServer, email: str, password: str) -> None:
     """Sign in through the form, as a person would, and land on the inbox."""
-    page.goto(f"{server.url}/console")
-    page.get_by_label("Email").fill(email)
+    page.goto(f"{server.url}/console/sign-in")
+    page.get_by_label("E-mail address").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{server.url}/console")
