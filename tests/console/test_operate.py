@@ -255,6 +255,7 @@ def test_the_mail_page_draws_the_send_counters_and_breaker_as_svg_with_the_numbe
     assert "Bounce rate 0.00% (threshold 4.00%)" in page.text
     now_hour = f"{utcnow():%H}:00"
     assert re.search(rf"<td>{now_hour}</td><td>3</td><td>1000</td>", page.text)
+    assert f"hourly cap of {SUBDOMAIN} 3 of 1000" in text_of(page)
     assert "<style" not in page.text and "style=" not in page.text and "<script>" not in page.text
 
 
