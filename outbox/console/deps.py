@@ -70,13 +70,18 @@ def safe_next(path: str | None) -> str:
 
 
 def _return_path(request: Request) -> str:
-    """The page to come back to after signing in. For a form posted after the session ended,
-    the page the form was on (a POST path cannot be fetched again with GET)."""
-    if request.method in ("GET", "HEAD"):
+    """The page to come back to after signing in: the page asked for; for htmx's requests (the
+    inbox's polling) the page they were made from, not the fragment; for a form posted after
+    the session ended, the page the form was on (a POST path cannot be fetched with GET)."""
+    if request.headers.get("hx-request") == "true":
+        page = request.headers.get("hx-current-url", "")
+    elif request.method in ("GET", "HEAD"):
         return request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    referer = urlsplit(request.headers.get("referer", ""))
-    if referer.netloc == request.url.netloc:
-        return referer.path + (f"?{referer.query}" if referer.query else "")
+    else:
+        page = request.headers.get("referer", "")
+    parts = urlsplit(page)
+    if parts.netloc == request.url.netloc:
+        return parts.path + (f"?{parts.query}" if parts.query else "")
     return CONSOLE_PREFIX
 
 
@@ -176,7 +181,9 @@ def sign_in_redirect(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInRequired)
     location = f"{SIGN_IN_PATH}?next={quote(safe_next(exc.next_path), safe='/')}" + ("&ended=1" if exc.ended else "")
     if request.headers.get("hx-request") == "true":
-        return Response(status_code=401, headers={"HX-Redirect": location})
+        # htmx follows HX-Redirect whatever the status; a 200 keeps an ordinary end of session
+        # from showing as a failed request in the browser's console.
+        return Response(status_code=200, headers={"HX-Redirect": location})
     return RedirectResponse(location, status_code=303)
 
 
