@@ -253,7 +253,15 @@ def delete_suppression(
 def _pause_call(runtime: Runtime, body: PauseIn, *, resume: bool) -> PauseChangeOut:
     actor = f"admin-api:{body.as_identity}"
     if resume:
-        result: PauseChangeOut = _call(service.resume, runtime, subdomain=body.subdomain, agent=body.agent, actor=actor)
+        result: PauseChangeOut = _call(
+            service.resume,
+            runtime,
+            subdomain=body.subdomain,
+            agent=body.agent,
+            actor=actor,
+            # The default reason names a pause: a resume records only a reason that was sent.
+            reason=body.reason if "reason" in body.model_fields_set else None,
+        )
     else:
         result = _call(
             service.pause, runtime, subdomain=body.subdomain, agent=body.agent, reason=body.reason, actor=actor

@@ -330,6 +330,7 @@ def resume_command(
     subdomain: SubdomainOption = None,
     agent: AgentOption = None,
     everything: AllOption = False,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit event).")] = "resumed by an operator",
     actor: AsOption = "cli",
 ) -> None:
     """Lift a pause (a tripped breaker included: resuming a subdomain resets its count)."""
@@ -338,7 +339,7 @@ def resume_command(
     _one_scope(subdomain, agent, everything)
     with cli_runtime() as runtime:
         try:
-            result = resume(runtime, subdomain=subdomain, agent=agent, actor=f"cli:{actor}")
+            result = resume(runtime, subdomain=subdomain, agent=agent, actor=f"cli:{actor}", reason=reason)
         except MailOperationError as exc:
             _fail(str(exc))
     typer.echo(result.detail)

@@ -132,9 +132,17 @@ def pause(
     return PauseChangeOut(scope=scope.value, target=target, changed=added, detail=detail)
 
 
-def resume(runtime: Runtime, *, subdomain: str | None = None, agent: str | None = None, actor: str) -> PauseChangeOut:
+def resume(
+    runtime: Runtime,
+    *,
+    subdomain: str | None = None,
+    agent: str | None = None,
+    actor: str,
+    reason: str | None = None,
+) -> PauseChangeOut:
     """Lift a pause. Resuming a subdomain also resets its breaker's count (a tripped breaker is
-    resumed this way: it is an admin's decision). Deferred mail goes at its next look."""
+    resumed this way: it is an admin's decision). Deferred mail goes at its next look. The
+    reason, when given, is recorded with who resumed and what the pause was."""
     config = mail_config(runtime)
     now = utcnow()
     with runtime.db.session() as session:
@@ -147,7 +155,13 @@ def resume(runtime: Runtime, *, subdomain: str | None = None, agent: str | None 
                 session,
                 event_type="mail.resumed",
                 actor=actor,
-                data={"scope": scope.value, "target": target, "cause": removed.cause, "paused_by": removed.paused_by},
+                data={
+                    "scope": scope.value,
+                    "target": target,
+                    "cause": removed.cause,
+                    "paused_by": removed.paused_by,
+                    "reason": reason,
+                },
             )
     detail = f"resumed (was: {describe_pause(removed)})" if removed else "was not paused"
     return PauseChangeOut(scope=scope.value, target=target, changed=removed is not None, detail=detail)

@@ -3,6 +3,7 @@ deferred and looked at again every `mail_pause_recheck_seconds`; nothing is lost
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -87,7 +88,9 @@ def test_the_admin_api_pauses_and_resumes_a_subdomain_with_audit_events(
     assert status["subdomains"][0]["sending"] == "paused"
     assert status["subdomains"][0]["pauses"][0]["reason"] == "bad batch"
 
-    resumed = client.post("/v1/admin/mail/resume", json={"subdomain": SUBDOMAIN, "as": "ann"}, headers=headers)
+    resumed = client.post(
+        "/v1/admin/mail/resume", json={"subdomain": SUBDOMAIN, "as": "ann", "reason": "batch fixed"}, headers=headers
+    )
     assert resumed.json()["changed"] is True
     make_due(world, held[0])
     sweep_once(world.rt)
@@ -95,6 +98,9 @@ def test_the_admin_api_pauses_and_resumes_a_subdomain_with_audit_events(
     with world.rt.db.session() as session:
         kinds = [e.event_type for e in session.exec(select(AuditEvent)).all() if e.event_type.startswith("mail.")]
     assert kinds == ["mail.paused", "mail.resumed"]
+    with world.rt.db.session() as session:
+        resumed_event = session.exec(select(AuditEvent).where(AuditEvent.event_type == "mail.resumed")).one()
+    assert json.loads(resumed_event.data_json)["reason"] == "batch fixed"
 
 
 def test_mail_paused_past_its_expiry_fails_with_the_reason(world: MailWorld, cli: MailCli) -> None:

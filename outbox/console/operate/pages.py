@@ -101,7 +101,6 @@ def _mail_page(request: Request, runtime: ConsoleRuntimeDep, user: ConsoleUser, 
         "not_configured": not_configured,
         "can_operate": user.is_operator,
         "outcome": None,
-        "unrecorded_reason": None,
     }
     values.update({"error": None, **context})
     status_code = 422 if values["error"] else 200
@@ -150,13 +149,10 @@ def _kill_switch(
         if pause:
             outcome = mail_service.pause(runtime, subdomain=subdomain, reason=reason, actor=user.identity)
         else:
-            outcome = mail_service.resume(runtime, subdomain=subdomain, actor=user.identity)
+            outcome = mail_service.resume(runtime, subdomain=subdomain, actor=user.identity, reason=reason)
     except mail_service.MailOperationError as exc:
         return _mail_page(request, runtime, user, error=str(exc))
-    # `mail.resumed` records who resumed and what the pause was, but the mail service takes no
-    # reason for a resume (yet): the page says so rather than dropping it silently.
-    unrecorded = None if pause else reason
-    return _mail_page(request, runtime, user, outcome=outcome, unrecorded_reason=unrecorded)
+    return _mail_page(request, runtime, user, outcome=outcome)
 
 
 # --- Audit ---------------------------------------------------------------------------------
