@@ -29,8 +29,9 @@ class Inbox:
     awaiting: list[ApprovalOut]
     # Requests this person approved that still wait for another approver, oldest first.
     waiting_for_others: list[ApprovalOut]
-    # Whether there were more pending requests than the scan looked at.
+    # Whether there were more pending requests than the scan looked at (the newest `scanned`).
     truncated: bool
+    scanned: int = INBOX_SCAN_LIMIT
 
 
 def inbox_for(runtime: Runtime, identity: str) -> Inbox:
