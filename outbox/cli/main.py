@@ -102,10 +102,14 @@ def serve(
             workers=workers,
             log_config=None,
             access_log=False,
+            proxy_headers=False,
         )
         return
     # log_config=None: uvicorn's own lines go through our structured logging too.
-    config = uvicorn.Config(app_, host=host, port=port, log_config=None, access_log=False)
+    # proxy_headers=False: the client address is the TCP peer, never an X-Forwarded-For value
+    # (which any local process could set): the console trusts an identity header only from a
+    # configured proxy's own address, and recorded requests name who really connected.
+    config = uvicorn.Config(app_, host=host, port=port, log_config=None, access_log=False, proxy_headers=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 

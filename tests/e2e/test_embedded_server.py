@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -134,3 +136,21 @@ def test_prefer_wait_through_real_uvicorn(server: EmbeddedServer, target_server:
     assert response.status_code == 200
     assert response.headers["preference-applied"] == "wait=30"
     assert response.json()["status"] == "succeeded"
+
+
+def test_the_recorded_client_is_the_tcp_peer_not_a_forwarded_for_header(server: EmbeddedServer) -> None:
+    # X-Forwarded-For is any sender's claim: `outbox serve` never takes it for the client address
+    # (the console trusts an identity header only from a configured proxy's own address).
+    key = server.agent("forwarded", "http-reader")
+    server.start()
+
+    denied = httpx.post(
+        f"{server.url}/v1/actions",
+        json={"tool": "http.request", "args": {"method": "GET", "url": "http://127.0.0.1:9/admin/x"}},
+        headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "fwd", "X-Forwarded-For": "203.0.113.9"},
+        timeout=30,
+    )
+    assert denied.status_code == 403, denied.text
+    with sqlite3.connect(server.workdir / ".outbox" / "outbox.db") as db:
+        (recorded,) = db.execute("SELECT request FROM actions WHERE id = ?", (denied.json()["action_id"],)).fetchone()
+    assert json.loads(recorded)["client"] == "127.0.0.1"
