@@ -319,3 +319,47 @@ def test_sign_in_by_keyboard_and_the_inbox_fits_a_phone(
         screenshot(page, screenshots, "approval-phone")
     finally:
         phone.close()
+
+
+def test_a_page_left_open_while_another_approver_denies_says_so_instead_of_approving(
+    agents: Agents, target: TargetServer, browser: Browser, page: Page
+) -> None:
+    reason = unique("truncate the audit table")
+    action_id = delete_prod(agents, target, reason).json()["id"]
+    sign_in(page, agents.server, LEAD, PASSWORD)
+    page.goto(f"{agents.server.url}/console/approvals/{action_id}")
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+
+    other = browser.new_context()
+    try:
+        oncall = other.new_page()
+        oncall.on("dialog", lambda dialog: dialog.accept())
+        sign_in(oncall, agents.server, ONCALL, PASSWORD)
+        oncall.goto(f"{agents.server.url}/console/approvals/{action_id}")
+        oncall.get_by_label("Reason for denying").fill("Never truncate the audit table.")
+        oncall.get_by_role("button", name="Deny").click()
+        expect(oncall.locator("#decision-message")).to_be_visible()
+    finally:
+        other.close()
+
+    page.get_by_role("button", name="Approve").click()  # the page still shows the old state
+    expect(page.locator("#decision-refused")).to_contain_text("This page was out of date; nothing was decided.")
+    expect(page.locator("h1")).to_contain_text("rejected")
+    assert agents.server.action(agents.http_key, action_id)["status"] == "rejected"
+    assert target.received(prod_path(reason)) == []
+
+
+def test_a_wrong_password_is_refused_and_sign_out_ends_the_session(agents: Agents, page: Page) -> None:
+    server = agents.server
+    page.goto(f"{server.url}/console/sign-in")
+    page.get_by_label("E-mail address").fill(LEAD)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#sign-in-error")).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+
+    sign_in(page, server, LEAD, PASSWORD)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_text("You are signed out.")).to_be_visible()
+    page.goto(f"{server.url}/console")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")

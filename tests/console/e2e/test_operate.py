@@ -105,10 +105,19 @@ def test_every_operator_page_renders(
 
     page.get_by_role("link", name="Audit").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Audit log")
+    page.get_by_role("button", name="Verify now").click()
+    expect(page.get_by_role("heading", name=re.compile(r"^Verification at .*: passed$"))).to_be_visible()
+    expect(page.get_by_text("Chain intact")).to_be_visible()
     screenshot(page, screenshots, "audit")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download JSONL").click()
+    exported = Path(download.value.path()).read_text()
+    assert action_id in exported
+    assert all(line.startswith("{") for line in exported.splitlines())
 
     page.get_by_role("link", name="Policy").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Policy")
-    expect(page.get_by_text("sha256:").first).to_be_visible()
+    running = page.get_by_role("definition").filter(has_text="sha256:").first
+    expect(running).to_have_text(str(server.action(mail_key, action_id)["decision"]["policy_version"]))
     screenshot(page, screenshots, "policy")
     watch.assert_clean()
