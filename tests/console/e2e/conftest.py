@@ -50,13 +50,15 @@ def _running(server: ConsoleServer) -> Iterator[ConsoleServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync driver is open it holds an asyncio loop
+# running in the main thread, and any later test that runs a loop of its own there would fail.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield chromium
