@@ -140,6 +140,7 @@ def banner(plan: ServePlan, *, host: str, port: int, workers: int, mcp: bool) ->
     lines.append(f"  API docs     {url}/docs")
     if mcp:
         lines.append(f"  MCP          {url}/mcp")
+    lines.append(f"  console      {url}/console (sign-in: `outbox users add`)")
     lines.append(f"  metrics      {url}/metrics")
     if plan.mail is not None and plan.runs_sink:
         lines.append(f"  mail sink    smtp://{SINK_HOST}:{settings.mail_sink_port} → {sink_dir(settings)}")

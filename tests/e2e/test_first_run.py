@@ -137,6 +137,7 @@ def test_a_first_serve_says_where_everything_is_asks_no_dns_and_delivers_the_qui
     assert f"  API          {first_run.url}\n" in banner
     assert f"  API docs     {first_run.url}/docs\n" in banner
     assert (f"  MCP          {first_run.url}/mcp\n" in banner) is mcp_mounted
+    assert f"  console      {first_run.url}/console (sign-in: `outbox users add`)\n" in banner
     assert f"  metrics      {first_run.url}/metrics\n" in banner
     assert f"  mail sink    smtp://127.0.0.1:{first_run.sink_port} → .outbox/maildir\n" in banner
     assert f"  dev mail     {', '.join(DEVELOPMENT)}: to the sink only, no DNS checks\n" in banner
