@@ -90,20 +90,8 @@ def serve(
     for line in banner(plan, host=host, port=port, workers=workers, mcp=mcp):
         typer.echo(line)
     if workers > 1:
-        # Several processes: uvicorn imports the factory in each; the settings come from the
-        # environment, as they do here. They bind the port themselves.
         sock.close()
-        os.environ["OUTBOX_API_PORT"] = str(port)
-        uvicorn.run(
-            "outbox.api.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-        )
+        _serve_processes(host, port, workers)
         return
     # log_config=None: uvicorn's own lines go through our structured logging too.
     # proxy_headers=False: the client address is the TCP peer, never an X-Forwarded-For value
@@ -111,6 +99,24 @@ def serve(
     # configured proxy's own address, and recorded requests name who really connected.
     config = uvicorn.Config(app_, host=host, port=port, log_config=None, access_log=False, proxy_headers=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _serve_processes(host: str, port: int, workers: int) -> None:
+    """Several API processes: uvicorn imports the factory in each, and they bind the port
+    themselves; the settings come from the environment, as they do here (the port included)."""
+    import uvicorn
+
+    os.environ["OUTBOX_API_PORT"] = str(port)
+    uvicorn.run(
+        "outbox.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 @app.command()
