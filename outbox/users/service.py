@@ -19,7 +19,7 @@ import hmac
 import ipaddress
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -125,37 +125,37 @@ def add_user(db: Database, email: str, *, role: Role = Role.APPROVER, actor: str
 
 def set_password(db: Database, email: str, password: str, *, actor: str) -> UserOut:
     """Set a user's password (WeakPassword when too short) and end their sessions everywhere."""
-    address = canonical_email(email)
     new_hash = checked_password_hash(password)  # slow: hashed before the transaction
-    with db.session() as session:
-        user = repository.find_user(session, address)
-        if user is None:
-            raise UserNotFound(address)
-        user.password_hash, user.updated_at = new_hash, utcnow()
-        repository.insert(session, user)
-        ended = repository.delete_sessions_of(session, user.id)
-        record_event(
-            session,
-            event_type="user.password_set",
-            actor=actor,
-            data={"user_id": user.id, "email": address, "sessions_ended": ended},
-        )
-        return _user_out(user)
+
+    def change(user: User) -> None:
+        user.password_hash = new_hash
+
+    return _change_user(db, email, change, event_type="user.password_set", actor=actor)
 
 
 def disable_user(db: Database, email: str, *, actor: str) -> UserOut:
     """Disable a user and end their sessions; idempotent."""
+
+    def change(user: User) -> None:
+        user.disabled = True
+
+    return _change_user(db, email, change, event_type="user.disabled", actor=actor)
+
+
+def _change_user(db: Database, email: str, change: Callable[[User], None], *, event_type: str, actor: str) -> UserOut:
+    """Apply `change` to the user, end all their sessions, and record it: one transaction."""
     address = canonical_email(email)
     with db.session() as session:
         user = repository.find_user(session, address)
         if user is None:
             raise UserNotFound(address)
-        user.disabled, user.updated_at = True, utcnow()
+        change(user)
+        user.updated_at = utcnow()
         repository.insert(session, user)
         ended = repository.delete_sessions_of(session, user.id)
         record_event(
             session,
-            event_type="user.disabled",
+            event_type=event_type,
             actor=actor,
             data={"user_id": user.id, "email": address, "sessions_ended": ended},
         )
