@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -213,3 +214,30 @@ def outbox_cli(env: Mapping[str, str], cwd: Path, *argv: str) -> str:
     if done.returncode != 0:
         raise SystemExit(f"outbox {' '.join(argv)} failed: {done.stderr.strip()}")
     return done.stdout.strip()
+
+
+def bench_environment(stack: contextlib.ExitStack, *, database: str, prefix: str) -> tuple[Path, int, dict[str, str]]:
+    """A working directory with the shipped policies pointed at a fresh target server, and a
+    database (SQLite in it, or a new PostgreSQL database); everything is removed when `stack`
+    closes. Returns (workdir, target port, the environment an outbox process runs with)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    stack.callback(shutil.rmtree, workdir, True)
+    target_port = stack.enter_context(target_server(workdir))
+    write_policies(workdir, target_port)
+    if database == "postgresql":
+        database_url = create_database(prefix.replace("-", "_"))
+        stack.callback(drop_database, database_url)
+    else:
+        database_url = f"sqlite:///{workdir}/.outbox/outbox.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
+    env.update(
+        {
+            "OUTBOX_DATABASE_URL": database_url,
+            "OUTBOX_DATA_DIR": str(workdir / ".outbox"),
+            "OUTBOX_POLICY_DIR": str(workdir / "policies"),
+            "OUTBOX_LOG_LEVEL": "WARNING",
+            "OUTBOX_POLICY_WATCH": "false",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    return workdir, target_port, env

@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -60,17 +58,13 @@ from pathlib import Path
 
 import httpx
 from _servers import (
-    REPO,
     ActionCounts,
+    bench_environment,
     cpu_seconds,
-    create_database,
-    drop_database,
     free_port,
     load_average,
     outbox_cli,
     serving,
-    target_server,
-    write_policies,
 )
 from _wrk import Load, Shape, WrkResult, run_wrk
 
@@ -136,27 +130,8 @@ def parse_args() -> argparse.Namespace:
 def bench_setup(args: argparse.Namespace) -> Iterator[Bench]:
     """Working directory, database, target and agent; everything removed on the way out."""
     with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
-        stack.callback(shutil.rmtree, workdir, True)
-        target_port = stack.enter_context(target_server(workdir))
-        write_policies(workdir, target_port)
-        if args.database == "postgresql":
-            database_url = create_database("outbox_bench")
-            stack.callback(drop_database, database_url)
-        else:
-            database_url = f"sqlite:///{workdir}/.outbox/outbox.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
-        env.update(
-            {
-                "OUTBOX_DATABASE_URL": database_url,
-                "OUTBOX_DATA_DIR": str(workdir / ".outbox"),
-                "OUTBOX_POLICY_DIR": str(workdir / "policies"),
-                "OUTBOX_LOG_LEVEL": "WARNING",
-                "OUTBOX_POLICY_WATCH": "false",
-                "PYTHONPATH": str(REPO),
-            }
-        )
-        bench = Bench(args, workdir, env, database_url, target_port)
+        workdir, target_port, env = bench_environment(stack, database=args.database, prefix="outbox-bench")
+        bench = Bench(args, workdir, env, env["OUTBOX_DATABASE_URL"], target_port)
         bench.cli("db", "upgrade")
         bench.token = bench.cli("agents", "create", "bench", "--role", "http-reader")
         yield bench

@@ -30,30 +30,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
 from _servers import (
-    REPO,
-    create_database,
-    drop_database,
+    bench_environment,
     free_port,
     load_average,
     outbox_cli,
     serving,
-    target_server,
-    write_policies,
 )
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -86,26 +79,7 @@ def parse_args() -> argparse.Namespace:
 def outbox_server(args: argparse.Namespace) -> Iterator[tuple[str, str, int]]:
     """The outbox and the target, started; yields (base URL, agent key, target port)."""
     with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-mcp-"))
-        stack.callback(shutil.rmtree, workdir, True)
-        target_port = stack.enter_context(target_server(workdir))
-        write_policies(workdir, target_port)
-        if args.database == "postgresql":
-            database_url = create_database("outbox_bench_mcp")
-            stack.callback(drop_database, database_url)
-        else:
-            database_url = f"sqlite:///{workdir}/.outbox/outbox.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
-        env.update(
-            {
-                "OUTBOX_DATABASE_URL": database_url,
-                "OUTBOX_DATA_DIR": str(workdir / ".outbox"),
-                "OUTBOX_POLICY_DIR": str(workdir / "policies"),
-                "OUTBOX_LOG_LEVEL": "WARNING",
-                "OUTBOX_POLICY_WATCH": "false",
-                "PYTHONPATH": str(REPO),
-            }
-        )
+        workdir, target_port, env = bench_environment(stack, database=args.database, prefix="outbox-bench-mcp")
         outbox_cli(env, workdir, "db", "upgrade")
         key = outbox_cli(env, workdir, "agents", "create", "bench", "--role", "http-reader")
         port = free_port()
