@@ -1,0 +1,162 @@
+"""What would have happened under another policy: one call's outcome, and how two outcomes differ.
+
+Three questions compare a decision that was made with one that another policy makes: `outbox
+policy replay` (recorded traffic against a candidate directory), the shadow policy (every live
+submission decided a second time, never enforced), and the replay twin's report. All three
+describe an outcome with `Outcome` and name its changes with `changes`, so a disagreement means
+the same thing in the action, the audit event, the metrics and every report.
+
+An outcome is what the pipeline would do with the call, not only policy's effect: the effective
+effect (policy, then the tool's blast-radius bound), the rules that decided it, for a call sent to
+a human the gate it would get (quorum and expiry, `approvals.yaml`), and for mail whether a send
+window or budget would hold it back (`deferred`, the reason).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from outbox.policy.approval_gates import ApprovalsConfig
+from outbox.policy.effective import EffectiveDecision
+
+
+class ChangeKind(enum.StrEnum):
+    """How an outcome changed. The effect changes read `<before>-to-<after>`."""
+
+    ALLOW_TO_DENY = "allow-to-deny"
+    ALLOW_TO_APPROVE = "allow-to-approve"
+    DENY_TO_ALLOW = "deny-to-allow"
+    DENY_TO_APPROVE = "deny-to-approve"
+    APPROVE_TO_ALLOW = "approve-to-allow"
+    APPROVE_TO_DENY = "approve-to-deny"
+    # Still sent to a human, but to another gate: a different quorum or expiry.
+    GATE_CHANGED = "gate-changed"
+    # Mail: a send window or budget would now hold the call back, or no longer would.
+    NOW_DEFERRED = "now-deferred"
+    NO_LONGER_DEFERRED = "no-longer-deferred"
+
+    @property
+    def loosens(self) -> bool:
+        """True when the change lets through what was stopped or held (a wider grant)."""
+        return self in _LOOSENING
+
+
+_LOOSENING = frozenset(
+    {ChangeKind.DENY_TO_ALLOW, ChangeKind.DENY_TO_APPROVE, ChangeKind.APPROVE_TO_ALLOW, ChangeKind.NO_LONGER_DEFERRED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One call's outcome under one policy version."""
+
+    effect: str
+    policy_version: str
+    # The rules that decided it, as written (`p, role:…, …`), in the order policy reports them.
+    rules: tuple[str, ...] = ()
+    escalation: str | None = None
+    # For `approve`: the gate the approval request gets.
+    quorum: int | None = None
+    expires_in_seconds: int | None = None
+    # Mail held back by a send window or a budget: why. None when it would go at once.
+    deferred: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready, as actions, audit events and reports keep it."""
+        record: dict[str, Any] = {
+            "effect": self.effect,
+            "policy_version": self.policy_version,
+            "rules": list(self.rules),
+            "escalation": self.escalation,
+            "quorum": self.quorum,
+            "expires_in_seconds": self.expires_in_seconds,
+            "deferred": self.deferred,
+        }
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Outcome:
+        return cls(
+            effect=str(record["effect"]),
+            policy_version=str(record.get("policy_version") or ""),
+            rules=tuple(str(rule) for rule in record.get("rules") or ()),
+            escalation=record.get("escalation"),
+            quorum=record.get("quorum"),
+            expires_in_seconds=record.get("expires_in_seconds"),
+            deferred=record.get("deferred"),
+        )
+
+    def describe(self) -> str:
+        """A short phrase for tables: `approve (quorum 2)`, `deny by p, role:…`."""
+        text = self.effect
+        if self.effect == "approve" and self.quorum is not None:
+            text += f" (quorum {self.quorum})"
+        if self.deferred:
+            text += f", deferred: {self.deferred}"
+        return text
+
+
+def outcome_of(verdict: EffectiveDecision, tool: str, approvals: ApprovalsConfig | None) -> Outcome:
+    """The outcome of an effective decision; `approvals` (the same policy version's gates) gives
+    the gate of a call sent to a human."""
+    quorum = expires = None
+    if verdict.effect == "approve" and approvals is not None:
+        gate = approvals.resolve(tool, verdict.policy)
+        quorum, expires = gate.quorum, int(gate.expires_in.total_seconds())
+    return Outcome(
+        effect=verdict.effect,
+        policy_version=verdict.policy_version,
+        rules=tuple(rule["rule"] for rule in verdict.policy.rules()),
+        escalation=verdict.escalation,
+        quorum=quorum,
+        expires_in_seconds=expires,
+    )
+
+
+def changes(before: Outcome, after: Outcome) -> tuple[ChangeKind, ...]:
+    """How `after` differs from `before`, as change kinds; empty when the outcome is the same.
+
+    Which rule decided is not a change of outcome: a call allowed by another rule is still
+    allowed. A gate is compared only when both sides send the call to a human and both know it;
+    a deferral only when the call would be let through on both sides."""
+    found: list[ChangeKind] = []
+    if before.effect != after.effect:
+        found.append(ChangeKind(f"{before.effect}-to-{after.effect}"))
+    elif before.effect == "approve" and _gate_differs(before, after):
+        found.append(ChangeKind.GATE_CHANGED)
+    if before.effect != "deny" and after.effect != "deny":
+        if before.deferred is None and after.deferred is not None:
+            found.append(ChangeKind.NOW_DEFERRED)
+        elif before.deferred is not None and after.deferred is None:
+            found.append(ChangeKind.NO_LONGER_DEFERRED)
+    return tuple(found)
+
+
+def _gate_differs(before: Outcome, after: Outcome) -> bool:
+    pairs = ((before.quorum, after.quorum), (before.expires_in_seconds, after.expires_in_seconds))
+    return any(a is not None and b is not None and a != b for a, b in pairs)
+
+
+def parse_change_kinds(text: str) -> frozenset[ChangeKind]:
+    """`deny-to-allow,allow-to-deny` (as `--fail-on` takes it); `any` is every kind, `loosening`
+    every kind that lets through what was stopped. Raises ValueError naming the unknown ones."""
+    kinds: set[ChangeKind] = set()
+    unknown: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part == "any":
+            kinds.update(ChangeKind)
+        elif part == "loosening":
+            kinds.update(_LOOSENING)
+        elif part in ChangeKind._value2member_map_:
+            kinds.add(ChangeKind(part))
+        else:
+            unknown.append(part)
+    if unknown:
+        choices = ", ".join(["any", "loosening", *(k.value for k in ChangeKind)])
+        raise ValueError(f"unknown change kind(s) {', '.join(unknown)}: use {choices}")
+    return frozenset(kinds)
