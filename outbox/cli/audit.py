@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from outbox.actions.audit_export import export_jsonl
+from outbox.recordings.export import export_jsonl
 from outbox.actions.reconstruction import find_action_mismatches
 from outbox.audit.checkpointer import checkpoint_file
 from outbox.audit.sealer import seal_all

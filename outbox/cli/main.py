@@ -260,7 +260,8 @@ def audit_export(
     since: Annotated[datetime | None, typer.Option(help="Only events at or after this time (ISO 8601).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
-    """Write every event as JSON Lines, in chain order, with each action's request, artifact and response."""
+    """Write the audit log as versioned JSON Lines (docs/export.md): a header, every event in chain
+    order with each action's request, decision, artifact and exact response, and an end record."""
     from outbox.cli.audit import export_database
 
     if since is not None and since.tzinfo is None:

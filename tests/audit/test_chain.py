@@ -11,12 +11,12 @@ from sqlalchemy import delete, text, update
 from sqlmodel import col, select
 from typer.testing import CliRunner
 
-from outbox.actions.audit_export import export_jsonl
 from outbox.audit.models import AuditEvent
 from outbox.audit.service import record_event, verify_chain
 from outbox.cli.main import app
 from outbox.config import get_settings
 from outbox.execution.service import run_action
+from outbox.recordings.export import export_jsonl
 from outbox.runtime import Runtime
 from tests.support.agents import make_agent
 from tests.support.audit import seal
@@ -115,7 +115,10 @@ def test_export_holds_request_decision_artifact_and_response(runtime: Runtime, t
     out = io.StringIO()
     with runtime.db.session() as session:
         count = export_jsonl(session, out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert records[0]["record"] == "header"
+    assert records[-1]["record"] == "end"
+    lines = records[1:-1]
     assert count == len(lines) >= 5
     first = next(line for line in lines if line["action_id"] == action_id)
     action = first["action"]

@@ -17,13 +17,13 @@ from sqlalchemy import delete, event, text, update
 from sqlmodel import col, select
 from typer.testing import CliRunner
 
-from outbox.actions.audit_export import export_jsonl
 from outbox.audit.models import AuditEvent
 from outbox.audit.sealer import has_unsealed, seal_all, seal_pending
 from outbox.audit.service import record_event, unsealed_events, verify_chain
 from outbox.cli.main import app
 from outbox.config import Settings, get_settings
 from outbox.db import Database
+from outbox.recordings.export import export_jsonl
 from outbox.runtime import Runtime
 from outbox.sqltypes import utcnow
 from tests.support.agents import make_agent
@@ -152,7 +152,8 @@ def test_cli_verify_and_export_seal_first_and_cover_every_committed_event(
     exported = cli("audit", "export")
     assert exported.exit_code == 0, exported.output
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
-    assert [(line["seq"], line["data"]["name"]) for line in lines] == [
+    assert (lines[0]["record"], lines[-1]["record"]) == ("header", "end")
+    assert [(line["seq"], line["data"]["name"]) for line in lines[1:-1]] == [
         (1, "one"),
         (2, "two"),
         (3, "three"),
@@ -314,6 +315,6 @@ def test_an_export_is_the_chain_in_seq_order(runtime: Runtime, sealed_chain: lis
     out = io.StringIO()
     with runtime.db.read_session() as session:
         assert export_jsonl(session, out) == 5
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    lines = [json.loads(line) for line in out.getvalue().splitlines()][1:-1]
     assert [line["seq"] for line in lines] == [1, 2, 3, 4, 5]
     assert [line["hash"] for line in lines] == [e.hash for e in sealed_chain]

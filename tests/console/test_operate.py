@@ -317,14 +317,18 @@ def test_the_audit_export_downloads_the_chain_as_json_lines(console: Console) ->
     assert export.status_code == 200
     assert export.headers["content-type"].startswith("application/x-ndjson")
     assert export.headers["content-disposition"].startswith('attachment; filename="outbox-audit-')
-    lines = [json.loads(line) for line in export.text.splitlines()]
+    records = [json.loads(line) for line in export.text.splitlines()]
+    assert records[0]["record"] == "header"
+    assert records[-1] == {"record": "end", "events": len(records) - 2, "actions": 1}
+    lines = records[1:-1]
     assert [line["seq"] for line in lines] == list(range(1, len(lines) + 1))
     mine = [line for line in lines if line["action_id"] == action_id]
     assert [line["type"] for line in mine] == ["action.received", "action.queued", "action.running", "action.succeeded"]
     assert mine[0]["action"]["tool"] == "email.send"
 
     tomorrow = (utcnow() + timedelta(days=1)).date().isoformat()
-    assert operator.get("/console/audit/export", since=tomorrow).text == ""
+    later = [json.loads(line) for line in operator.get("/console/audit/export", since=tomorrow).text.splitlines()]
+    assert [line["record"] for line in later] == ["header", "end"]
     assert operator.get("/console/audit/export", since="last week").status_code == 400
 
 

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, TextIO, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import DBAPIError
 
-from outbox.actions.audit_export import export_jsonl
+from outbox.recordings.export import export_jsonl
 from outbox.actions.reconstruction import find_action_mismatches
 from outbox.audit.checkpointer import checkpoint_file
 from outbox.audit.models import AuditCheckpoint
