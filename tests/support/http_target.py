@@ -1,8 +1,8 @@
 """A real HTTP server on loopback, the target of `http.request` in tests.
 
 It records every request it receives and answers according to the path:
-`/status/<code>`, `/slow/<seconds>`, `/big/<bytes>`, `/redirect` (to another host), anything else
-200 with a JSON echo.
+`/status/<code>`, `/slow/<seconds>`, `/big/<bytes>`, `/bytes/<hex>` (exactly those bytes, for
+bodies that are not UTF-8 text), `/redirect` (to another host), anything else 200 with a JSON echo.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class TargetServer:
                     payload = b'{"slow": true}'
                 elif parts[0] == "big" and len(parts) > 1:
                     payload = b"x" * int(parts[1])
+                elif parts[0] == "bytes" and len(parts) > 1:
+                    payload = bytes.fromhex(parts[1])
                 elif parts[0] == "redirect":
                     status, extra = 302, {"Location": "http://example.invalid/elsewhere"}
                 else:
