@@ -40,6 +40,22 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def storable_text(data: bytes) -> str | None:
+    """`data` as text a JSON column keeps exactly, or None: valid UTF-8 without NUL (PostgreSQL's
+    jsonb refuses \\u0000). Bytes that are not go along in base64 instead."""
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def shown_text(data: bytes) -> str:
+    """`data` as readable text for a JSON column: invalid UTF-8 and NUL become U+FFFD."""
+    return data.decode("utf-8", errors="replace").replace("\0", "\ufffd")
+
+
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

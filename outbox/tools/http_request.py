@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from outbox.budgets.service import Cap, acquire_slot, release_slot, reserve
-from outbox.canonical import canonical_json
+from outbox.canonical import canonical_json, storable_text
 from outbox.http_clients import SHARED_CLIENTS, ClientSettings, PooledClients
 from outbox.retry_after import parse_retry_after
 from outbox.sqltypes import utcnow
@@ -388,10 +388,11 @@ def _read_capped(reply: httpx.Response, cap: int) -> tuple[bytes, bool]:
 
 
 def _body_fields(body: bytes) -> dict[str, Any]:
-    try:
-        return {"body": body.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"body_base64": base64.b64encode(body).decode("ascii")}
+    """The body exactly: as text when a JSON column keeps it as is, else in base64."""
+    text = storable_text(body)
+    if text is not None:
+        return {"body": text}
+    return {"body_base64": base64.b64encode(body).decode("ascii")}
 
 
 def provide_http_tools(policy_dir: Path, services: ToolServices) -> list[HttpRequestTool]:
