@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # None means embedded: actions are dispatched to worker threads inside the API process.
     broker_url: str | None = None
     policy_dir: Path = Path("policies")
+    # A second policy directory that decides every submission again, never enforced: its
+    # decision is recorded on the action for comparison (docs/shadow-policy.md). None: no shadow.
+    shadow_policy_dir: Path | None = None
     data_dir: Path = Path(".outbox")
     admin_token: SecretStr | None = None
     # How many worker processes share this database; SQLite is refused above one in production.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from outbox.actions.callbacks import deliver_callback
@@ -64,6 +66,23 @@ class Runtime:
     # Whether the periodic sweep makes the due deliveries itself (the embedded server); with a
     # broker, the `outbox.deliver_notifications` task that follows each sweep makes them.
     sweep_delivers: bool
+    # The shadow policy (OUTBOX_SHADOW_POLICY_DIR, docs/shadow-policy.md): decides every
+    # submission a second time, recorded and never enforced. None when not configured.
+    shadow_policy: PolicyStore | None = None
+
+    @property
+    def policy_stores(self) -> tuple[PolicyStore, ...]:
+        """The stores reloaded together (file watch, SIGHUP): the policy, then its shadow."""
+        return (self.policy,) if self.shadow_policy is None else (self.policy, self.shadow_policy)
+
+    def reload_policies(self) -> None:
+        """SIGHUP: reload the policy and the shadow; each keeps its running version on failure."""
+        for store in self.policy_stores:
+            store.reload()
+
+    def watch_policies(self, stop: threading.Event) -> None:
+        for store in self.policy_stores:
+            store.watch(stop)
 
     @classmethod
     def build(
@@ -74,7 +93,9 @@ class Runtime:
         providers: Sequence[ToolProvider] = BUILTIN_PROVIDERS,
     ) -> Runtime:
         db = Database(settings)
-        policy = PolicyStore(settings.policy_dir, ToolServices(settings=settings, db=db), providers)
+        services = ToolServices(settings=settings, db=db)
+        policy = PolicyStore(settings.policy_dir, services, providers)
+        shadow = _shadow_store(settings.shadow_policy_dir, services, providers)
         return cls(
             settings=settings,
             db=db,
@@ -84,4 +105,22 @@ class Runtime:
             approval_notifier=SlackNotifier(settings),
             approvals=ApprovalsPort(),
             sweep_delivers=settings.is_embedded,
+            shadow_policy=shadow,
         )
+
+
+class ShadowPolicyInvalid(Exception):
+    """The shadow policy directory did not load at start: the process refuses to start, as it
+    does for a broken policy (a shadow that silently decided nothing would be mistaken for one
+    that agrees). The message is one line."""
+
+
+def _shadow_store(
+    directory: Path | None, services: ToolServices, providers: Sequence[ToolProvider]
+) -> PolicyStore | None:
+    if directory is None:
+        return None
+    try:
+        return PolicyStore(directory, services, providers)
+    except Exception as exc:  # any load failure: refuse to start, naming the shadow
+        raise ShadowPolicyInvalid(f"the shadow policy {directory} did not load: {exc}") from exc

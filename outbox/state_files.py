@@ -38,6 +38,7 @@ SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 _NOT_STATE = frozenset(
     {
         "policy_dir",
+        "shadow_policy_dir",
         "mail_config",
         "dkim_key_dir",
         "sandbox_bwrap_path",

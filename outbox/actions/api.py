@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from outbox.actions import service
-from outbox.actions.schemas import ActionOut, ActionPage
+from outbox.actions.schemas import ActionOut, ActionPage, AdminActionOut
 from outbox.actions.waiting import wait_until_settled
 from outbox.api.client_input import ParsedBody, parse_body, parsed_body, read_limited
-from outbox.api.deps import CurrentAgent, RuntimeDep
+from outbox.api.deps import AdminDep, CurrentAgent, RuntimeDep
+from outbox.api.schemas import PolicyReloadOut
 from outbox.idempotency.service import validate_key
 from outbox.problems import PROBLEM_MEDIA_TYPE, Problem
 from outbox.sqltypes import utcnow
@@ -129,6 +130,51 @@ def _respond(answer: service.Answer, *, wait_applied: int | None) -> JSONRespons
 @router.get("/actions/{action_id}", response_model=ActionOut, summary="Read one of your actions")
 def read_action(action_id: str, runtime: RuntimeDep, agent: CurrentAgent) -> dict[str, Any]:
     return _load_action_body(runtime, agent, action_id)
+
+
+# Admin reads (docs/shadow-policy.md): any agent's action, with what agents never see.
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@admin_router.get(
+    "/actions/{action_id}",
+    response_model=AdminActionOut,
+    summary="Read any action, with the shadow policy's decision",
+)
+def read_action_as_admin(action_id: str, runtime: RuntimeDep, _admin: AdminDep) -> AdminActionOut:
+    """The action as its agent reads it, plus `agent_id` and `shadow`: what the shadow policy
+    (OUTBOX_SHADOW_POLICY_DIR) decided for it, never enforced. Takes the admin token."""
+    return service.read_as_admin(runtime, action_id)
+
+
+@admin_router.post(
+    "/policy/shadow/reload",
+    response_model=PolicyReloadOut,
+    summary="Reload the shadow policy directory",
+)
+async def reload_shadow_policy(runtime: RuntimeDep, _admin: AdminDep) -> PolicyReloadOut:
+    """Like `POST /v1/admin/policy/reload`, for the shadow policy: a directory that fails to
+    load keeps the previous shadow (422). 404 when no shadow policy is configured."""
+    store = runtime.shadow_policy
+    if store is None:
+        raise Problem(
+            404,
+            "no-shadow-policy",
+            "No shadow policy",
+            "This server runs no shadow policy.",
+            hint="Set OUTBOX_SHADOW_POLICY_DIR to a policy directory and restart the server.",
+        )
+    ok, message = await run_in_threadpool(store.reload)
+    if not ok:
+        raise Problem(
+            422,
+            "policy-invalid",
+            "Shadow policy not reloaded",
+            f"The shadow policy directory failed to load; the previous shadow keeps deciding: {message}",
+            hint="Run `outbox policy check <dir>` locally, fix the file named, and reload again.",
+            running_version=store.current.version,
+        )
+    return PolicyReloadOut(version=message, loaded_at=store.current.snapshot.loaded_at.isoformat())
 
 
 @router.get("/actions", response_model=ActionPage, summary="List your actions, newest first")

@@ -6,7 +6,8 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text
+from sqlalchemy import JSON, Column, Index, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from outbox.sqltypes import JSONColumn, UTCDateTime, utcnow
@@ -43,6 +44,11 @@ TERMINAL_STATUSES = frozenset(
 CANCELLABLE_STATUSES = frozenset({ActionStatus.QUEUED, ActionStatus.DEFERRED, ActionStatus.AWAITING_APPROVAL})
 
 
+# None stored as SQL NULL, not JSON `null`: "no shadow decision" is then `shadow IS NULL`, which
+# the shadow report filters on in SQL on both backends.
+_SQL_NULL_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
 class Action(SQLModel, table=True):
     __tablename__ = "actions"
     __table_args__ = (
@@ -65,6 +71,9 @@ class Action(SQLModel, table=True):
     decision_rules: list[Any] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
     targets: list[Any] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
     policy_version: str = Field(max_length=120)
+    # The shadow policy's decision (migration 0008, docs/shadow-policy.md): {outcome, changes,
+    # policy_version, live}; never enforced, shown to admins only. NULL without a shadow policy.
+    shadow: dict[str, Any] | None = Field(default=None, sa_column=Column(_SQL_NULL_JSON, nullable=True))
 
     # The request exactly as received (method, path, selected headers, raw body).
     request: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))

@@ -187,6 +187,47 @@ _SHOWN_COLUMNS = (
 )
 
 
+class OutcomeOut(BaseModel):
+    """One call's outcome under one policy version (`outbox.policy.counterfactual.Outcome`)."""
+
+    effect: Effect
+    policy_version: str
+    rules: list[str] = Field(description="The rules that decided it, as written.")
+    escalation: str | None = None
+    quorum: int | None = Field(default=None, description="For `approve`: the approvals needed.")
+    expires_in_seconds: int | None = Field(default=None, description="For `approve`: how long the request stays open.")
+    deferred: str | None = None
+
+
+class ShadowOut(BaseModel):
+    """What the shadow policy decided for this call (docs/shadow-policy.md). Never enforced."""
+
+    outcome: OutcomeOut
+    changes: list[str] = Field(
+        description="How the shadow's outcome differs from the live one (`allow-to-deny`, `gate-changed`, …); "
+        "empty when they agree."
+    )
+    policy_version: str = Field(description="The shadow policy's version.")
+    live: OutcomeOut | None = Field(default=None, description="The live outcome the shadow was compared with.")
+    targets_from: str | None = Field(
+        default=None,
+        description="`shadow` when the shadow's own tool definition gave the targets, `live` when the live tool's did.",
+    )
+
+
+class AdminActionOut(ActionOut):
+    """An action as an admin reads it: the agent's view, whose agent it is, and the shadow
+    policy's decision (null when no shadow policy was configured at submission)."""
+
+    agent_id: str
+    shadow: ShadowOut | None
+
+    @classmethod
+    def of_action(cls, action: Action) -> AdminActionOut:
+        shown = ActionOut.of(action).model_dump()
+        return cls.model_validate({**shown, "agent_id": action.agent_id, "shadow": action.shadow})
+
+
 class ActionPage(BaseModel):
     items: list[ActionOut]
     next_cursor: str | None

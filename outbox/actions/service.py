@@ -19,7 +19,8 @@ from outbox.actions import repository
 from outbox.actions.callbacks import require_callback_allowed
 from outbox.actions.lifecycle import transition
 from outbox.actions.models import CANCELLABLE_STATUSES, Action, ActionStatus
-from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage
+from outbox.actions.schemas import ActionCreate, ActionOut, ActionPage, AdminActionOut
+from outbox.actions.shadow import LiveCall, ShadowDecision, shadow_record
 from outbox.agents.service import AuthenticatedAgent
 from outbox.audit.service import record_event
 from outbox.canonical import value_problems
@@ -116,10 +117,11 @@ def submit(
 
 
 # A replay reads the action with the key's record, in one statement: every column an answer
-# shows (not the recorded request, which can be large and is never shown).
+# shows (not the recorded request, which can be large and is never shown, nor the shadow
+# policy's decision, which agents never see).
 _CURRENT_ACTION = idempotency.CurrentRow(
     Action.__table__,  # type: ignore[attr-defined]
-    [column.name for column in Action.__table__.columns if column.name != "request"],  # type: ignore[attr-defined]
+    [column.name for column in Action.__table__.columns if column.name not in {"request", "shadow"}],  # type: ignore[attr-defined]
 )
 
 # Outcomes decided against the call: the agent is answered with the problem document kept on the
@@ -195,18 +197,23 @@ def _record(
     active = runtime.policy.current
     tool, args = _parse_call(active.tools, envelope)
     targets = tool.targets(args)
+    subject = Subject(agent.principal, agent.roles)
     # A callback is a request the outbox makes for the agent: policy allows it or it is a 422.
     if envelope.callback_url is not None:
-        require_callback_allowed(active.snapshot, Subject(agent.principal, agent.roles), envelope.callback_url)
+        require_callback_allowed(active.snapshot, subject, envelope.callback_url)
     # Policy, then the tool's blast-radius bound, which may send an allowed call to a human.
-    verdict = effective_decision(
-        active.snapshot, Subject(agent.principal, agent.roles), targets, blast_radius=blast_radius(tool, args)
+    verdict = effective_decision(active.snapshot, subject, targets, blast_radius=blast_radius(tool, args))
+    # The shadow policy decides the same call too: recorded, never enforced.
+    shadow = shadow_record(
+        runtime.shadow_policy.current if runtime.shadow_policy is not None else None,
+        active,
+        LiveCall(subject, tool, envelope.args, args, targets, verdict),
     )
     if verdict.effect != "deny":
         _refuse_if_unavailable(tool)
     # A denied call runs nothing, not even a dry run.
     preview = _preview(tool, args, with_dry_run=verdict.effect != "deny")
-    call = _Call(agent, envelope, tool, args, targets, verdict, preview, idempotency_key, request_record)
+    call = _Call(agent, envelope, tool, args, targets, verdict, preview, idempotency_key, request_record, shadow)
     action = _decided_columns(new_id("act"), call)
     action_id = action["id"]
     bind_log_context(action_id=action_id, tool=tool.name)
@@ -219,6 +226,8 @@ def _record(
         again = idempotency.lookup(runtime.db, agent.id, idempotency_key, fp, _CURRENT_ACTION)
         return replayed_answer(again or meanwhile.stored)
     metrics.record_decision(verdict.effect, tool.name)
+    if shadow is not None:
+        shadow.count()
     if action["status"] == ActionStatus.QUEUED:
         # The answer may wait for the workers to catch up (embedded backpressure).
         runtime.dispatcher.publish([action_id], backpressure=True)
@@ -302,6 +311,7 @@ class _Call:
     preview: dict[str, Any] | None
     idempotency_key: str
     request_record: dict[str, Any]
+    shadow: ShadowDecision | None = None
 
     @property
     def normalised_args(self) -> dict[str, Any]:
@@ -331,6 +341,7 @@ def _decided_columns(action_id: str, call: _Call) -> dict[str, Any]:
             for t, d in zip(call.targets, decision.targets, strict=True)
         ],
         "policy_version": decision.policy_version,
+        "shadow": call.shadow.record() if call.shadow is not None else None,
         "request": call.request_record,
         "preview": call.preview,
         "callback_url": call.envelope.callback_url,
@@ -350,21 +361,25 @@ def _decided_columns(action_id: str, call: _Call) -> dict[str, Any]:
 
 
 def _audit_received(session: Session, action: dict[str, Any], call: _Call) -> None:
-    """The call exactly as received, with its decision."""
+    """The call exactly as received, with its decision (and the shadow policy's, when one is
+    configured)."""
+    data = {
+        "request": call.request_record,
+        "tool": call.tool.name,
+        "args": action["args"],
+        "on_behalf_of": call.envelope.on_behalf_of,
+        "decision": call.verdict.record(),
+        "preview": call.preview,
+    }
+    if action["shadow"] is not None:
+        data["shadow"] = action["shadow"]
     record_event(
         session,
         event_type="action.received",
         actor=call.agent.principal,
         action_id=action["id"],
         to_status=ActionStatus.RECEIVED.value,
-        data={
-            "request": call.request_record,
-            "tool": call.tool.name,
-            "args": action["args"],
-            "on_behalf_of": call.envelope.on_behalf_of,
-            "decision": call.verdict.record(),
-            "preview": call.preview,
-        },
+        data=data,
     )
 
 
@@ -451,6 +466,15 @@ def get_action(session: Session, agent: AuthenticatedAgent, action_id: str) -> A
         # Another agent's action is indistinguishable from a missing one.
         raise ActionNotFound(action_id)
     return action
+
+
+def read_as_admin(runtime: Runtime, action_id: str) -> AdminActionOut:
+    """Any agent's action as an admin reads it, with the shadow policy's decision."""
+    with runtime.db.read_session() as session:
+        action = repository.get(session, action_id)
+        if action is None:
+            raise ActionNotFound(action_id)
+        return AdminActionOut.of_action(action)
 
 
 def _encode_cursor(created_at: datetime, action_id: str) -> str:

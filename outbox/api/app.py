@@ -78,10 +78,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if isinstance(active.dispatcher, EmbeddedDispatcher) and started:
             active.dispatcher.start(active)
         if active.settings.policy_watch:
-            active.policy.watch(stop)
+            active.watch_policies(stop)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: threading.Thread(target=active.policy.reload).start())
+            loop.add_signal_handler(signal.SIGHUP, lambda: threading.Thread(target=active.reload_policies).start())
         try:
             # The MCP server's session manager runs for exactly the app's lifetime (docs/mcp.md).
             async with mcp.serving(active):
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     install_error_handlers(app)
     app.include_router(actions_api.router)
+    app.include_router(actions_api.admin_router)
     app.include_router(system.router)
     app.include_router(approvals_api.router)
     app.include_router(slack_api.router)

@@ -124,6 +124,8 @@ _EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
     ("post", "/v1/actions"): {403, 409, 415, 503},
     ("post", "/v1/actions/{action_id}/cancel"): {409},
     ("post", "/v1/admin/policy/reload"): {422},
+    ("post", "/v1/admin/policy/shadow/reload"): {404, 422},
+    ("get", "/v1/admin/actions/{action_id}"): {404},
     ("get", "/v1/admin/approvals/{ref}"): {404},
     ("post", "/v1/admin/approvals/{ref}/approve"): {403, 409},
     ("post", "/v1/admin/approvals/{ref}/deny"): {403, 409},

@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outbox.cli.policy_shadow import shadow_app
+
 if TYPE_CHECKING:
     from outbox.policytools.repository import RecordedCall
 
 policy_app = typer.Typer(no_args_is_help=True, help="Policies as code: check, test, diff, status.")
+policy_app.add_typer(shadow_app, name="shadow")
 
 
 class CheckFormat(StrEnum):

@@ -1,7 +1,8 @@
 """Prometheus metrics: what happened (counted where it happens) and what is (read at scrape time).
 
-- `definitions`: the event metrics (decisions in the API, executions and sweeps in workers,
-  approval waits where a human decides, HTTP requests) and the functions that record them.
+- `definitions`: the event metrics (decisions in the API, the shadow policy's decisions,
+  executions and sweeps in workers, approval waits where a human decides, HTTP requests) and the
+  functions that record them.
 - `collectors`: state read when `/metrics` is scraped: the action queue (`QueueState`, read by
   `outbox.execution.queue_state`), the policy, and the hook (`register_collector`) through which
   other modules (mail budgets, breakers, pauses) publish theirs. Metrics imports no domain.
@@ -35,6 +36,7 @@ from outbox.metrics.definitions import (
     observe_execution,
     observe_http,
     record_decision,
+    record_shadow_decision,
     record_sweep,
 )
 from outbox.metrics.servers import (
@@ -65,6 +67,7 @@ __all__ = [
     "observe_http",
     "read_registered",
     "record_decision",
+    "record_shadow_decision",
     "record_sweep",
     "register_collector",
     "render_metrics",

@@ -201,3 +201,20 @@ def policy_families(runtime: Runtime) -> Iterator[Metric]:
         "1 when the last reload failed and the previous policy is still running.",
         value=float(runtime.policy.last_failure is not None),
     )
+    yield from _shadow_policy_families(runtime)
+
+
+def _shadow_policy_families(runtime: Runtime) -> Iterator[Metric]:
+    """The shadow policy's version and reload state (docs/shadow-policy.md), when one is configured."""
+    shadow = runtime.shadow_policy
+    if shadow is None:
+        return
+    active = shadow.current
+    info = InfoMetricFamily("outbox_shadow_policy", "The shadow policy version this process decides with.")
+    info.add_metric([], {"version": active.version, "git_commit": active.snapshot.git_commit or ""})
+    yield info
+    yield GaugeMetricFamily(
+        "outbox_shadow_policy_reload_failing",
+        "1 when the last reload of the shadow policy failed and the previous shadow is still deciding.",
+        value=float(shadow.last_failure is not None),
+    )

@@ -38,6 +38,19 @@ DECISIONS = Counter(
     ["effect", "tool"],
     registry=REGISTRY,
 )
+SHADOW_DECISIONS = Counter(
+    "outbox_shadow_decisions",
+    "Submissions the shadow policy decided too (never enforced; docs/shadow-policy.md), by tool.",
+    ["tool"],
+    registry=REGISTRY,
+)
+SHADOW_DISAGREEMENTS = Counter(
+    "outbox_shadow_disagreements",
+    "Shadow decisions whose outcome differs from the live one, by tool and change kind "
+    "(allow-to-deny, gate-changed, …; one submission may count under several kinds).",
+    ["tool", "change"],
+    registry=REGISTRY,
+)
 EXECUTIONS = Counter(
     "outbox_executions",
     "Executions by tool and outcome (the status the action moved to; `queued` is a retry, "
@@ -94,6 +107,13 @@ _SWEEP_KINDS = ("republished", "resumed", "lease_expired", "exhausted", "approva
 
 def record_decision(effect: str, tool: str) -> None:
     DECISIONS.labels(effect=effect, tool=tool).inc()
+
+
+def record_shadow_decision(tool: str, changes: list[str]) -> None:
+    """One shadow decision and each way it differs from the live one (change kinds)."""
+    SHADOW_DECISIONS.labels(tool=tool).inc()
+    for change in changes:
+        SHADOW_DISAGREEMENTS.labels(tool=tool, change=change).inc()
 
 
 def observe_execution(tool: str, outcome: str, seconds: float) -> None:
