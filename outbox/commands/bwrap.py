@@ -1,8 +1,11 @@
 """The bubblewrap command line for one sandboxed run.
 
 Everything the command can see is listed here: system directories read-only, a generated
-`/etc/passwd`, a fresh `/tmp`, the scratch directory, the profile's read-only mounts and the
-secrets (copied from memory file descriptors, never written to the host's disk). The root of
+`/etc/passwd`, a fresh `/tmp`, the scratch directory, the profile's read-only mounts, the
+secrets (copied from memory file descriptors, never written to the host's disk) and, for a
+profile with egress, the directory of the egress proxy's socket. Every sandbox has a network
+namespace of its own (bwrap brings up its `lo`, nothing else); no resolver configuration is
+bound, so there is no DNS inside. The root of
 the sandbox is remounted read-only last, so nothing outside scratch and `/tmp` is writable.
 """
 
@@ -13,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from outbox.commands.egress.bridge import PROXY_SOCKET_DIR_INSIDE
 from outbox.commands.profiles import SCRATCH_DIR, SandboxProfile
 
 # The uid/gid the command runs as inside its user namespace ("nobody").
@@ -23,7 +27,8 @@ SANDBOX_GID = 65534
 # when (as on merged-/usr systems) they are symlinks into /usr.
 _SYSTEM_TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # The parts of /etc that programs need to start, resolve users, verify TLS and find time zones.
-# Not the rest: /etc holds host configuration and sometimes credentials.
+# Not the rest: /etc holds host configuration and sometimes credentials. Not resolv.conf either:
+# names are resolved by the egress proxy, never inside the sandbox.
 _ETC_ESSENTIALS = (
     "/etc/ld.so.cache",
     "/etc/ld.so.conf",
@@ -37,7 +42,6 @@ _ETC_ESSENTIALS = (
     "/etc/pki",
     "/etc/crypto-policies",
 )
-_ETC_NETWORK = ("/etc/resolv.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/services")
 
 PASSWD = f"nobody:x:{SANDBOX_UID}:{SANDBOX_GID}:nobody:{SCRATCH_DIR}:/usr/sbin/nologin\n"
 GROUP = f"nogroup:x:{SANDBOX_GID}:\n"
@@ -84,9 +88,14 @@ def bwrap_argv(
     mounts: Mapping[str, Path],
     data_files: Sequence[DataFile],
     status_fd: int,
+    seccomp_fd: int,
     command: Sequence[str],
+    egress_socket_dir: Path | None = None,
 ) -> list[str]:
     """The full bwrap invocation; `command` is what runs inside (already wrapped in prlimit).
+
+    `seccomp_fd` holds the compiled filter (`outbox.commands.seccomp`); bwrap loads it last,
+    just before it executes the command, so every process of the command runs under it.
 
     RLIMIT_NPROC is set inside the new user namespace (by `prlimit`, after bwrap created it)
     because the kernel counts tasks per uid per user namespace: set there, the limit bounds this
@@ -95,7 +104,6 @@ def bwrap_argv(
     args = [
         str(bwrap),
         "--unshare-all",
-        *(["--share-net"] if profile.network else []),
         "--unshare-user",
         "--uid",
         str(SANDBOX_UID),
@@ -123,11 +131,13 @@ def bwrap_argv(
         "--chdir",
         SCRATCH_DIR,
     ]
-    for path in _ETC_ESSENTIALS + (_ETC_NETWORK if profile.network else ()):
+    for path in _ETC_ESSENTIALS:
         args += ["--ro-bind-try", path, path]
+    if egress_socket_dir is not None:
+        args += ["--ro-bind", str(egress_socket_dir), PROXY_SOCKET_DIR_INSIDE]
     for name, inside in profile.mounts.items():
         args += ["--ro-bind", str(mounts[name]), inside]
     for data in data_files:
         args += ["--perms", data.mode, "--ro-bind-data", str(data.fd), data.path]
-    args += ["--remount-ro", "/", "--json-status-fd", str(status_fd), "--", *command]
+    args += ["--remount-ro", "/", "--seccomp", str(seccomp_fd), "--json-status-fd", str(status_fd), "--", *command]
     return args

@@ -46,6 +46,7 @@ from outbox.commands.bwrap import (
 from outbox.commands.capture import CapturedRun, run_captured
 from outbox.commands.network_guard import find_nft, install_host_fence
 from outbox.commands.profiles import SECRETS_DIR, SandboxProfile, builtin_profiles
+from outbox.commands.seccomp import SeccompUnavailable, seccomp_problem, seccomp_program, socket_families
 
 log = structlog.get_logger(__name__)
 
@@ -303,6 +304,8 @@ def sandbox_problem(settings: SandboxSettings, *, reuse_failure_seconds: float =
     bwrap = settings.resolved_bwrap()
     if bwrap is None:
         return "bubblewrap (bwrap) is not installed or not executable"
+    if (problem := seccomp_problem()) is not None:
+        return problem
     key = (bwrap, settings.run_as())
     if key in _working_sandboxes:
         return None
@@ -446,6 +449,7 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
                 env[binding.env] = value.decode()
         status_read, status_write = os.pipe()
         stack.callback(os.close, status_read)
+        seccomp_fd = _memory_file(stack, "seccomp", _seccomp_filter(plan.profile))
         full_argv = bwrap_argv(
             bwrap=bwrap,
             profile=plan.profile,
@@ -453,6 +457,7 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
             mounts=plan.mounts,
             data_files=data_files,
             status_fd=status_write,
+            seccomp_fd=seccomp_fd,
             command=plan.limited_command(),
         )
         try:
@@ -462,7 +467,7 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
                 cwd=plan.scratch,
                 timeout_seconds=plan.timeout_seconds,
                 keep_bytes=plan.keep_bytes,
-                pass_fds=[status_write, *(data.fd for data in data_files)],
+                pass_fds=[status_write, seccomp_fd, *(data.fd for data in data_files)],
                 run_as=plan.settings.run_as(),
             )
         except OSError as error:
@@ -477,6 +482,14 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
         detail = run.stderr.data.decode("utf-8", errors="replace").strip()
         raise SandboxUnavailable(f"bubblewrap could not set up the sandbox: {detail or run.exit_code}")
     return _result(plan, run, _applied_isolation(status, plan), unsandboxed=False)
+
+
+def _seccomp_filter(profile: SandboxProfile) -> bytes:
+    """The profile's compiled filter; no filter, no run (fail closed)."""
+    try:
+        return seccomp_program(socket_families(network=profile.network))
+    except SeccompUnavailable as error:
+        raise SandboxUnavailable(str(error)) from None
 
 
 def _run_unsandboxed(plan: _RunPlan) -> SandboxResult:
@@ -571,6 +584,7 @@ def _applied_isolation(status: Mapping[str, Any], plan: _RunPlan) -> tuple[str, 
         "die-with-parent",
         "new-session",
         "read-only-root",
+        "seccomp",
         "tmpfs:/tmp",
         "scratch:/scratch",
         "scrubbed-env",
