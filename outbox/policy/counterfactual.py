@@ -36,6 +36,9 @@ class ChangeKind(enum.StrEnum):
     # Mail: a send window or budget would now hold the call back, or no longer would.
     NOW_DEFERRED = "now-deferred"
     NO_LONGER_DEFERRED = "no-longer-deferred"
+    # The other policy would refuse the call as invalid before deciding it (a tool it does not
+    # define, or arguments its definition no longer accepts): the agent would get a 422.
+    NOW_REFUSED = "now-refused"
 
     @property
     def loosens(self) -> bool:
@@ -46,6 +49,10 @@ class ChangeKind(enum.StrEnum):
 _LOOSENING = frozenset(
     {ChangeKind.DENY_TO_ALLOW, ChangeKind.DENY_TO_APPROVE, ChangeKind.APPROVE_TO_ALLOW, ChangeKind.NO_LONGER_DEFERRED}
 )
+
+
+# The effect of an outcome whose call the policy would refuse as invalid, never deciding it.
+REFUSED_EFFECT = "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,11 @@ def changes(before: Outcome, after: Outcome) -> tuple[ChangeKind, ...]:
     Which rule decided is not a change of outcome: a call allowed by another rule is still
     allowed. A gate is compared only when both sides send the call to a human and both know it;
     a deferral only when the call would be let through on both sides."""
+    if REFUSED_EFFECT in (before.effect, after.effect):
+        # Nothing was decided on a refused side: no effect, gate or deferral to compare. (A
+        # recorded call was never refused: a refused call is answered 422 and not recorded.)
+        refused_now = after.effect == REFUSED_EFFECT and before.effect != REFUSED_EFFECT
+        return (ChangeKind.NOW_REFUSED,) if refused_now else ()
     found: list[ChangeKind] = []
     if before.effect != after.effect:
         found.append(ChangeKind(f"{before.effect}-to-{after.effect}"))
