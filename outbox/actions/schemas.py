@@ -190,7 +190,9 @@ _SHOWN_COLUMNS = (
 class OutcomeOut(BaseModel):
     """One call's outcome under one policy version (`outbox.policy.counterfactual.Outcome`)."""
 
-    effect: Effect
+    effect: str = Field(
+        description="allow, approve or deny; `refused` when that policy would refuse the call as invalid."
+    )
     policy_version: str
     rules: list[str] = Field(description="The rules that decided it, as written.")
     escalation: str | None = None
@@ -209,9 +211,10 @@ class ShadowOut(BaseModel):
     )
     policy_version: str = Field(description="The shadow policy's version.")
     live: OutcomeOut | None = Field(default=None, description="The live outcome the shadow was compared with.")
-    targets_from: str | None = Field(
+    refused: str | None = Field(
         default=None,
-        description="`shadow` when the shadow's own tool definition gave the targets, `live` when the live tool's did.",
+        description="Why the shadow policy would refuse the call as invalid (no such tool, arguments its "
+        "definition refuses); null when it decided the call.",
     )
 
 

@@ -207,7 +207,7 @@ def _record(
     shadow = shadow_record(
         runtime.shadow_policy.current if runtime.shadow_policy is not None else None,
         active,
-        LiveCall(subject, tool, envelope.args, args, targets, verdict),
+        LiveCall(subject, tool, envelope.args, args, verdict),
     )
     if verdict.effect != "deny":
         _refuse_if_unavailable(tool)

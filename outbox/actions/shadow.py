@@ -2,11 +2,13 @@
 
 Every submission is decided a second time by the shadow policy (`OUTBOX_SHADOW_POLICY_DIR`,
 docs/shadow-policy.md): the same subject, the shadow's own tool definition for the targets and the
-blast-radius bound when it defines the tool and the arguments parse there (otherwise the live
-tool's), the shadow's rules and its approvals.yaml gate. Both outcomes are described by
-`outbox.policy.counterfactual`, so a disagreement here means what it means in `outbox policy
-replay`. The result is recorded on the action (`shadow`) and in its `action.received` event, in
-the same transaction as the action; nothing here changes what the live decision does.
+blast-radius bound, the shadow's rules and its approvals.yaml gate. A call the shadow would refuse
+as invalid (it defines no such tool, or its definition refuses the arguments) is recorded as
+refused (`now-refused`), as `outbox policy replay` reports it: the agent would get a 422 there.
+Both outcomes are described by `outbox.policy.counterfactual`, so a disagreement here means what
+it means in `outbox policy replay`. The result is recorded on the action (`shadow`) and in its
+`action.received` event, in the same transaction as the action; nothing here changes what the
+live decision does.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from outbox import metrics
-from outbox.policy.counterfactual import ChangeKind, Outcome, changes, outcome_of
+from outbox.policy.counterfactual import REFUSED_EFFECT, ChangeKind, Outcome, changes, outcome_of
 from outbox.policy.effective import EffectiveDecision, blast_radius, effective_decision
 from outbox.policy.matching import Subject
 from outbox.policy.store import ActivePolicy
-from outbox.toolkit.base import Target, Tool, ToolArgumentsError
+from outbox.problems import pydantic_errors
+from outbox.toolkit.base import Tool, ToolArgumentsError
 from outbox.toolkit.registry import find_tool
 
 log = structlog.get_logger(__name__)
@@ -36,7 +39,6 @@ class LiveCall:
     tool: Tool
     raw_args: dict[str, Any]
     args: BaseModel
-    targets: list[Target]
     verdict: EffectiveDecision
 
 
@@ -48,9 +50,8 @@ class ShadowDecision:
     live: Outcome
     outcome: Outcome
     changes: tuple[ChangeKind, ...]
-    # Whose tool definition gave the targets: `shadow` (it defines the tool and the arguments
-    # parse there) or `live`.
-    targets_from: str
+    # Why the shadow would refuse the call as invalid, or None when it decided it.
+    refused: str | None = None
 
     def record(self) -> dict[str, Any]:
         """The action's `shadow` column and the `shadow` key of its `action.received` event."""
@@ -59,7 +60,7 @@ class ShadowDecision:
             "changes": [kind.value for kind in self.changes],
             "policy_version": self.outcome.policy_version,
             "live": self.live.record(),
-            "targets_from": self.targets_from,
+            "refused": self.refused,
         }
 
     def count(self) -> None:
@@ -69,13 +70,17 @@ class ShadowDecision:
 
 def decide_shadow(shadow: ActivePolicy, live: ActivePolicy, call: LiveCall) -> ShadowDecision:
     """The shadow's decision on a call the live policy decided (see the module docstring)."""
-    tool, args, targets, source = _shadow_targets(shadow, call)
-    verdict = effective_decision(shadow.snapshot, call.subject, targets, blast_radius=blast_radius(tool, args))
     live_outcome = outcome_of(call.verdict, call.tool.name, live.approvals)
-    shadow_outcome = outcome_of(verdict, call.tool.name, shadow.approvals)
-    return ShadowDecision(
-        call.tool.name, live_outcome, shadow_outcome, changes(live_outcome, shadow_outcome), source
+    parsed = _parse_in_shadow(shadow, call)
+    if isinstance(parsed, str):
+        refused = Outcome(REFUSED_EFFECT, shadow.version)
+        return ShadowDecision(call.tool.name, live_outcome, refused, changes(live_outcome, refused), parsed)
+    tool, args = parsed
+    verdict = effective_decision(
+        shadow.snapshot, call.subject, tool.targets(args), blast_radius=blast_radius(tool, args)
     )
+    shadow_outcome = outcome_of(verdict, call.tool.name, shadow.approvals)
+    return ShadowDecision(call.tool.name, live_outcome, shadow_outcome, changes(live_outcome, shadow_outcome))
 
 
 def shadow_record(shadow: ActivePolicy | None, live: ActivePolicy, call: LiveCall) -> ShadowDecision | None:
@@ -90,13 +95,15 @@ def shadow_record(shadow: ActivePolicy | None, live: ActivePolicy, call: LiveCal
         return None
 
 
-def _shadow_targets(shadow: ActivePolicy, call: LiveCall) -> tuple[Tool, BaseModel, list[Target], str]:
+def _parse_in_shadow(shadow: ActivePolicy, call: LiveCall) -> tuple[Tool, BaseModel] | str:
+    """The shadow's definition of the tool and the arguments as it parses them, or why it would
+    refuse the call (the text of the 422 the agent would get, in short)."""
     tool = find_tool(shadow.tools, call.tool.name)
-    if tool is not None:
-        try:
-            args = tool.parse_args(call.raw_args)
-        except (ValidationError, ToolArgumentsError):
-            pass
-        else:
-            return tool, args, tool.targets(args), "shadow"
-    return call.tool, call.args, call.targets, "live"
+    if tool is None:
+        return f"the shadow policy defines no tool {call.tool.name!r}"
+    try:
+        return tool, tool.parse_args(call.raw_args)
+    except ValidationError as exc:
+        return "invalid arguments: " + "; ".join(f"{p['field']}: {p['message']}" for p in pydantic_errors(exc.errors()))
+    except ToolArgumentsError as exc:
+        return "invalid arguments: " + "; ".join(f"{p.field}: {p.message}" for p in exc.problems)

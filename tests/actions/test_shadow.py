@@ -1,0 +1,251 @@
+"""The shadow policy on live traffic: every submission decided again by OUTBOX_SHADOW_POLICY_DIR,
+recorded on the action and in its audit event, counted in metrics, shown to admins only, never
+enforced; reloaded like the policy (docs/shadow-policy.md). A real server (uvicorn) on a real
+runtime, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from sqlmodel import select
+
+from outbox.audit.models import AuditEvent
+from outbox.runtime import Runtime, ShadowPolicyInvalid
+from tests.policytools.test_status import RunningServer
+from tests.support.agents import bearer, make_agent
+from tests.support.dispatchers import RecordingDispatcher
+
+ADMIN_TOKEN = "admin-token-for-shadow-tests-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# The shadow denies reads under /reports/, which the live policy allows …
+SHADOW_DENY = "p, role:http-reader, http:127.0.0.1:*/reports/**, get, deny"
+# … and wants three approvers, not two, for deletes under /prod/.
+LIVE_GATE, SHADOW_GATE = "quorum: 2\n    expires_in: 30m", "quorum: 3\n    expires_in: 30m"
+
+
+@dataclass
+class ShadowServer:
+    runtime: Runtime
+    url: str
+    shadow_dir: Path
+    reader: str
+    writer: str
+
+    def submit(self, key: str, method: str, path: str, idem: str) -> dict[str, Any]:
+        body = {"tool": "http.request", "args": {"method": method, "url": f"http://127.0.0.1:9{path}"}}
+        response = httpx.post(
+            f"{self.url}/v1/actions", json=body, headers={**bearer(key), "Idempotency-Key": idem}, timeout=10
+        )
+        assert response.status_code in (202, 403), response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def admin_read(self, action_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/v1/admin/actions/{action_id}", headers=ADMIN, timeout=10)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+
+def shadow_of(live: Path, target: Path) -> Path:
+    shutil.copytree(live, target)
+    with (target / "rules.csv").open("a", encoding="utf-8") as rules:
+        rules.write(f"\n{SHADOW_DENY}\n")
+    approvals = target / "approvals.yaml"
+    text = approvals.read_text(encoding="utf-8")
+    assert LIVE_GATE in text
+    approvals.write_text(text.replace(LIVE_GATE, SHADOW_GATE), encoding="utf-8")
+    return target
+
+
+@pytest.fixture
+def shadow_server(policy_dir: Path, tmp_path: Path, make_runtime: Callable[..., Runtime]) -> Iterator[ShadowServer]:
+    shadow_dir = shadow_of(policy_dir, tmp_path / "shadow")
+    runtime = make_runtime(RecordingDispatcher(), shadow_policy_dir=shadow_dir, admin_token=SecretStr(ADMIN_TOKEN))
+    reader = make_agent(runtime.db, "reader-bot", ["http-reader"])
+    writer = make_agent(runtime.db, "writer-bot", ["http-writer"])
+    with RunningServer(runtime) as url:
+        yield ShadowServer(runtime, url, shadow_dir, reader, writer)
+
+
+def received_event(runtime: Runtime, action_id: str) -> dict[str, Any]:
+    with runtime.db.session() as session:
+        event = session.exec(
+            select(AuditEvent).where(AuditEvent.action_id == action_id, AuditEvent.event_type == "action.received")  # type: ignore[arg-type]
+        ).one()
+    data: dict[str, Any] = json.loads(event.data_json)
+    return data
+
+
+def test_a_disagreement_is_recorded_on_the_action_and_its_event_never_enforced_and_counted(
+    shadow_server: ShadowServer,
+) -> None:
+    server = shadow_server
+    labels = {"tool": "http.request", "change": "allow-to-deny"}
+    before = server.metric("outbox_shadow_disagreements_total", **labels)
+    decided_before = server.metric("outbox_shadow_decisions_total", tool="http.request")
+
+    answer = server.submit(server.reader, "GET", "/reports/q3", "r1")
+
+    assert answer["status"] == "queued"  # the live policy decides; the shadow's deny is not enforced
+    shadow = server.admin_read(answer["id"])["shadow"]
+    assert shadow["changes"] == ["allow-to-deny"]
+    assert shadow["outcome"]["effect"] == "deny"
+    assert shadow["outcome"]["rules"] == [SHADOW_DENY]
+    assert shadow["live"]["effect"] == "allow"
+    assert shadow["policy_version"] == server.runtime.shadow_policy.current.version  # type: ignore[union-attr]
+    assert shadow["policy_version"] != server.runtime.policy.current.version
+    assert shadow["refused"] is None
+    assert received_event(server.runtime, answer["id"])["shadow"] == shadow
+    assert server.metric("outbox_shadow_disagreements_total", **labels) == before + 1
+    assert server.metric("outbox_shadow_decisions_total", tool="http.request") == decided_before + 1
+
+
+def test_agents_never_see_the_shadow_not_even_on_their_own_action(shadow_server: ShadowServer) -> None:
+    server = shadow_server
+    answer = server.submit(server.reader, "GET", "/reports/q4", "r1")
+    assert "shadow" not in answer
+
+    own = httpx.get(f"{server.url}/v1/actions/{answer['id']}", headers=bearer(server.reader), timeout=10)
+    assert own.status_code == 200
+    assert "shadow" not in own.json()
+    listed = httpx.get(f"{server.url}/v1/actions", headers=bearer(server.reader), timeout=10).json()
+    assert all("shadow" not in item for item in listed["items"])
+    replayed = server.submit(server.reader, "GET", "/reports/q4", "r1")
+    assert replayed["id"] == answer["id"]
+    assert "shadow" not in replayed
+    for credential in (bearer(server.reader), {"Authorization": "Bearer wrong"}, {}):
+        refused = httpx.get(f"{server.url}/v1/admin/actions/{answer['id']}", headers=credential, timeout=10)
+        assert refused.status_code == 401
+
+
+def test_an_agreeing_call_records_the_shadow_outcome_with_no_changes(shadow_server: ShadowServer) -> None:
+    server = shadow_server
+    answer = server.submit(server.reader, "GET", "/orders/7", "a1")
+
+    shadow = server.admin_read(answer["id"])["shadow"]
+    assert shadow["changes"] == []
+    assert shadow["outcome"]["effect"] == "allow"
+    assert shadow["outcome"]["rules"] == ["p, role:http-reader, http:127.0.0.1:*/**, get|head, allow"]
+    assert received_event(server.runtime, answer["id"])["shadow"]["changes"] == []
+
+
+def test_a_denied_call_the_shadow_also_denies_agrees(shadow_server: ShadowServer) -> None:
+    server = shadow_server
+    answer = server.submit(server.reader, "GET", "/admin/users", "d1")
+
+    assert answer["status"] == 403
+    shadow = server.admin_read(answer["action_id"])["shadow"]
+    assert (shadow["outcome"]["effect"], shadow["changes"]) == ("deny", [])
+
+
+def test_the_shadow_gate_is_compared_for_calls_sent_to_a_human(shadow_server: ShadowServer) -> None:
+    server = shadow_server
+    answer = server.submit(server.writer, "DELETE", "/prod/orders/7", "g1")
+
+    assert answer["status"] == "awaiting_approval"
+    shadow = server.admin_read(answer["id"])["shadow"]
+    assert shadow["changes"] == ["gate-changed"]
+    assert (shadow["live"]["quorum"], shadow["outcome"]["quorum"]) == (2, 3)
+    assert server.metric("outbox_shadow_disagreements_total", tool="http.request", change="gate-changed") >= 1
+
+
+def test_a_shadow_reload_changes_later_decisions_and_keeps_earlier_records(shadow_server: ShadowServer) -> None:
+    server = shadow_server
+    first = server.submit(server.reader, "GET", "/reports/a", "s1")
+    rules = server.shadow_dir / "rules.csv"
+    rules.write_text(rules.read_text(encoding="utf-8").replace(SHADOW_DENY, ""), encoding="utf-8")
+
+    reloaded = httpx.post(f"{server.url}/v1/admin/policy/shadow/reload", headers=ADMIN, timeout=10)
+    assert reloaded.status_code == 200, reloaded.text
+    second = server.submit(server.reader, "GET", "/reports/b", "s2")
+
+    assert server.admin_read(first["id"])["shadow"]["changes"] == ["allow-to-deny"]
+    later = server.admin_read(second["id"])["shadow"]
+    assert later["changes"] == []
+    assert later["policy_version"] == reloaded.json()["version"]
+    assert later["policy_version"] != server.admin_read(first["id"])["shadow"]["policy_version"]
+    info = server.metric("outbox_shadow_policy_info", version=later["policy_version"], git_commit="")
+    assert info == 1
+
+
+def test_a_shadow_that_fails_to_reload_keeps_the_previous_one(shadow_server: ShadowServer) -> None:
+    server = shadow_server
+    running = server.runtime.shadow_policy.current.version  # type: ignore[union-attr]
+    with (server.shadow_dir / "rules.csv").open("a", encoding="utf-8") as rules:
+        rules.write("p, role:http-reader, broken\n")
+
+    refused = httpx.post(f"{server.url}/v1/admin/policy/shadow/reload", headers=ADMIN, timeout=10)
+    answer = server.submit(server.reader, "GET", "/reports/c", "f1")
+
+    assert refused.status_code == 422
+    assert refused.json()["running_version"] == running
+    shadow = server.admin_read(answer["id"])["shadow"]
+    assert (shadow["policy_version"], shadow["changes"]) == (running, ["allow-to-deny"])
+    assert server.metric("outbox_shadow_policy_reload_failing") == 1
+    # The live policy was not touched by the shadow's failure.
+    assert server.metric("outbox_policy_reload_failing") == 0
+
+
+def test_sighup_and_the_file_watch_reload_the_shadow_too(shadow_server: ShadowServer) -> None:
+    server = shadow_server
+    rules = server.shadow_dir / "rules.csv"
+    rules.write_text(rules.read_text(encoding="utf-8").replace(SHADOW_DENY, ""), encoding="utf-8")
+    before = server.runtime.shadow_policy.current.version  # type: ignore[union-attr]
+
+    server.runtime.reload_policies()  # what SIGHUP runs
+
+    assert server.runtime.shadow_policy.current.version != before  # type: ignore[union-attr]
+    assert server.runtime.policy_stores == (server.runtime.policy, server.runtime.shadow_policy)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_without_a_shadow_policy_nothing_is_recorded_and_reload_is_404(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    runtime = make_runtime(RecordingDispatcher(), admin_token=SecretStr(ADMIN_TOKEN))
+    reader = make_agent(runtime.db, "reader-bot", ["http-reader"])
+    with RunningServer(runtime) as url:
+        server = ShadowServer(runtime, url, Path(), reader, reader)
+        answer = server.submit(reader, "GET", "/reports/q3", "n1")
+        assert server.admin_read(answer["id"])["shadow"] is None
+        assert "shadow" not in received_event(runtime, answer["id"])
+        assert httpx.post(f"{url}/v1/admin/policy/shadow/reload", headers=ADMIN, timeout=10).status_code == 404
+        assert httpx.get(f"{url}/v1/admin/actions/act_missing", headers=ADMIN, timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("broken", ["missing", "bad-rule", "bad-approvals"])
+def test_a_shadow_that_does_not_load_at_start_refuses_with_one_line(
+    broken: str, policy_dir: Path, tmp_path: Path, make_runtime: Callable[..., Runtime]
+) -> None:
+    shadow_dir = tmp_path / "shadow"
+    if broken != "missing":
+        shutil.copytree(policy_dir, shadow_dir)
+    if broken == "bad-rule":
+        (shadow_dir / "rules.csv").write_text("p, role:x, only-three\n", encoding="utf-8")
+    if broken == "bad-approvals":
+        (shadow_dir / "approvals.yaml").write_text("defaults: [not, a, mapping]\n", encoding="utf-8")
+
+    with pytest.raises(ShadowPolicyInvalid) as refused:
+        make_runtime(RecordingDispatcher(), shadow_policy_dir=shadow_dir)
+
+    assert str(refused.value).startswith(f"the shadow policy {shadow_dir} did not load: ")
+    assert "\n" not in str(refused.value)
