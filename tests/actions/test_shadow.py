@@ -249,3 +249,28 @@ def test_a_shadow_that_does_not_load_at_start_refuses_with_one_line(
 
     assert str(refused.value).startswith(f"the shadow policy {shadow_dir} did not load: ")
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("change", ["tool-removed", "argument-narrowed"])
+def test_a_call_the_shadow_would_refuse_as_invalid_is_recorded_as_now_refused(
+    change: str, shadow_server: ShadowServer
+) -> None:
+    server = shadow_server
+    definitions = server.shadow_dir / "tools" / "k8s.yaml"
+    if change == "tool-removed":
+        definitions.unlink()
+    else:
+        text = definitions.read_text(encoding="utf-8")
+        definitions.write_text(text.replace("enum: [staging, production]", "enum: [staging]", 1), encoding="utf-8")
+    assert server.runtime.shadow_policy.reload()[0]  # type: ignore[union-attr]
+    body = {"tool": "k8s.get_pods", "args": {"cluster": "production", "namespace": "shop"}}
+
+    response = httpx.post(
+        f"{server.url}/v1/actions", json=body, headers={**bearer(server.reader), "Idempotency-Key": "k1"}, timeout=10
+    )
+
+    assert response.status_code == 403  # the live policy decided it: no rule lets this agent read k8s
+    shadow = server.admin_read(response.json()["action_id"])["shadow"]
+    assert (shadow["outcome"]["effect"], shadow["changes"]) == ("refused", ["now-refused"])
+    expected = "the shadow policy defines no tool" if change == "tool-removed" else "invalid arguments: "
+    assert shadow["refused"].startswith(expected)
