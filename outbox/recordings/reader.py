@@ -112,7 +112,9 @@ def read_export(path: Path) -> Recording:
     """Read an `outbox audit export` file."""
     try:
         with path.open(encoding="utf-8") as stream:
-            return read_records(_parsed_lines(stream, path))
+            return read_records(_parsed_lines(stream))
+    except RecordingError as exc:
+        raise RecordingError(f"{path}: {exc}") from exc
     except OSError as exc:
         raise RecordingError(f"{path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
@@ -124,16 +126,16 @@ def read_database(session: Session, *, since: datetime | None = None) -> Recordi
     return read_records(export_records(session, since=since))
 
 
-def _parsed_lines(stream: Iterable[str], path: Path) -> Iterator[dict[str, Any]]:
+def _parsed_lines(stream: Iterable[str]) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise RecordingError(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
+            raise RecordingError(f"line {number}: not a JSON object ({exc.msg})") from exc
         if not isinstance(record, dict):
-            raise RecordingError(f"{path}:{number}: not a JSON object")
+            raise RecordingError(f"line {number}: not a JSON object")
         record["_line"] = number
         yield record
 
