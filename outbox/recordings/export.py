@@ -132,6 +132,8 @@ def _action_record(
         "response_truncated": response_truncated(action.response),
         "attempts": action.attempts,
         "problem": action.problem,
+        # The shadow policy's outcome (docs/shadow-policy.md); null without one.
+        "shadow": action.shadow,
         "view": ActionOut.of(action).model_dump(mode="json"),
     }
 

@@ -54,6 +54,8 @@ class RecordedAction:
     response_truncated: bool
     # The action as its agent was shown it (`ActionOut`): what a replay twin answers.
     view: dict[str, Any]
+    # The shadow policy's outcome when one was configured ({outcome, changes, policy_version, …}).
+    shadow: dict[str, Any] | None
     # Everything the export holds about the action, as exported.
     record: dict[str, Any]
     events: list[RecordedEvent] = field(default_factory=list)
@@ -221,6 +223,7 @@ def _recorded_action(record: dict[str, Any]) -> RecordedAction:
         response=record.get("response"),
         response_truncated=bool(record.get("response_truncated")),
         view=dict(record["view"]),
+        shadow=record.get("shadow"),
         record=record,
     )
 
