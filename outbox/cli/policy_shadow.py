@@ -21,17 +21,24 @@ class ReportFormat(StrEnum):
     markdown = "markdown"
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """Naive times on the command line mean UTC."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+def _iso_time(text: str) -> datetime:
+    """ISO 8601, with or without an offset (naive means UTC): `2026-05-01`, `2026-05-01T09:30:00+02:00`."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-05-01 or 2026-05-01T09:30:00Z") from exc
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @shadow_app.command("report")
 def report(
     since: Annotated[
-        datetime | None, typer.Option(help="Only actions submitted at or after this time (ISO 8601, UTC if naive).")
+        datetime | None,
+        typer.Option(parser=_iso_time, help="Only actions submitted at or after this time (ISO 8601, UTC if naive)."),
     ] = None,
-    until: Annotated[datetime | None, typer.Option(help="Only actions submitted before this time.")] = None,
+    until: Annotated[
+        datetime | None, typer.Option(parser=_iso_time, help="Only actions submitted before this time.")
+    ] = None,
     output_format: Annotated[
         ReportFormat, typer.Option("--format", help="table, json or markdown.")
     ] = ReportFormat.table,
@@ -41,7 +48,7 @@ def report(
     from outbox.policytools.shadow import shadow_report
 
     with cli_database() as db, db.read_session() as session:
-        found = shadow_report(session, since=_utc(since), until=_utc(until))
+        found = shadow_report(session, since=since, until=until)
     if output_format is ReportFormat.json:
         typer.echo(json.dumps(found.record(), indent=2))
     else:
