@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outbox.cli.policy_replay import replay
 from outbox.cli.policy_shadow import shadow_app
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 policy_app = typer.Typer(no_args_is_help=True, help="Policies as code: check, test, diff, status.")
 policy_app.add_typer(shadow_app, name="shadow")
+policy_app.command("replay")(replay)
 
 
 class CheckFormat(StrEnum):
