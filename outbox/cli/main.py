@@ -14,6 +14,7 @@ import typer
 from outbox.approvals.cli import approvals_app
 from outbox.cli.context import cli_database
 from outbox.cli.policy import policy_app
+from outbox.cli.replay import replay_app
 from outbox.cli.sandbox import sandbox_app
 from outbox.cli.status import status as status_command
 from outbox.config import Settings, get_settings
@@ -32,6 +33,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(mail_app, name="mail")
 app.add_typer(users_app, name="users")
+app.add_typer(replay_app, name="replay")
 
 CLI_ACTOR = "cli"
 

@@ -33,7 +33,7 @@ from outbox.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, problem_document
 ROOT = Path(outbox.__file__).parent
 # The edges: they speak HTTP (or Slack's HTTP, or MCP over HTTP) and may import the web framework.
 EDGES = {"outbox/slack/api.py"}
-EDGE_PACKAGES = ("outbox/api/", "outbox/mcp/", "outbox/console/")
+EDGE_PACKAGES = ("outbox/api/", "outbox/mcp/", "outbox/console/", "outbox/replay/")
 
 
 def is_edge(relative: str) -> bool:

@@ -1,0 +1,130 @@
+"""The twin's HTTP app: the agent contract's faces, answered from a recording.
+
+`POST /v1/actions` validates as the live endpoint does (the Idempotency-Key header, the strict
+JSON body, `parse_envelope`) and answers with the live `_respond`: the same statuses, headers
+and bodies. `GET /v1/actions/{id}` reads back an action this session was answered with;
+`GET /v1/tools` lists the recorded tools; MCP is at /mcp. The live error mapping and client
+input middleware answer every refusal as the live service does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.routing import Route
+
+from outbox.actions import service
+from outbox.actions.api import _json_body, _prefer_wait, _respond
+from outbox.actions.schemas import ActionCreate
+from outbox.api.client_input import ClientInputMiddleware
+from outbox.api.deps import _unauthorized
+from outbox.api.errors import install_error_handlers
+from outbox.api.middleware import RequestContextMiddleware
+from outbox.api.schemas import ToolOut, ToolsOut
+from outbox.api.security import AgentKey, bearer_token
+from outbox.api.system import ACTION_SCHEMA
+from outbox.config import Settings
+from outbox.errors import DomainError
+from outbox.idempotency.service import validate_key
+from outbox.mcp.auth import MCP_PATH
+from outbox.problems import PROBLEM_MEDIA_TYPE
+from outbox.replay.mcp import RECORDED_TOOL_DESCRIPTION, TwinMcpEndpoint, recorded_tool_schema
+from outbox.replay.twin import NOT_IN_RECORDING_STATUS, Submission, Twin
+from outbox.toolkit.registry import function_name
+
+# The live service's longest `Prefer: wait`; the twin answers at once (a recording does not
+# change), so the value only decides Preference-Applied.
+MAX_WAIT_SECONDS = 60
+
+
+def create_twin_app(twin: Twin, *, token: str, label: str, settings: Settings) -> FastAPI:
+    mcp = TwinMcpEndpoint(twin, token=token, label=label, settings=settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with mcp.serving():
+            yield
+
+    def caller(credentials: AgentKey) -> str:
+        given = bearer_token(credentials)
+        if given is None:
+            raise _unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise _unauthorized("The API key is unknown or has been revoked.")
+        return label
+
+    Caller = Annotated[str, Depends(caller)]
+    app = FastAPI(title="agent-outbox replay twin", version="0.1.0", lifespan=lifespan, openapi_url=None)
+    install_error_handlers(app)
+
+    @app.post("/v1/actions", status_code=202)
+    async def submit_action(
+        request: Request,
+        who: Caller,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+        prefer: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        pending = Submission("http", who, _PENDING, validate_key(idempotency_key))
+        return await _submit(twin, request, pending, prefer, settings.max_request_bytes)
+
+    @app.get("/v1/actions/{action_id}")
+    def read_action(action_id: str, _who: Caller) -> dict[str, Any]:
+        return twin.read(action_id)
+
+    @app.get("/v1/tools", response_model=ToolsOut)
+    def list_tools(_who: Caller) -> ToolsOut:
+        return ToolsOut(tools=[_tool_out(name) for name in twin.tools], policy_version=twin.policy_version)
+
+    @app.get("/healthz")
+    @app.get("/readyz")
+    def ready() -> dict[str, Any]:
+        return {"status": "ok", "replay": True, "recorded_calls": len(twin.actions)}
+
+    for path in (MCP_PATH, MCP_PATH + "/"):
+        app.router.routes.append(Route(path, endpoint=mcp, include_in_schema=False))
+    # As the live app: the client input rules first, inside the request context.
+    app.add_middleware(ClientInputMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+# Stands in for the envelope until the body is parsed.
+_PENDING = ActionCreate(tool="-")
+
+
+async def _submit(twin: Twin, request: Request, pending: Submission, prefer: str | None, limit: int) -> JSONResponse:
+    """POST /v1/actions after the key: the body parsed as live, the twin's answer, live headers."""
+    received = await _json_body(request, limit)
+    try:
+        envelope = service.parse_envelope(received.value)
+    except DomainError:
+        twin.refused(pending.face, pending.label, received.value, "invalid envelope")
+        raise
+    answered = twin.submit(replace(pending, envelope=envelope))
+    if answered.answer is None:
+        assert answered.missing is not None
+        headers = {"Idempotent-Replayed": "true"} if answered.replayed else None
+        return JSONResponse(
+            answered.missing.problem(), NOT_IN_RECORDING_STATUS, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+        )
+    wait = _prefer_wait(prefer, MAX_WAIT_SECONDS)
+    applied = wait if wait is not None and answered.answer.status == 202 else None
+    return _respond(answered.answer, wait_applied=applied)
+
+
+def _tool_out(name: str) -> ToolOut:
+    return ToolOut(
+        name=name,
+        function_name=function_name(name),
+        description=RECORDED_TOOL_DESCRIPTION,
+        parameters=recorded_tool_schema(),
+        output_schema=ACTION_SCHEMA,
+        callable=True,
+        available=True,
+    )

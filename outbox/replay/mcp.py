@@ -1,0 +1,154 @@
+"""The twin's MCP face at /mcp: the official SDK's low-level server, stateless, as the live one.
+
+tools/list offers the recorded tools (by function name, as live); tools/call parses the call as
+the live face does (`_meta` fields, `parse_envelope`), asks the twin, and shapes a matched answer
+with the live face's own `call_result`, so the model sees the result the original model saw. A
+call not in the recording is an `isError` result saying so, naming the nearest recorded call.
+Authentication is the twin's bearer token, refused with the live face's 401.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from outbox.actions import service
+from outbox.config import Settings
+from outbox.errors import DomainError
+from outbox.idempotency.service import validate_key
+from outbox.mcp import auth
+from outbox.mcp.results import call_result, refusal_result
+from outbox.mcp.schemas import ACTION_OUTPUT_SCHEMA, TOOL_NAME_META, CallMeta
+from outbox.mcp.server import _not_serving, _post_only, transport_security
+from outbox.replay.twin import NotInRecording, Submission, Twin
+from outbox.toolkit.registry import function_name
+
+# The label of the token that authenticated the request, for the session log.
+LABEL_SCOPE_KEY: Final = "outbox.replay.label"
+RECORDED_TOOL_DESCRIPTION: Final = (
+    "A tool of the recording this replay twin serves. Calls are answered from the recording: nothing is executed."
+)
+
+
+def recorded_tool_schema() -> dict[str, Any]:
+    """The recording keeps each call's arguments, not the tool's schema: any object is offered."""
+    return {"type": "object"}
+
+
+def not_in_recording_result(missing: NotInRecording) -> types.CallToolResult:
+    problem = missing.problem()
+    lines = [f"{problem['title']}: {problem['detail']}", f"Hint: {problem['hint']}"]
+    return types.CallToolResult(content=[types.TextContent(text="\n".join(lines))], is_error=True)
+
+
+@dataclass(slots=True)
+class _Handlers:
+    twin: Twin
+
+    async def list_tools(
+        self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        tools = [
+            types.Tool(
+                name=function_name(name),
+                title=name,
+                description=RECORDED_TOOL_DESCRIPTION,
+                input_schema=recorded_tool_schema(),
+                output_schema=dict(ACTION_OUTPUT_SCHEMA),
+                meta={TOOL_NAME_META: name},
+            )
+            for name in self.twin.tools
+        ]
+        return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        request = ctx.request
+        label = request.scope.get(LABEL_SCOPE_KEY) if isinstance(request, Request) else None
+        try:
+            fields = CallMeta.of(dict(ctx.meta) if ctx.meta else None)
+            key = validate_key(fields.idempotency_key) if fields.idempotency_key is not None else None
+            envelope = service.parse_envelope(
+                {"tool": self.twin.tool_name(params.name), "args": params.arguments or {}, **fields.envelope_fields()}
+            )
+            answered = self.twin.submit(Submission("mcp", str(label), envelope, key))
+        except DomainError as refusal:
+            return refusal_result(refusal)
+        if answered.answer is not None:
+            return call_result(answered.answer)
+        assert answered.missing is not None
+        return not_in_recording_result(answered.missing)
+
+
+def build_server(twin: Twin) -> Server[Any]:
+    handlers = _Handlers(twin)
+    server: Server[Any] = Server(
+        "agent-outbox-replay",
+        version=importlib.metadata.version("agent-outbox"),
+        title="agent-outbox replay twin",
+        instructions="Answers tool calls from a recording of an agent-outbox; nothing is executed.",
+        on_list_tools=handlers.list_tools,
+    )
+    server.add_request_handler("tools/call", types.CallToolRequestParams, handlers.call_tool)
+    return server
+
+
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    manager: StreamableHTTPSessionManager
+    security: TransportSecurityMiddleware
+
+
+class TwinMcpEndpoint:
+    """The ASGI app mounted at /mcp: Host check, the twin's token, then the SDK's transport."""
+
+    def __init__(self, twin: Twin, *, token: str, label: str, settings: Settings) -> None:
+        self.twin, self.token, self.label, self.settings = twin, token, label, settings
+        self._serving: _Serving | None = None
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        manager = StreamableHTTPSessionManager(
+            build_server(self.twin),
+            stateless=True,
+            security_settings=transport_security(self.settings),
+            max_request_body_size=self.settings.max_request_bytes,
+        )
+        async with manager.run():
+            self._serving = _Serving(manager, TransportSecurityMiddleware(transport_security(self.settings)))
+            try:
+                yield
+            finally:
+                self._serving = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        serving = self._serving
+        if serving is None:
+            await _not_serving()(scope, receive, send)
+            return
+        refused = await serving.security.validate_request(Request(scope, receive), is_post=False)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        token = await auth.bearer_token(scope)
+        if token is None or not secrets.compare_digest(token.encode(), self.token.encode()):
+            await auth.unauthorized(self.settings, scope, token_sent=token is not None)(scope, receive, send)
+            return
+        if scope.get("method") != "POST":
+            await _post_only()(scope, receive, send)
+            return
+        scope[LABEL_SCOPE_KEY] = self.label
+        await serving.manager.handle_request(scope, receive, send)

@@ -1,0 +1,90 @@
+"""What `outbox replay serve` sets up before it listens: the recording, the match rule, the
+session log and the token; and the lines it prints once at start."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from outbox.recordings.reader import read_export
+from outbox.replay.matching import IgnoreFieldError, MatchRule
+from outbox.replay.session import SessionLog, default_session_path
+from outbox.replay.twin import Twin
+from outbox.urls import is_loopback_name
+
+
+class TwinRefused(ValueError):
+    """The twin cannot start as asked: the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TwinOptions:
+    export: Path
+    host: str
+    port: int
+    match: str | None
+    ignore: Sequence[str]
+    agent: str | None
+    session: Path | None
+    token: str | None
+    data_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTwin:
+    twin: Twin
+    token: str
+    label: str
+    banner: list[str]
+
+
+def match_rule(mode: str | None, ignore: Sequence[str]) -> MatchRule:
+    if mode == "exact" and ignore:
+        raise TwinRefused("--match exact ignores no field: drop --ignore, or use --match ignore")
+    if mode == "ignore" and not ignore:
+        raise TwinRefused("--match ignore needs at least one --ignore FIELD (e.g. --ignore args.send_at)")
+    try:
+        return MatchRule.of(ignore)
+    except IgnoreFieldError as exc:
+        raise TwinRefused(str(exc)) from None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return is_loopback_name(host)
+
+
+def prepare_twin(options: TwinOptions) -> PreparedTwin:
+    """Read the export (RecordingError if it cannot be read), open the session log."""
+    recording = read_export(options.export)
+    rule = match_rule(options.match, options.ignore)
+    actions = recording.select(agent=options.agent)
+    session = options.session or default_session_path(options.data_dir)
+    header = {
+        "export": str(options.export.resolve()),
+        "match": rule.describe(),
+        "agent": options.agent,
+        "recorded_calls": len(actions),
+        "export_complete": recording.complete,
+    }
+    twin = Twin(actions, rule, SessionLog(session, header))
+    token = options.token or secrets.token_urlsafe(32)
+    url = f"http://{options.host}:{options.port}"
+    banner = [
+        f"replay twin of {options.export} at {url} (MCP at {url}/mcp): nothing is executed",
+        f"recorded calls: {len(actions)}" + (f" (agent {options.agent} only)" if options.agent else ""),
+        f"match: {rule.mode}" + (f" (ignoring {', '.join(rule.describe()['ignore'])})" if rule.ignore else ""),
+        f"session log: {session}",
+    ]
+    if options.token is None:
+        banner.append(f"token (shown once; send `Authorization: Bearer <token>`): {token}")
+    if not recording.complete:
+        banner.append("warning: the export is cut short (no end record, or its counts disagree)")
+    if not is_loopback(options.host):
+        banner.append(f"warning: listening on {options.host}, not loopback: the recording is served to the network")
+    return PreparedTwin(twin, token, options.agent or "replay", banner)
