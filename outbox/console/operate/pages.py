@@ -22,7 +22,7 @@ from outbox.console.deps import (
     ConsoleUserDep,
     OperatorDep,
 )
-from outbox.console.operate import audit, service
+from outbox.console.operate import audit, service, shadow
 from outbox.console.operate.mail import mail_view
 from outbox.console.operate.service import FilterInput
 from outbox.console.operate.templating import render
@@ -203,3 +203,22 @@ def policy_page(request: Request, runtime: ConsoleRuntimeDep, user: ConsoleUserD
     return render(
         request, "operate/policy.html", {"view": view}, user=user, csrf_token=user.csrf_token, active="policy"
     )
+
+
+# --- Shadow policy -------------------------------------------------------------------------
+
+
+@router.get("/shadow", name="console_shadow")
+def shadow_page(
+    request: Request,
+    runtime: ConsoleRuntimeDep,
+    user: OperatorDep,
+    since: Annotated[str, Query(max_length=64)] = "",
+    until: Annotated[str, Query(max_length=64)] = "",
+) -> HTMLResponse:
+    problems: list[str] = []
+    start = service.parse_moment(since.strip(), "since", problems) or utcnow() - shadow.DEFAULT_WINDOW
+    end = service.parse_moment(until.strip(), "until", problems)
+    view = shadow.shadow_view(runtime, start, end)
+    context = {"view": view, "since": since, "until": until, "problems": problems}
+    return render(request, "operate/shadow.html", context, user=user, csrf_token=user.csrf_token, active="shadow")
