@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -133,9 +133,12 @@ class Settings(BaseSettings):
     # that is, contains or lies inside the outbox's state is refused at start.
     sandbox_mounts: dict[str, Path] = Field(default_factory=dict)
     sandbox_repo_dir: Path | None = None
-    # Profiles sharing the host network (kubectl, terraform) reach no service on this host but
-    # these ports (JSON list; DNS for a local stub resolver). The outbox's own ports are refused.
-    sandbox_network_allowed_local_ports: list[int] = Field(default_factory=lambda: [53])
+    # Sandbox egress (docs/operations.md, "Sandbox egress"): the named destinations tools reach
+    # through the egress proxy, JSON name -> {"host", "port", "allow_private"} (checked at start),
+    # e.g. {"staging": {"host": "api.staging.example.com", "port": 6443}}; and the nameserver the
+    # proxy resolves them with ("ip", "ip:port", "[ipv6]:port"; None: /etc/resolv.conf's servers).
+    sandbox_destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sandbox_egress_resolver: str | None = None
 
     # Mail (docs/mail.md): the `email.send` tool, its feedback endpoints and the local sink.
     # The mail configuration; None means <policy_dir>/mail.yaml (no such file: no email tool).

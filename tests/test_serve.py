@@ -127,7 +127,7 @@ def test_a_mail_config_that_does_not_load_stops_serve_before_it_migrates(fresh_c
     assert not (fresh_copy / ".outbox").exists()
 
 
-def test_the_port_serve_listens_on_is_fenced_off_the_sandboxes_like_every_port_of_the_outbox(tmp_path: Path) -> None:
+def test_the_port_serve_listens_on_is_one_the_sandbox_probe_proves_unreachable(tmp_path: Path) -> None:
     shutil.copytree(POLICIES, tmp_path / "policies")
     settings = Settings(policy_dir=tmp_path / "policies", data_dir=tmp_path / ".outbox")
     port = free_port()
@@ -135,6 +135,6 @@ def test_the_port_serve_listens_on_is_fenced_off_the_sandboxes_like_every_port_o
     plan = plan_serve(settings, port=port, sink_port=None)
 
     assert plan.settings.api_port == port
-    reserved = sandbox_settings(plan.settings).network_reserved_ports
+    reserved = sandbox_settings(plan.settings).outbox_ports
     assert port in reserved
     assert settings.api_port not in reserved

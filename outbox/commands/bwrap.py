@@ -3,10 +3,10 @@
 Everything the command can see is listed here: system directories read-only, a generated
 `/etc/passwd`, a fresh `/tmp`, the scratch directory, the profile's read-only mounts, the
 secrets (copied from memory file descriptors, never written to the host's disk) and, for a
-profile with egress, the directory of the egress proxy's socket. Every sandbox has a network
-namespace of its own (bwrap brings up its `lo`, nothing else); no resolver configuration is
-bound, so there is no DNS inside. The root of
-the sandbox is remounted read-only last, so nothing outside scratch and `/tmp` is writable.
+profile with egress, the directory of the egress proxy's socket. The root of the sandbox is
+remounted read-only last, so nothing outside scratch and `/tmp` is writable. Every sandbox has a
+network namespace of its own (bwrap brings up its `lo`, nothing else), and no resolver
+configuration is bound: there is no DNS inside.
 """
 
 from __future__ import annotations

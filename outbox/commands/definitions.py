@@ -22,13 +22,16 @@ from pydantic import (
     model_validator,
 )
 
-from outbox.commands.parameters import ArrayParameter, Parameter
+from outbox.commands.egress import host_pattern_problem
+from outbox.commands.parameters import ArrayParameter, IntegerParameter, Parameter, StringParameter
 from outbox.commands.sandbox import SecretBinding
 from outbox.commands.templates import PARAMETER_NAME, object_placeholders, parse_argv_element
 
 TOOL_NAME = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
-# Validation context key: the sandbox profile names a definition may refer to.
+# Validation context keys: the sandbox profile names a definition may refer to, and those of
+# them that have egress (only their tools may declare destinations).
 PROFILES_CONTEXT = "profiles"
+EGRESS_PROFILES_CONTEXT = "egress_profiles"
 
 
 class DefinitionRuleError(ValueError):
@@ -52,6 +55,37 @@ class TargetTemplate(BaseModel):
     act: Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
+class EgressRule(BaseModel):
+    """One destination the tool may connect to, through the egress proxy.
+
+    Either `destination`, naming a server-side destination (`OUTBOX_SANDBOX_DESTINATIONS`),
+    usually from a parameter (`"{cluster}"`: the cluster the agent chose is where kubectl may
+    go); or `host` (a host pattern: exact, or `*.example.com` for its subdomains) and `port`
+    (a number, or `"{param}"` naming an integer parameter). Placeholders name string parameters
+    restricted by `enum` or `pattern`. Only the server may allow private addresses.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    destination: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    host: Annotated[StrictStr, Field(min_length=1, max_length=260)] | None = None
+    port: (
+        Annotated[StrictInt, Field(ge=1, le=65535)]
+        | Annotated[StrictStr, Field(pattern=r"^\{[a-z][a-z0-9_]*\}$")]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EgressRule:
+        if (self.destination is None) == (self.host is None):
+            raise ValueError("give either `destination` (a server-side destination) or `host` and `port`")
+        if self.host is not None and self.port is None:
+            raise ValueError("`host` needs a `port`")
+        if self.destination is not None and self.port is not None:
+            raise ValueError("a named `destination` has its port in the server's configuration; remove `port`")
+        return self
+
+
 class CommandToolDefinition(BaseModel):
     """One command tool: what agents may fill in, what runs, and what policy sees."""
 
@@ -72,6 +106,8 @@ class CommandToolDefinition(BaseModel):
     approval_above_targets: Annotated[StrictInt, Field(ge=1)] | None = None
     retryable_exit_codes: list[Annotated[StrictInt, Field(ge=1, le=255)]] = Field(default_factory=list)
     secrets: list[SecretBinding] = Field(default_factory=list)
+    # Where the command may connect (through the egress proxy); needs a profile with egress.
+    egress: list[EgressRule] = Field(default_factory=list)
 
     @field_validator("description")
     @classmethod
@@ -83,7 +119,9 @@ class CommandToolDefinition(BaseModel):
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> CommandToolDefinition:
         context = info.context if isinstance(info.context, Mapping) else {}
-        if problems := list(_rule_problems(self, context.get(PROFILES_CONTEXT))):
+        problems = list(_rule_problems(self, context.get(PROFILES_CONTEXT)))
+        problems += _egress_problems(self, context.get(EGRESS_PROFILES_CONTEXT))
+        if problems:
             raise DefinitionRuleError(problems)
         return self
 
@@ -134,6 +172,7 @@ def _rule_problems(definition: CommandToolDefinition, profiles: object) -> Itera
                 f"uses several array parameters ({', '.join(arrays)}); one per target at most",
             )
         in_targets.update(names)
+    used |= {name for rule in definition.egress for name in egress_placeholders(rule)}
     for name in parameters:
         if name not in used and name not in in_targets:
             yield f"parameters.{name}", "not used by argv, dry_run or targets"
@@ -190,3 +229,67 @@ def _secret_problems(secrets: list[SecretBinding]) -> Iterator[tuple[str, str]]:
             if value in seen[group]:
                 yield f"secrets[{index}].{field}", f"{value!r} is used by another secret"
             seen[group].add(value)
+
+
+def egress_placeholders(rule: EgressRule) -> list[str]:
+    """Parameter names a rule's templates use (stray braces are reported by `_egress_problems`)."""
+    names: list[str] = []
+    for text in (rule.destination, rule.host, rule.port):
+        if isinstance(text, str):
+            try:
+                names += object_placeholders(text)
+            except ValueError:
+                continue
+    return names
+
+
+def _egress_problems(definition: CommandToolDefinition, egress_profiles: object) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if (
+        definition.egress
+        and isinstance(egress_profiles, frozenset | set | list | tuple)
+        and definition.sandbox not in egress_profiles
+    ):
+        problems.append(
+            ("egress", f"sandbox profile {definition.sandbox!r} has no egress: use a profile with `egress: true`")
+        )
+    for index, rule in enumerate(definition.egress):
+        for field in ("destination", "host"):
+            text = getattr(rule, field)
+            if text is not None:
+                problems += [
+                    (f"egress[{index}].{field}", message)
+                    for message in _template_problems(text, definition.parameters, field == "host")
+                ]
+        if isinstance(rule.port, str):
+            name = rule.port[1:-1]
+            spec = definition.parameters.get(name)
+            if not isinstance(spec, IntegerParameter) or spec.minimum < 1 or spec.maximum > 65535:
+                problems.append((f"egress[{index}].port", f"{rule.port} must name an integer parameter within 1-65535"))
+    return problems
+
+
+def _template_problems(text: str, parameters: Mapping[str, Parameter], is_host: bool) -> Iterator[str]:
+    """Unknown or unconstrained placeholders; for a host, every value an enum allows must be valid."""
+    try:
+        names = object_placeholders(text)
+    except ValueError as error:
+        yield str(error)
+        return
+    expansions = [text]
+    for name in dict.fromkeys(names):
+        spec = parameters.get(name)
+        if not isinstance(spec, StringParameter):
+            yield f"{{{name}}} must name a string parameter (with `enum` or `pattern`), not {_kind(spec)}"
+            return
+        if spec.enum is not None:
+            expansions = [expanded.replace(f"{{{name}}}", value) for expanded in expansions for value in spec.enum]
+    if not is_host:
+        return
+    for expanded in expansions:
+        if "{" not in expanded and (problem := host_pattern_problem(expanded)) is not None:
+            yield problem
+
+
+def _kind(spec: Parameter | None) -> str:
+    return "an unknown parameter" if spec is None else f"a parameter of type {spec.type}"

@@ -16,9 +16,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from outbox.commands.definitions import PROFILES_CONTEXT, CommandToolDefinition, DefinitionRuleError
+from outbox.commands.definitions import (
+    EGRESS_PROFILES_CONTEXT,
+    PROFILES_CONTEXT,
+    CommandToolDefinition,
+    DefinitionRuleError,
+)
 from outbox.commands.parameters import PARAMETER_TYPES
-from outbox.commands.profiles import builtin_profiles
+from outbox.commands.profiles import SandboxProfile, builtin_profiles
 from outbox.commands.sandbox import SandboxSettings
 from outbox.commands.tool import CommandTool
 from outbox.yamlfiles import YAMLFileError, parse_yaml
@@ -65,13 +70,19 @@ class CommandToolSet:
         return [CommandTool(definition, settings) for definition in self.definitions.values()]
 
 
-def load_command_tools(directory: Path, *, profiles: Collection[str] | None = None) -> CommandToolSet:
+def load_command_tools(
+    directory: Path, *, profiles: Mapping[str, SandboxProfile] | Collection[str] | None = None
+) -> CommandToolSet:
     """Read every `*.yaml`/`*.yml` in `directory`; raise ToolDefinitionError on any problem.
 
-    `profiles` are the sandbox profile names definitions may use (default: the built-in ones).
-    A missing directory means no command tools.
+    `profiles` are the sandbox profiles definitions may use (default: the built-in ones); given
+    as a mapping, a tool declaring `egress` must also name one of them that has egress. A
+    missing directory means no command tools.
     """
-    known_profiles = frozenset(builtin_profiles() if profiles is None else profiles)
+    chosen = builtin_profiles() if profiles is None else profiles
+    context: dict[str, frozenset[str]] = {PROFILES_CONTEXT: frozenset(chosen)}
+    if isinstance(chosen, Mapping):
+        context[EGRESS_PROFILES_CONTEXT] = frozenset(name for name, profile in chosen.items() if profile.egress)
     if not directory.is_dir():
         return CommandToolSet()
     files = sorted(path for path in directory.iterdir() if path.suffix in {".yaml", ".yml"} and path.is_file())
@@ -82,7 +93,7 @@ def load_command_tools(directory: Path, *, profiles: Collection[str] | None = No
     for path in files:
         content = path.read_bytes()
         digest.update(path.name.encode() + b"\0" + content + b"\0")
-        for index, definition, found in _definitions_in(path, content, known_profiles):
+        for index, definition, found in _definitions_in(path, content, context):
             problems += found
             if definition is None:
                 continue
@@ -100,7 +111,7 @@ def load_command_tools(directory: Path, *, profiles: Collection[str] | None = No
 
 
 def _definitions_in(
-    path: Path, content: bytes, profiles: frozenset[str]
+    path: Path, content: bytes, context: Mapping[str, frozenset[str]]
 ) -> Iterator[tuple[int, CommandToolDefinition | None, list[DefinitionProblem]]]:
     try:
         document = parse_yaml(content, str(path))
@@ -114,7 +125,7 @@ def _definitions_in(
         return
     for index, raw in enumerate(document["tools"]):
         try:
-            definition = CommandToolDefinition.model_validate(raw, context={PROFILES_CONTEXT: profiles})
+            definition = CommandToolDefinition.model_validate(raw, context=context)
         except ValidationError as error:
             yield index, None, list(_problems(path, f"tools[{index}]", error))
         else:

@@ -1,8 +1,10 @@
 """Sandbox profiles: what a command may see and consume while it runs.
 
 A tool definition names a profile; the profile, not the agent and not the tool author's argv,
-decides whether the network is reachable, which host directories are visible (read-only), which
-environment variables exist and how much CPU, memory, files and processes the command may use.
+decides whether the network is reachable at all (only ever through the egress proxy, to the
+destinations the tool definition declares: `outbox.commands.egress`), which host directories
+are visible (read-only), which environment variables exist and how much CPU, memory, files and
+processes the command may use.
 Profiles live in code (reviewed like code) and can be replaced through `SandboxSettings.profiles`.
 """
 
@@ -48,8 +50,10 @@ class SandboxProfile(BaseModel):
 
     name: Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_-]*$")]
     description: StrictStr
-    # Share the host's network namespace. Off: the command sees only its own loopback.
-    network: StrictBool = False
+    # Every profile has a network namespace of its own, with only `lo`. With egress, the command
+    # reaches the tool's declared destinations through the outbox's proxy (HTTPS_PROXY and
+    # ALL_PROXY point at it) and nothing else; without, it has no network at all.
+    egress: StrictBool = False
     # Per-process CPU seconds (RLIMIT_CPU); the wall-clock timeout comes from the tool.
     cpu_seconds: PositiveInt = 10
     # Per-process address space (RLIMIT_AS). Go binaries (kubectl, terraform) reserve about
@@ -110,8 +114,8 @@ def builtin_profiles() -> dict[str, SandboxProfile]:
         ),
         SandboxProfile(
             name="network",
-            description="Host network shared (for API clients such as kubectl); 4 GiB address space.",
-            network=True,
+            description="Egress through the proxy to the tool's destinations (kubectl); 4 GiB address space.",
+            egress=True,
             cpu_seconds=120,
             memory_bytes=4 * GIB,
             open_files=1024,
@@ -125,8 +129,8 @@ def builtin_profiles() -> dict[str, SandboxProfile]:
         ),
         SandboxProfile(
             name="terraform",
-            description="Host network; the configured `terraform` directory read-only at /terraform.",
-            network=True,
+            description="Egress through the proxy; the configured `terraform` directory read-only at /terraform.",
+            egress=True,
             cpu_seconds=900,
             memory_bytes=16 * GIB,
             open_files=4096,

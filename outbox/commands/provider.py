@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
+from outbox.commands.egress import NamedDestination
 from outbox.commands.loader import load_command_tools
 from outbox.commands.sandbox import SandboxConfigurationError, SandboxSettings
 from outbox.commands.tool import CommandTool
@@ -15,7 +17,8 @@ from outbox.config import Settings
 from outbox.state_files import state_paths
 from outbox.toolkit.registry import ToolServices
 
-# `outbox serve --port` defaults to this; the API's port is not a setting.
+# OUTBOX_SANDBOX_DESTINATIONS: JSON there, checked here (config cannot know the commands domain).
+_DESTINATIONS = TypeAdapter(dict[str, NamedDestination])
 
 
 def sandbox_settings(settings: Settings) -> SandboxSettings:
@@ -37,11 +40,12 @@ def sandbox_settings(settings: Settings) -> SandboxSettings:
             secrets_dir=settings.sandbox_secrets_dir,
             mounts=mounts,
             protected_paths=tuple(state_paths(settings)),
-            network_allowed_local_ports=tuple(settings.sandbox_network_allowed_local_ports),
-            network_reserved_ports=tuple(_own_ports(settings)),
+            destinations=_DESTINATIONS.validate_python(settings.sandbox_destinations),
+            egress_resolver=settings.sandbox_egress_resolver,
+            outbox_ports=tuple(_own_ports(settings)),
         )
     except ValidationError as error:
-        problems = "; ".join(str(detail["msg"]).removeprefix("Value error, ") for detail in error.errors())
+        problems = "; ".join(_problem(detail) for detail in error.errors())
         raise SandboxConfigurationError(f"sandbox settings refused: {problems}") from None
 
 
@@ -65,6 +69,12 @@ def _own_ports(settings: Settings) -> list[int]:
     return sorted(set(ports))
 
 
+def _problem(detail: ErrorDetails) -> str:
+    where = ".".join(str(part) for part in detail["loc"])
+    message = str(detail["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
 def provide_command_tools(policy_dir: Path, services: ToolServices) -> list[CommandTool]:
     sandbox = sandbox_settings(services.settings)
-    return load_command_tools(policy_dir / "tools", profiles=sandbox.profiles.keys()).build_tools(sandbox)
+    return load_command_tools(policy_dir / "tools", profiles=sandbox.profiles).build_tools(sandbox)

@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from outbox.canonical import shown_text, storable_text
 from outbox.commands.bwrap import (
     GROUP,
     PASSWD,
@@ -44,7 +45,18 @@ from outbox.commands.bwrap import (
     system_binds,
 )
 from outbox.commands.capture import CapturedRun, run_captured
-from outbox.commands.network_guard import find_nft, install_host_fence
+from outbox.commands.egress import (
+    AllowedDestination,
+    DnsResolver,
+    EgressLog,
+    EgressPolicy,
+    EgressProxy,
+    NamedDestination,
+    bridged_command,
+    parse_nameserver,
+    proxy_env,
+)
+from outbox.commands.egress.bridge import PROXY_SOCKET_NAME
 from outbox.commands.profiles import SECRETS_DIR, SandboxProfile, builtin_profiles
 from outbox.commands.seccomp import SeccompUnavailable, seccomp_problem, seccomp_program, socket_families
 
@@ -127,13 +139,22 @@ class SandboxSettings(BaseModel):
     # The outbox's own state (data directory, database, secrets; `outbox.state_files`): no mount
     # may be, contain or lie inside one of these, however it is spelled.
     protected_paths: tuple[Path, ...] = ()
-    # Profiles sharing the host network reach no service of this host (`network_guard`) except
-    # on these ports (DNS, for a local stub resolver).
-    network_allowed_local_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = (53,)
-    # The outbox's own listening ports (API, SMTP sink, database, broker): never allowed above.
-    network_reserved_ports: tuple[int, ...] = ()
-    # nftables' `nft`, which installs those rules (None: looked up on PATH and in sbin).
-    nft_path: Path | None = None
+    # Destination name -> where it is (host, port, allow_private): what a tool definition's
+    # `egress: [{destination: "{cluster}"}]` resolves to. Nothing is reachable by default.
+    destinations: dict[str, NamedDestination] = Field(default_factory=dict)
+    # The nameserver the egress proxy asks ("ip", "ip:port", "[ipv6]:port"); None: the servers
+    # of this host's /etc/resolv.conf, asked by the proxy's own DNS client.
+    egress_resolver: str | None = None
+    # A sandboxed client must finish its CONNECT/SOCKS5 request within this (slow-header attacks).
+    egress_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    egress_connect_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Connections listed on one run's result; the rest are counted (`egress_truncated`).
+    egress_record_cap: int = Field(default=100, ge=1, le=10000)
+    # socat bridges the proxy's socket to 127.0.0.1:3128 inside; under /usr, so visible there.
+    socat_path: Path = Path("/usr/bin/socat")
+    # The outbox's own listening ports (API, SMTP sink, database, broker): the isolation probe
+    # (`outbox.commands.probes`) shows that no sandbox reaches them.
+    outbox_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
 
     @model_validator(mode="after")
     def _check_state_is_not_mounted(self) -> SandboxSettings:
@@ -142,13 +163,11 @@ class SandboxSettings(BaseModel):
             for name, source in sorted(self.mounts.items())
             if (problem := state_mount_problem(name, source, self.protected_paths)) is not None
         ]
-        reserved = sorted(set(self.network_allowed_local_ports) & set(self.network_reserved_ports))
-        if reserved:
-            problems.append(
-                f"network_allowed_local_ports includes {', '.join(map(str, reserved))}, a port the outbox itself"
-                " listens on (API, SMTP sink, database or broker): a sandboxed command could reach the"
-                " outbox's own services; remove it"
-            )
+        if self.egress_resolver is not None:
+            try:
+                parse_nameserver(self.egress_resolver)
+            except ValueError as error:
+                problems.append(str(error))
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -166,6 +185,17 @@ class SandboxSettings(BaseModel):
         found = shutil.which("bwrap")
         return Path(found) if found else None
 
+    def destination(self, name: str) -> NamedDestination:
+        """The server-side destination `name` (a tool's `egress: [{destination: ...}]`)."""
+        try:
+            return self.destinations[name]
+        except KeyError:
+            known = ", ".join(sorted(self.destinations)) or "none"
+            raise SandboxConfigurationError(
+                f"destination {name!r} is not configured on this server (configured: {known});"
+                " set it in OUTBOX_SANDBOX_DESTINATIONS"
+            ) from None
+
     def run_as(self) -> tuple[int, int] | None:
         """The host identity to drop to, or None when the outbox is already unprivileged."""
         return (self.host_uid, self.host_gid) if os.geteuid() == 0 else None
@@ -176,11 +206,10 @@ class SandboxSettings(BaseModel):
         for mount in profile.mounts:
             if mount not in self.mounts:
                 return _unnamed_mount(profile.name, mount)
-        if profile.network and self.run_as() is None:
+        if profile.egress and not os.access(self.socat_path, os.X_OK):
             return (
-                f"sandbox profile {profile.name!r} shares the host network, and only commands running as a"
-                " host uid of their own can be fenced off from this host's services (the outbox's API"
-                " among them): run the outbox as root, so that commands run as OUTBOX_SANDBOX_HOST_UID"
+                f"sandbox profile {profile.name!r} reaches the network through the egress proxy, and socat"
+                f" ({self.socat_path}), which bridges the proxy into the sandbox, is not executable: install socat"
             )
         return None
 
@@ -202,17 +231,20 @@ class SandboxResult:
     unsandboxed: bool
     # True when a secret's value appeared in the output and was replaced by a marker.
     secrets_redacted: bool = False
+    # Every connection through (or refused by) the egress proxy; None: the profile has no egress.
+    egress: EgressLog | None = None
 
     @property
     def stdout(self) -> str:
-        return self.stdout_bytes.decode("utf-8", errors="replace")
+        return shown_text(self.stdout_bytes)
 
     @property
     def stderr(self) -> str:
-        return self.stderr_bytes.decode("utf-8", errors="replace")
+        return shown_text(self.stderr_bytes)
 
     def response(self) -> dict[str, Any]:
-        """JSON-ready output. When a stream is not valid UTF-8, its exact bytes go along in base64."""
+        """JSON-ready output. When a stream is not text a JSON column keeps exactly (not UTF-8, or
+        with NUL), its exact bytes go along in base64."""
         response: dict[str, Any] = {
             "exit_code": self.exit_code,
             "stdout": self.stdout,
@@ -223,10 +255,13 @@ class SandboxResult:
             "timed_out": self.timed_out,
         }
         for name, data in (("stdout", self.stdout_bytes), ("stderr", self.stderr_bytes)):
-            if not _is_utf8(data):
+            if storable_text(data) is None:
                 response[f"{name}_base64"] = base64.b64encode(data).decode("ascii")
         if self.secrets_redacted:
             response["secrets_redacted"] = True
+        if self.egress is not None:
+            response["egress"] = [record.as_dict() for record in self.egress.records]
+            response["egress_truncated"] = self.egress.truncated
         return response
 
     def artifact(self) -> dict[str, Any]:
@@ -247,15 +282,24 @@ def run_command(
     timeout_seconds: float,
     output_cap_bytes: int,
     secrets: Sequence[SecretBinding] = (),
+    egress: Sequence[AllowedDestination] = (),
 ) -> SandboxResult:
-    """Run `argv` (no shell) under the profile, or raise `SandboxError` without running it."""
+    """Run `argv` (no shell) under the profile, or raise `SandboxError` without running it.
+
+    A profile with egress reaches exactly the `egress` destinations, through a proxy of its own
+    for this run; an empty list means every connection is refused (and recorded).
+    """
     if not argv or not argv[0]:
         raise SandboxConfigurationError("empty argv")
     chosen = settings.profile(profile)
+    if egress and not chosen.egress:
+        raise SandboxConfigurationError(
+            f"sandbox profile {chosen.name!r} has no egress; it cannot reach {egress[0].host}"
+        )
     values = _secret_values(settings, secrets)
     mounts = _mount_sources(settings, chosen)
-    if chosen.network:
-        _fence_host_services(settings, chosen)
+    if chosen.egress and (problem := settings.profile_problem(chosen.name)) is not None:
+        raise SandboxUnavailable(problem)
     problem = sandbox_problem(settings)
     if problem is not None and not settings.allow_unsandboxed:
         raise SandboxUnavailable(f"{problem}; refusing to run commands unsandboxed")
@@ -273,6 +317,7 @@ def run_command(
             secret_values=values,
             timeout_seconds=timeout_seconds,
             output_cap_bytes=output_cap_bytes,
+            egress=tuple(egress),
         )
         result = run(plan)
     log.info(
@@ -326,12 +371,11 @@ def command_problem(settings: SandboxSettings, profile: str, secrets: Sequence[S
     """Why a command of `profile` needing `secrets` cannot run on this server now; None when it can.
 
     What `run_command` would refuse before running anything, found without running anything:
-    the profile's mounts and host fence as configured, secrets present (the secrets directory by
+    the profile's mounts (and socat, for egress) as configured, secrets present (the secrets directory by
     a file lookup, as each run reads it), prlimit, and a usable bubblewrap unless development
     allows unsandboxed runs. Every missing piece is named, so that one look tells the operator
     all there is to fix. Cheap enough for every submission: file lookups, and the bwrap probe
-    remembered (a failure for `FAILED_PROBE_REUSE_SECONDS`). Installing the host fence is left
-    to the run: only `nft` being there is checked.
+    remembered (a failure for `FAILED_PROBE_REUSE_SECONDS`).
     """
     try:
         chosen = settings.profile(profile)
@@ -348,13 +392,6 @@ def command_problem(settings: SandboxSettings, profile: str, secrets: Sequence[S
     missing = [binding.name for binding in secrets if not _secret_present(settings, binding.name)]
     if missing:
         problems.append(_missing_secrets(missing, settings))
-    if chosen.network:
-        nft = settings.nft_path or find_nft()
-        if nft is None or not os.access(nft, os.X_OK):
-            problems.append(
-                f"sandbox profile {chosen.name!r} shares the host network, and nft (nftables), which keeps"
-                " it away from this host's services, is not installed or not executable"
-            )
     if not os.access(settings.prlimit_path, os.X_OK):
         problems.append(f"prlimit ({settings.prlimit_path}), which applies the resource limits, is not executable")
     if not settings.allow_unsandboxed:
@@ -416,6 +453,7 @@ class _RunPlan:
     secret_values: Mapping[str, bytes]
     timeout_seconds: float
     output_cap_bytes: int
+    egress: tuple[AllowedDestination, ...] = ()
 
     @property
     def keep_bytes(self) -> int:
@@ -423,7 +461,11 @@ class _RunPlan:
         return self.output_cap_bytes + max((len(value) for value in self.secret_values.values()), default=0)
 
     def limited_command(self) -> list[str]:
-        return [str(self.settings.prlimit_path), *limit_args(self.profile), "--", *self.argv]
+        command = list(self.argv)
+        if self.profile.egress:
+            # The bridge runs under the same limits as the command, inside the same sandbox.
+            command = bridged_command(self.settings.socat_path, command)
+        return [str(self.settings.prlimit_path), *limit_args(self.profile), "--", *command]
 
 
 def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
@@ -432,21 +474,10 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed or not executable")
     env = dict(plan.profile.env)
     with ExitStack() as stack:
-        data_files = [
-            DataFile(_memory_file(stack, "passwd", PASSWD.encode()), "/etc/passwd"),
-            DataFile(_memory_file(stack, "group", GROUP.encode()), "/etc/group"),
-        ]
-        for binding in plan.secrets:
-            value = plan.secret_values[binding.name]
-            if binding.file is not None:
-                path = f"{SECRETS_DIR}/{binding.file}"
-                data_files.append(DataFile(_memory_file(stack, "secret", value), path, mode="0400"))
-                if binding.path_env is not None:
-                    env[binding.path_env] = path
-            if binding.env is not None:
-                # Passed through bwrap's own environment (which it hands to the command) rather
-                # than --setenv, so the value never appears on a command line.
-                env[binding.env] = value.decode()
+        data_files = _data_files(stack, plan, env)
+        proxy, egress_dir = _start_egress_proxy(stack, plan)
+        if proxy is not None:
+            env |= proxy_env()
         status_read, status_write = os.pipe()
         stack.callback(os.close, status_read)
         seccomp_fd = _memory_file(stack, "seccomp", _seccomp_filter(plan.profile))
@@ -459,6 +490,7 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
             status_fd=status_write,
             seccomp_fd=seccomp_fd,
             command=plan.limited_command(),
+            egress_socket_dir=egress_dir,
         )
         try:
             run = run_captured(
@@ -481,13 +513,56 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
     if "exit-code" not in status and not run.timed_out:
         detail = run.stderr.data.decode("utf-8", errors="replace").strip()
         raise SandboxUnavailable(f"bubblewrap could not set up the sandbox: {detail or run.exit_code}")
-    return _result(plan, run, _applied_isolation(status, plan), unsandboxed=False)
+    # The proxy stopped with the stack: every connection is finished and counted.
+    egress = proxy.log() if proxy is not None else None
+    return _result(plan, run, _applied_isolation(status, plan), unsandboxed=False, egress=egress)
+
+
+def _data_files(stack: ExitStack, plan: _RunPlan, env: dict[str, str]) -> list[DataFile]:
+    """/etc/passwd, /etc/group and the secrets' files; secrets' variables go into `env`."""
+    data_files = [
+        DataFile(_memory_file(stack, "passwd", PASSWD.encode()), "/etc/passwd"),
+        DataFile(_memory_file(stack, "group", GROUP.encode()), "/etc/group"),
+    ]
+    for binding in plan.secrets:
+        value = plan.secret_values[binding.name]
+        if binding.file is not None:
+            path = f"{SECRETS_DIR}/{binding.file}"
+            data_files.append(DataFile(_memory_file(stack, "secret", value), path, mode="0400"))
+            if binding.path_env is not None:
+                env[binding.path_env] = path
+        if binding.env is not None:
+            # Passed through bwrap's own environment (which it hands to the command) rather
+            # than --setenv, so the value never appears on a command line.
+            env[binding.env] = value.decode()
+    return data_files
+
+
+def _start_egress_proxy(stack: ExitStack, plan: _RunPlan) -> tuple[EgressProxy | None, Path | None]:
+    """This run's proxy, listening in a fresh directory the sandbox gets read-only; stopped (and
+    the directory removed) when the stack unwinds. None for a profile without egress."""
+    if not plan.profile.egress:
+        return None, None
+    settings = plan.settings
+    directory = Path(tempfile.mkdtemp(prefix="outbox-egress-"))
+    stack.callback(shutil.rmtree, directory, ignore_errors=True)
+    if (run_as := settings.run_as()) is not None:
+        os.chown(directory, *run_as)
+    policy = EgressPolicy(
+        allowed=plan.egress,
+        resolver=DnsResolver(settings.egress_resolver, settings.egress_connect_timeout_seconds),
+        header_timeout_seconds=settings.egress_header_timeout_seconds,
+        connect_timeout_seconds=settings.egress_connect_timeout_seconds,
+        record_cap=settings.egress_record_cap,
+    )
+    proxy = stack.enter_context(EgressProxy(policy, directory / PROXY_SOCKET_NAME, owner=run_as))
+    return proxy, directory
 
 
 def _seccomp_filter(profile: SandboxProfile) -> bytes:
     """The profile's compiled filter; no filter, no run (fail closed)."""
     try:
-        return seccomp_program(socket_families(network=profile.network))
+        return seccomp_program(socket_families(network=profile.egress))
     except SeccompUnavailable as error:
         raise SandboxUnavailable(str(error)) from None
 
@@ -527,7 +602,9 @@ def _run_unsandboxed(plan: _RunPlan) -> SandboxResult:
     return _result(plan, run, ("none",), unsandboxed=True)
 
 
-def _result(plan: _RunPlan, run: CapturedRun, isolation: tuple[str, ...], *, unsandboxed: bool) -> SandboxResult:
+def _result(
+    plan: _RunPlan, run: CapturedRun, isolation: tuple[str, ...], *, unsandboxed: bool, egress: EgressLog | None = None
+) -> SandboxResult:
     cap = plan.output_cap_bytes
     stdout, stdout_redacted = _redact(run.stdout.data, plan.secret_values)
     stderr, stderr_redacted = _redact(run.stderr.data, plan.secret_values)
@@ -544,6 +621,7 @@ def _result(plan: _RunPlan, run: CapturedRun, isolation: tuple[str, ...], *, uns
         isolation=isolation,
         unsandboxed=unsandboxed,
         secrets_redacted=stdout_redacted or stderr_redacted,
+        egress=egress,
     )
 
 
@@ -576,8 +654,7 @@ def _applied_isolation(status: Mapping[str, Any], plan: _RunPlan) -> tuple[str, 
         inode = status.get(f"{kind}-namespace")
         if isinstance(inode, int) and inode != os.stat(f"/proc/self/ns/{kind}").st_ino:
             applied.append(f"{label}-namespace")
-    if plan.profile.network:
-        applied += ["network:shared", "host-services:blocked"]
+    applied.append("egress:proxy" if plan.profile.egress else "network:none")
     applied += [
         "cap-drop:ALL",
         "no-nested-userns",
@@ -612,7 +689,7 @@ def _secret_values(settings: SandboxSettings, secrets: Sequence[SecretBinding]) 
 
 
 def _usable_as_env(value: bytes) -> bool:
-    return b"\0" not in value and _is_utf8(value)
+    return storable_text(value) is not None
 
 
 def state_mount_problem(name: str, source: Path, protected: Sequence[Path]) -> str | None:
@@ -666,23 +743,6 @@ def _mount_sources(settings: SandboxSettings, profile: SandboxProfile) -> dict[s
     return sources
 
 
-def _fence_host_services(settings: SandboxSettings, profile: SandboxProfile) -> None:
-    """Install the rules that keep a host-network profile away from this host's services."""
-    problem = settings.profile_problem(profile.name)
-    if problem is None:
-        nft = settings.nft_path or find_nft()
-        problem = install_host_fence(
-            nft, settings.host_uid, settings.network_allowed_local_ports, settings.network_reserved_ports
-        )
-        if problem is not None:
-            problem = (
-                f"sandbox profile {profile.name!r} shares the host network, and the rules that keep it"
-                f" away from this host's services could not be installed: {problem}"
-            )
-    if problem is not None:
-        raise SandboxUnavailable(problem)
-
-
 @contextmanager
 def _scratch_directory(settings: SandboxSettings) -> Iterator[Path]:
     """A fresh directory owned by the sandbox's host uid, removed afterwards whatever it holds."""
@@ -721,14 +781,6 @@ def _read_status(fd: int) -> dict[str, Any]:
         if isinstance(document, dict):
             merged.update(document)
     return merged
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 __all__ = [

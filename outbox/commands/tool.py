@@ -7,16 +7,25 @@ arguments, so a model restored from storage or built by hand gets no shortcut to
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from pydantic import BaseModel
 
 from outbox.commands.arguments import arguments_model, validate_arguments
-from outbox.commands.definitions import CommandToolDefinition
+from outbox.commands.definitions import CommandToolDefinition, EgressRule
+from outbox.commands.egress import AllowedDestination, host_pattern_problem
 from outbox.commands.parameters import ArgumentValue, ArrayParameter, StringParameter
-from outbox.commands.sandbox import SandboxError, SandboxResult, SandboxSettings, command_problem, run_command
-from outbox.commands.templates import render_argv, render_targets
+from outbox.commands.sandbox import (
+    SandboxConfigurationError,
+    SandboxError,
+    SandboxResult,
+    SandboxSettings,
+    command_problem,
+    run_command,
+)
+from outbox.commands.templates import object_placeholders, render_argv, render_targets
 from outbox.toolkit.base import ExecutionContext, Failed, Succeeded, Target, ToolArgumentsError, ToolOutcome
 
 log = structlog.get_logger(__name__)
@@ -41,7 +50,27 @@ class CommandTool:
         A tool that cannot run is still loaded and listed, marked with this reason (`/v1/tools`,
         MCP `tools/list`, `/readyz`), so that an agent and the operator see the tool and what is
         missing, e.g. the `repo` directory the operator has not named."""
-        return command_problem(self._settings, self.definition.sandbox, self.definition.secrets)
+        problem = command_problem(self._settings, self.definition.sandbox, self.definition.secrets)
+        return "; ".join(found for found in (problem, self._destinations_problem()) if found) or None
+
+    def _destinations_problem(self) -> str | None:
+        """A destination rule none of whose possible names (every enum value) is configured."""
+        for rule in self.definition.egress:
+            if rule.destination is None:
+                continue
+            names = [rule.destination]
+            for name in object_placeholders(rule.destination):
+                spec = self.definition.parameters[name]
+                if not isinstance(spec, StringParameter) or spec.enum is None:
+                    return None  # any name matching a pattern: only a run can tell
+                names = [text.replace("{" + name + "}", value) for text in names for value in spec.enum]
+            if not any(name in self._settings.destinations for name in names):
+                listed = ", ".join(repr(name) for name in sorted(names))
+                return (
+                    f"none of the destinations {listed} is configured on this server: set"
+                    " OUTBOX_SANDBOX_DESTINATIONS (JSON name to host, port)"
+                )
+        return None
 
     def args_schema(self) -> dict[str, Any]:
         return self.definition.args_schema()
@@ -112,7 +141,18 @@ class CommandTool:
             "targets": [{"object": target.object, "act": target.act} for target in self.targets(args)],
             "sandbox": self.definition.sandbox,
             "timeout_seconds": self.definition.timeout_seconds,
+            "egress": self._egress_preview(args),
         }
+
+    def egress(self, args: BaseModel) -> list[AllowedDestination]:
+        """Where this call may connect; SandboxConfigurationError for an unconfigured destination."""
+        return allowed_destinations(self.definition.egress, self._values(args), self._settings)
+
+    def _egress_preview(self, args: BaseModel) -> list[str]:
+        try:
+            return [f"{allowed.host}:{allowed.port} ({allowed.source})" for allowed in self.egress(args)]
+        except SandboxConfigurationError as error:
+            return [f"unavailable: {error}"]
 
     def dry_run(self, args: BaseModel) -> SandboxResult | None:
         """Run the definition's dry-run argv in the same sandbox; None when it has none.
@@ -121,7 +161,7 @@ class CommandTool:
         action without a preview may still go to an approver).
         """
         argv = self.dry_run_argv(args)
-        return None if argv is None else self._run(argv)
+        return None if argv is None else self._run(argv, args)
 
     def execute(self, ctx: ExecutionContext, args: BaseModel) -> ToolOutcome:
         try:
@@ -134,7 +174,7 @@ class CommandTool:
                 artifact={"executed": False},
             )
         try:
-            result = self._run(argv)
+            result = self._run(argv, args)
         except SandboxError as error:
             log.warning("command.not_executed", action_id=ctx.action_id, tool=self.name, error=str(error))
             return Failed(
@@ -166,7 +206,7 @@ class CommandTool:
             response=response,
         )
 
-    def _run(self, argv: list[str]) -> SandboxResult:
+    def _run(self, argv: list[str], args: BaseModel) -> SandboxResult:
         return run_command(
             argv,
             settings=self._settings,
@@ -174,10 +214,37 @@ class CommandTool:
             timeout_seconds=self.definition.timeout_seconds,
             output_cap_bytes=self.definition.output_cap_bytes,
             secrets=self.definition.secrets,
+            egress=self.egress(args),
         )
 
     def _values(self, args: BaseModel) -> dict[str, ArgumentValue]:
         return validate_arguments(self.definition, args.model_dump())
+
+
+def allowed_destinations(
+    rules: Sequence[EgressRule], values: Mapping[str, ArgumentValue], settings: SandboxSettings
+) -> list[AllowedDestination]:
+    """The rules with this call's values filled in; named destinations from the server's settings."""
+    allowed: list[AllowedDestination] = []
+    for rule in rules:
+        if rule.destination is not None:
+            name = _filled(rule.destination, values)
+            named = settings.destination(name)
+            allowed.append(AllowedDestination(named.host, named.port, named.allow_private, f"destination {name}"))
+            continue
+        host = _filled(rule.host or "", values)
+        if (problem := host_pattern_problem(host)) is not None:
+            raise SandboxConfigurationError(f"egress host {problem}")
+        port = rule.port if isinstance(rule.port, int) else int(_filled(str(rule.port), values))
+        allowed.append(AllowedDestination(host, port))
+    return allowed
+
+
+def _filled(template: str, values: Mapping[str, ArgumentValue]) -> str:
+    # Definitions allow only scalar string and integer parameters here (checked at load).
+    for name in object_placeholders(template):
+        template = template.replace("{" + name + "}", str(values[name]))
+    return template
 
 
 def _failure_reason(result: SandboxResult) -> str:

@@ -18,12 +18,17 @@ from pathlib import Path
 import pytest
 
 from outbox.commands import CommandTool, SandboxProfile, SandboxSettings, builtin_profiles, load_command_tools
-from outbox.commands.network_guard import find_nft, remove_host_fence
+from outbox.commands.egress import NamedDestination
 from outbox.commands.sandbox import sandbox_problem
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_TOOLS = REPO / "policies" / "tools"
 KUBECONFIG = "apiVersion: v1\nkind: Config\n# kubeconfig-secret-7d1f0c2e9b\n"
+# The k8s tools' `destination: "{cluster}"`, configured as a deployment would (TEST-NET-1, unused).
+CLUSTER_DESTINATIONS = {
+    "staging": NamedDestination(host="staging.cluster.test", port=6443),
+    "production": NamedDestination(host="192.0.2.10", port=6443),
+}
 
 FAKE_KUBECTL = r'''#!/usr/bin/python3
 """Stand-in for kubectl and its API server: records its argv and answers like kubectl."""
@@ -94,13 +99,6 @@ def _sandbox_readable(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _remove_host_fence() -> Iterator[None]:
-    """Network-profile runs install an nftables table on this host; take it away afterwards."""
-    yield
-    remove_host_fence()
-
-
 @pytest.fixture(scope="session")
 def require_sandbox() -> None:
     """Skip sandbox tests where bubblewrap cannot work, unless CI says it must."""
@@ -110,21 +108,6 @@ def require_sandbox() -> None:
     if os.environ.get("OUTBOX_TEST_REQUIRE_BWRAP") == "1":
         pytest.fail(f"bubblewrap required: {problem}")
     pytest.skip(f"sandbox unavailable ({problem}); sandbox tests skipped")
-
-
-@pytest.fixture(scope="session")
-def require_host_fence(require_sandbox: None) -> None:
-    """Host-network profiles run only where the outbox can fence them (root and nftables)."""
-    problem = None
-    if os.geteuid() != 0:
-        problem = "not root: commands would run as this uid, which nftables cannot tell apart"
-    elif find_nft() is None:
-        problem = "nft (nftables) is not installed"
-    if problem is None:
-        return
-    if os.environ.get("OUTBOX_TEST_REQUIRE_BWRAP") == "1":
-        pytest.fail(f"the host fence is required: {problem}")
-    pytest.skip(f"host fence unavailable ({problem}); network profile tests skipped")
 
 
 @pytest.fixture
@@ -166,8 +149,11 @@ def fake_cluster(shared_dir: Path) -> Path:
 
 
 @pytest.fixture
-def kube_settings(require_host_fence: None, fake_cluster: Path) -> SandboxSettings:
-    """The shipped `network` profile, with the fake kubectl first on PATH."""
+def kube_settings(require_sandbox: None, fake_cluster: Path) -> SandboxSettings:
+    """The shipped `network` profile, with the fake kubectl first on PATH.
+
+    The fake kubectl never connects; the clusters' destinations are configured (on addresses
+    nothing listens on) because the k8s tools are unavailable without them."""
     network = builtin_profiles()["network"]
     profiles = builtin_profiles() | {
         "network": profile_with(
@@ -176,7 +162,12 @@ def kube_settings(require_host_fence: None, fake_cluster: Path) -> SandboxSettin
             env=network.env | {"PATH": "/opt/fakebin:/usr/bin:/bin"},
         )
     }
-    return SandboxSettings(profiles=profiles, mounts={"fakebin": fake_cluster}, secrets={"kubeconfig": KUBECONFIG})
+    return SandboxSettings(
+        profiles=profiles,
+        mounts={"fakebin": fake_cluster},
+        secrets={"kubeconfig": KUBECONFIG},
+        destinations=CLUSTER_DESTINATIONS,
+    )
 
 
 @pytest.fixture
@@ -189,5 +180,6 @@ def shipped_tool(kube_settings: SandboxSettings) -> Callable[[str], CommandTool]
 @pytest.fixture(scope="session")
 def parsing_tool() -> Callable[[str], CommandTool]:
     """A shipped tool for argument and target checks, which never reach the sandbox."""
-    tools = {tool.name: tool for tool in load_command_tools(SHIPPED_TOOLS).build_tools(SandboxSettings())}
+    settings = SandboxSettings(destinations=CLUSTER_DESTINATIONS)
+    tools = {tool.name: tool for tool in load_command_tools(SHIPPED_TOOLS).build_tools(settings)}
     return tools.__getitem__

@@ -174,6 +174,7 @@ def test_preview_shows_the_exact_argv_targets_and_sandbox(parsing_tool: ToolLook
         "targets": [{"object": "k8s:staging/namespace/feature-a", "act": "delete"}],
         "sandbox": "network",
         "timeout_seconds": 120,
+        "egress": ["staging.cluster.test:6443 (destination staging)"],
     }
 
 

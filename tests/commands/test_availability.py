@@ -1,7 +1,8 @@
 """A command tool knows when it cannot run on this server, before anything is recorded.
 
 `CommandTool.unavailable_reason()` (the `ChecksAvailability` capability) names the missing piece
-in words an operator can act on: no usable bubblewrap, a secret, mount, nft or prlimit missing.
+in words an operator can act on: no usable bubblewrap, a secret, mount, destination, socat or
+prlimit missing.
 It is asked at every submission, so it runs nothing but file lookups and a remembered probe.
 """
 
@@ -17,7 +18,7 @@ import pytest
 from outbox.commands import CommandTool, CommandToolDefinition, SandboxSettings, load_command_tools
 from outbox.commands.sandbox import SandboxUnavailable, command_problem, run_command
 from outbox.toolkit.base import ChecksAvailability, ExecutionContext, Failed
-from tests.commands.conftest import KUBECONFIG, SHIPPED_TOOLS
+from tests.commands.conftest import CLUSTER_DESTINATIONS, KUBECONFIG, SHIPPED_TOOLS
 
 CONTEXT = ExecutionContext(
     action_id="act_1", agent_id="agt_1", agent_name="ops-bot", on_behalf_of=None, idempotency_key="k-1", attempt=1
@@ -142,23 +143,40 @@ def test_every_missing_piece_is_named_at_once(tmp_path: Path) -> None:
     assert positions == sorted(positions)
 
 
-def test_a_network_profile_without_nft_is_unavailable(require_host_fence: None, tmp_path: Path) -> None:
-    tools = load_command_tools(SHIPPED_TOOLS).build_tools(
-        SandboxSettings(secrets={"kubeconfig": KUBECONFIG}, nft_path=tmp_path / "nft")
+def test_an_egress_profile_without_socat_is_unavailable(tmp_path: Path) -> None:
+    settings = SandboxSettings(
+        secrets={"kubeconfig": KUBECONFIG}, destinations=CLUSTER_DESTINATIONS, socat_path=tmp_path / "socat"
     )
-    get_pods = next(tool for tool in tools if tool.name == "k8s.get_pods")
+    get_pods = next(
+        tool for tool in load_command_tools(SHIPPED_TOOLS).build_tools(settings) if tool.name == "k8s.get_pods"
+    )
 
     reason = get_pods.unavailable_reason()
 
     assert reason is not None
-    assert "nft (nftables)" in reason
+    assert f"socat ({tmp_path / 'socat'}), which bridges the proxy into the sandbox, is not executable" in reason
 
 
-def test_the_shipped_kubernetes_tools_are_available_once_their_secret_is_configured(
-    require_host_fence: None,
+def test_a_tool_whose_destinations_are_all_unconfigured_is_unavailable() -> None:
+    settings = SandboxSettings(secrets={"kubeconfig": KUBECONFIG})
+    get_pods = next(
+        tool for tool in load_command_tools(SHIPPED_TOOLS).build_tools(settings) if tool.name == "k8s.get_pods"
+    )
+
+    reason = get_pods.unavailable_reason()
+
+    assert reason is not None
+    assert "none of the destinations 'production', 'staging' is configured on this server" in reason
+    assert "OUTBOX_SANDBOX_DESTINATIONS" in reason
+
+
+def test_the_shipped_kubernetes_tools_are_available_once_their_secret_and_clusters_are_configured(
+    require_sandbox: None,
 ) -> None:
-    without = load_command_tools(SHIPPED_TOOLS).build_tools(SandboxSettings())
-    configured = load_command_tools(SHIPPED_TOOLS).build_tools(SandboxSettings(secrets={"kubeconfig": KUBECONFIG}))
+    without = load_command_tools(SHIPPED_TOOLS).build_tools(SandboxSettings(destinations=CLUSTER_DESTINATIONS))
+    configured = load_command_tools(SHIPPED_TOOLS).build_tools(
+        SandboxSettings(secrets={"kubeconfig": KUBECONFIG}, destinations=CLUSTER_DESTINATIONS)
+    )
 
     assert {tool.name: tool.unavailable_reason() for tool in configured if tool.name.startswith("k8s.")} == {
         "k8s.delete_namespace": None,

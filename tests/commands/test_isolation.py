@@ -7,9 +7,7 @@ from pathlib import Path
 from outbox.commands import SandboxSettings, check_isolation
 
 
-def test_every_isolation_works_on_a_machine_with_bubblewrap(
-    settings: SandboxSettings, require_host_fence: None
-) -> None:
+def test_every_isolation_works_on_a_machine_with_bubblewrap(settings: SandboxSettings, require_sandbox: None) -> None:
     report = check_isolation(settings)
 
     rows = report.rows()

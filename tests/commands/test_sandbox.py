@@ -81,19 +81,14 @@ def test_the_network_is_unreachable_by_default(settings: SandboxSettings, host_l
     assert "network-namespace" in result.isolation
 
 
-def test_a_network_profile_shares_the_host_network_but_only_allowed_local_ports(
-    settings: SandboxSettings, host_listener: int, require_host_fence: None
+def test_an_egress_profile_has_a_network_namespace_of_its_own_too(
+    settings: SandboxSettings, host_listener: int
 ) -> None:
-    allowed = settings.model_copy(update={"network_allowed_local_ports": (host_listener,)})
+    result = python(CONNECT.format(port=host_listener), settings, profile="network")
 
-    reached = python(CONNECT.format(port=host_listener), allowed, profile="network")
-    fenced = python(CONNECT.format(port=host_listener), settings, profile="network")
-
-    assert reached.stdout.splitlines()[0] == "connected"
-    assert fenced.stdout.splitlines()[0] == "blocked ConnectionRefusedError"
-    assert "network:shared" in reached.isolation
-    assert "host-services:blocked" in reached.isolation
-    assert "network-namespace" not in reached.isolation
+    # Its own loopback (nothing listens there) and no route anywhere else: only the proxy leads out.
+    assert result.stdout.splitlines() == ["blocked ConnectionRefusedError", "blocked OSError"]
+    assert {"network-namespace", "egress:proxy"} <= set(result.isolation)
 
 
 WRITES = """
