@@ -39,8 +39,22 @@ from outbox.replay.twin import NOT_IN_RECORDING_STATUS, Submission, Twin
 from outbox.toolkit.registry import function_name
 
 # The live service's longest `Prefer: wait`; the twin answers at once (a recording does not
-# change), so the value only decides Preference-Applied.
+# change), so the value only goes into Preference-Applied.
 MAX_WAIT_SECONDS = 60
+
+
+async def twin_caller(credentials: AgentKey, request: Request) -> str:
+    """The twin's token, checked as the live service checks an agent key, with its 401s; the
+    caller is known by the token's label."""
+    given = bearer_token(credentials)
+    if given is None:
+        raise _unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
+    if not secrets.compare_digest(given.encode(), str(request.app.state.twin_token).encode()):
+        raise _unauthorized("The API key is unknown or has been revoked.")
+    return str(request.app.state.twin_label)
+
+
+TwinCaller = Annotated[str, Depends(twin_caller)]
 
 
 def create_twin_app(twin: Twin, *, token: str, label: str, settings: Settings) -> FastAPI:
@@ -51,22 +65,14 @@ def create_twin_app(twin: Twin, *, token: str, label: str, settings: Settings) -
         async with mcp.serving():
             yield
 
-    def caller(credentials: AgentKey) -> str:
-        given = bearer_token(credentials)
-        if given is None:
-            raise _unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            raise _unauthorized("The API key is unknown or has been revoked.")
-        return label
-
-    Caller = Annotated[str, Depends(caller)]
     app = FastAPI(title="agent-outbox replay twin", version="0.1.0", lifespan=lifespan, openapi_url=None)
+    app.state.twin_token, app.state.twin_label = token, label
     install_error_handlers(app)
 
     @app.post("/v1/actions", status_code=202)
     async def submit_action(
         request: Request,
-        who: Caller,
+        who: TwinCaller,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
         prefer: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
@@ -74,11 +80,11 @@ def create_twin_app(twin: Twin, *, token: str, label: str, settings: Settings) -
         return await _submit(twin, request, pending, prefer, settings.max_request_bytes)
 
     @app.get("/v1/actions/{action_id}")
-    def read_action(action_id: str, _who: Caller) -> dict[str, Any]:
+    def read_action(action_id: str, _who: TwinCaller) -> dict[str, Any]:
         return twin.read(action_id)
 
     @app.get("/v1/tools", response_model=ToolsOut)
-    def list_tools(_who: Caller) -> ToolsOut:
+    def list_tools(_who: TwinCaller) -> ToolsOut:
         return ToolsOut(tools=[_tool_out(name) for name in twin.tools], policy_version=twin.policy_version)
 
     @app.get("/healthz")
@@ -114,8 +120,11 @@ async def _submit(twin: Twin, request: Request, pending: Submission, prefer: str
             answered.missing.problem(), NOT_IN_RECORDING_STATUS, headers=headers, media_type=PROBLEM_MEDIA_TYPE
         )
     wait = _prefer_wait(prefer, MAX_WAIT_SECONDS)
-    applied = wait if wait is not None and answered.answer.status == 202 else None
-    return _respond(answered.answer, wait_applied=applied)
+    # Live, a wait applies to a call that was pending when received (allowed or sent to a
+    # human), so its answer says it did; the twin answers at once, the recording being settled.
+    action = answered.answer.action or {}
+    was_pending = (action.get("decision") or {}).get("effect") in ("allow", "approve") and not answered.replayed
+    return _respond(answered.answer, wait_applied=wait if wait is not None and was_pending else None)
 
 
 def _tool_out(name: str) -> ToolOut:

@@ -31,7 +31,7 @@ from outbox.idempotency.service import validate_key
 from outbox.mcp import auth
 from outbox.mcp.results import call_result, refusal_result
 from outbox.mcp.schemas import ACTION_OUTPUT_SCHEMA, TOOL_NAME_META, CallMeta
-from outbox.mcp.server import _not_serving, _post_only, transport_security
+from outbox.mcp.server import _INSTRUCTIONS, _not_serving, _post_only, transport_security
 from outbox.replay.twin import NotInRecording, Submission, Twin
 from outbox.toolkit.registry import function_name
 
@@ -95,11 +95,12 @@ class _Handlers:
 
 def build_server(twin: Twin) -> Server[Any]:
     handlers = _Handlers(twin)
+    # Named and introduced as the live server is: the model under evaluation sees the same.
     server: Server[Any] = Server(
-        "agent-outbox-replay",
+        "agent-outbox",
         version=importlib.metadata.version("agent-outbox"),
-        title="agent-outbox replay twin",
-        instructions="Answers tool calls from a recording of an agent-outbox; nothing is executed.",
+        title="agent-outbox",
+        instructions=_INSTRUCTIONS,
         on_list_tools=handlers.list_tools,
     )
     server.add_request_handler("tools/call", types.CallToolRequestParams, handlers.call_tool)
