@@ -94,6 +94,7 @@ def replay(
     formatters = {ReplayFormat.json: format_json, ReplayFormat.markdown: format_markdown}
     rendered = formatters.get(output_format, format_table)(report)
     if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(rendered, encoding="utf-8")
     else:
         typer.echo(rendered, nl=False)
