@@ -23,6 +23,7 @@ from outbox.runtime import Runtime
 from tests.conftest import POLICIES
 from tests.policytools.replay_support import (
     QUICKSTART_SUBDOMAIN,
+    WINDOW_SUBDOMAIN,
     Traffic,
     export_text,
     mail_settings,
@@ -213,6 +214,18 @@ def test_a_tool_the_candidate_no_longer_defines_is_refused(recorded: Recorded, t
     assert changed(report) == {recorded.ids["mail"]: ["now-refused"], recorded.ids["reminder"]: ["now-refused"]}
     assert report["changes"][0]["after"]["effect"] == "refused"
     assert "no tool 'email.send'" in report["changes"][0]["after"]["refusal"]
+
+
+def test_arguments_the_candidates_definition_no_longer_accepts_are_refused(recorded: Recorded, tmp_path: Path) -> None:
+    directory = candidate(tmp_path)
+    config = yaml.safe_load((directory / "mail.yaml").read_text(encoding="utf-8"))
+    config["subdomains"] = [s for s in config["subdomains"] if s["domain"] != WINDOW_SUBDOMAIN]
+    (directory / "mail.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    report = replay_json("--policy", str(directory), "--from", str(recorded.export()))
+    assert changed(report) == {recorded.ids["reminder"]: ["now-refused"]}
+    refusal = report["changes"][0]["after"]["refusal"]
+    assert refusal.startswith("email.send refuses the arguments: ")
+    assert f"{WINDOW_SUBDOMAIN} is not a configured agent sending subdomain" in refusal
 
 
 def test_filters_select_by_time_agent_and_tool(recorded: Recorded, tmp_path: Path) -> None:
