@@ -20,6 +20,7 @@ import pytest
 from outbox.commands import CommandTool, SandboxProfile, SandboxSettings, builtin_profiles, load_command_tools
 from outbox.commands.egress import NamedDestination
 from outbox.commands.sandbox import sandbox_problem
+from tests.commands.egress_world import NameServer
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_TOOLS = REPO / "policies" / "tools"
@@ -108,6 +109,14 @@ def require_sandbox() -> None:
     if os.environ.get("OUTBOX_TEST_REQUIRE_BWRAP") == "1":
         pytest.fail(f"bubblewrap required: {problem}")
     pytest.skip(f"sandbox unavailable ({problem}); sandbox tests skipped")
+
+
+@pytest.fixture(scope="session")
+def name_server() -> Iterator[NameServer]:
+    """The only resolver the egress proxy is given in tests: a DNS server on loopback."""
+    server = NameServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -42,6 +42,8 @@ _HTTP_REASONS = {400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed"
 _HTTP_REASONS |= {431: "Request Header Fields Too Large", 502: "Bad Gateway", 503: "Service Unavailable"}
 _POLL_SECONDS = 0.2
 _JOIN_SECONDS = 5.0
+_LINGER_SECONDS = 1.0
+_LINGER_READS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +250,7 @@ class EgressProxy:
             if refusal.reply:
                 with contextlib.suppress(OSError):
                     _reply_refusal(client, connection.protocol, refusal)
+                    _linger(client)
         except OSError as error:
             connection.reason = connection.reason or f"connection error: {error}"
         finally:
@@ -255,11 +258,11 @@ class EgressProxy:
 
     def _read_request(self, client: socket.socket, reader: HeadReader, connection: _Connection) -> ConnectRequest:
         first = reader.fill(1)
+        reader.buffer = first + reader.buffer  # looked at, not consumed
         if first == b"\x05":
             connection.protocol = "socks5"
             return read_socks5(client, reader)
         connection.protocol = "http-connect"
-        reader.buffer = first + reader.buffer
         return read_http_connect(reader)
 
     def _connect(self, addresses: list[IPAddress], port: int, connection: _Connection) -> socket.socket:
@@ -310,6 +313,16 @@ class EgressProxy:
                 if sock is not None:
                     self._sockets.discard(sock)
                     sock.close()
+
+
+def _linger(client: socket.socket) -> None:
+    """Read (and drop) what the client is still sending before closing, briefly and boundedly:
+    closing with unread input resets the connection, and the client would lose the answer."""
+    client.shutdown(socket.SHUT_WR)
+    client.settimeout(_LINGER_SECONDS)
+    for _ in range(_LINGER_READS):
+        if not client.recv(65536):
+            return
 
 
 def _reply_success(client: socket.socket, protocol: str) -> None:

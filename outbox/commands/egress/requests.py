@@ -131,7 +131,7 @@ def split_target(target: str) -> tuple[str, int]:
 
 def parse_port(text: str) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 65535:
-        raise Refusal(f"the port {_shown(text)} is not a number from 1 to 65535", status=400)
+        raise Refusal(f"the port {_shown(text)!r} is not a number from 1 to 65535", status=400)
     return int(text)
 
 
