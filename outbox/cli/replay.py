@@ -40,6 +40,10 @@ def serve(
     session: Annotated[
         Path | None, typer.Option(help="Session log (JSON Lines; default under the data directory).")
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="A policy directory whose tools list and validate calls as live (default: the recorded)."),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(envvar="OUTBOX_REPLAY_TOKEN", help="Bearer token clients send (default: generated, shown once)."),
@@ -54,9 +58,8 @@ def serve(
     from outbox.replay.serving import TwinOptions, TwinRefused, prepare_twin
 
     settings = get_settings()
-    options = TwinOptions(
-        export, host, port, match.value if match else None, ignore or [], agent, session, token, settings.data_dir
-    )
+    mode = match.value if match else None
+    options = TwinOptions(export, host, port, mode, ignore or [], agent, session, token, settings.data_dir, policy)
     try:
         prepared = prepare_twin(options)
     except (RecordingError, TwinRefused) as exc:

@@ -34,9 +34,10 @@ from outbox.errors import DomainError
 from outbox.idempotency.service import validate_key
 from outbox.mcp.auth import MCP_PATH
 from outbox.problems import PROBLEM_MEDIA_TYPE
-from outbox.replay.mcp import RECORDED_TOOL_DESCRIPTION, TwinMcpEndpoint, recorded_tool_schema
+from outbox.replay.catalogue import tool_entries
+from outbox.replay.mcp import TwinMcpEndpoint
 from outbox.replay.twin import NOT_IN_RECORDING_STATUS, Submission, Twin
-from outbox.toolkit.registry import function_name
+from outbox.tools.listing import ToolListing
 
 # The live service's longest `Prefer: wait`; the twin answers at once (a recording does not
 # change), so the value only goes into Preference-Applied.
@@ -85,7 +86,8 @@ def create_twin_app(twin: Twin, *, token: str, label: str, settings: Settings) -
 
     @app.get("/v1/tools", response_model=ToolsOut)
     def list_tools(_who: TwinCaller) -> ToolsOut:
-        return ToolsOut(tools=[_tool_out(name) for name in twin.tools], policy_version=twin.policy_version)
+        entries = tool_entries(twin, output_schema=ACTION_SCHEMA)
+        return ToolsOut(tools=[_tool_out(entry) for entry in entries], policy_version=twin.policy_version)
 
     @app.get("/healthz")
     @app.get("/readyz")
@@ -127,13 +129,15 @@ async def _submit(twin: Twin, request: Request, pending: Submission, prefer: str
     return _respond(answered.answer, wait_applied=wait if wait is not None and was_pending else None)
 
 
-def _tool_out(name: str) -> ToolOut:
+def _tool_out(entry: ToolListing) -> ToolOut:
     return ToolOut(
-        name=name,
-        function_name=function_name(name),
-        description=RECORDED_TOOL_DESCRIPTION,
-        parameters=recorded_tool_schema(),
-        output_schema=ACTION_SCHEMA,
-        callable=True,
-        available=True,
+        name=entry.name,
+        function_name=entry.function_name,
+        description=entry.description,
+        parameters=entry.parameters,
+        output_schema=dict(entry.output_schema),
+        callable=entry.callable,
+        not_callable_reason=entry.not_callable_reason,
+        available=entry.available,
+        unavailable_reason=entry.unavailable_reason,
     )

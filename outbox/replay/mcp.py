@@ -32,19 +32,11 @@ from outbox.mcp import auth
 from outbox.mcp.results import call_result, refusal_result
 from outbox.mcp.schemas import ACTION_OUTPUT_SCHEMA, TOOL_NAME_META, CallMeta
 from outbox.mcp.server import _INSTRUCTIONS, _not_serving, _post_only, transport_security
+from outbox.replay.catalogue import tool_entries
 from outbox.replay.twin import NotInRecording, Submission, Twin
-from outbox.toolkit.registry import function_name
 
 # The label of the token that authenticated the request, for the session log.
 LABEL_SCOPE_KEY: Final = "outbox.replay.label"
-RECORDED_TOOL_DESCRIPTION: Final = (
-    "A tool of the recording this replay twin serves. Calls are answered from the recording: nothing is executed."
-)
-
-
-def recorded_tool_schema() -> dict[str, Any]:
-    """The recording keeps each call's arguments, not the tool's schema: any object is offered."""
-    return {"type": "object"}
 
 
 def not_in_recording_result(missing: NotInRecording) -> types.CallToolResult:
@@ -62,14 +54,14 @@ class _Handlers:
     ) -> types.ListToolsResult:
         tools = [
             types.Tool(
-                name=function_name(name),
-                title=name,
-                description=RECORDED_TOOL_DESCRIPTION,
-                input_schema=recorded_tool_schema(),
-                output_schema=dict(ACTION_OUTPUT_SCHEMA),
-                meta={TOOL_NAME_META: name},
+                name=entry.function_name,
+                title=entry.name,
+                description=entry.description,
+                input_schema=entry.parameters,
+                output_schema=dict(entry.output_schema),
+                meta={TOOL_NAME_META: entry.name},
             )
-            for name in self.twin.tools
+            for entry in tool_entries(self.twin, output_schema=ACTION_OUTPUT_SCHEMA)
         ]
         return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
 

@@ -9,7 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from outbox.recordings.reader import read_export
+from outbox.agents.principals import principal
+from outbox.policy.matching import Subject
+from outbox.policy.store import ActivePolicy
+from outbox.policytools.replay import CandidateError, load_candidate
+from outbox.recordings.reader import RecordedAction, read_export
 from outbox.replay.matching import IgnoreFieldError, MatchRule
 from outbox.replay.session import SessionLog, default_session_path
 from outbox.replay.twin import Twin
@@ -31,6 +35,7 @@ class TwinOptions:
     session: Path | None
     token: str | None
     data_dir: Path
+    policy: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,23 @@ def is_loopback(host: str) -> bool:
         return is_loopback_name(host)
 
 
+def _catalogue(directory: Path) -> ActivePolicy:
+    """The tools of a policy directory, loaded as `outbox policy replay` loads a candidate:
+    definitions only, nothing that runs."""
+    try:
+        candidate = load_candidate(directory)
+    except CandidateError as exc:
+        raise TwinRefused(f"--policy {directory}: {exc}") from None
+    return ActivePolicy(candidate.snapshot, candidate.tools, candidate.approvals)
+
+
+def _subject(actions: Sequence[RecordedAction], agent: str | None) -> Subject:
+    """Who the tool listing is for: the recorded agent with its recorded roles (every recorded
+    role when the twin answers for all agents)."""
+    roles = sorted({role for action in actions for role in action.roles})
+    return Subject(principal(agent or "replay"), tuple(roles))
+
+
 def prepare_twin(options: TwinOptions) -> PreparedTwin:
     """Read the export (RecordingError if it cannot be read), open the session log."""
     recording = read_export(options.export)
@@ -72,7 +94,8 @@ def prepare_twin(options: TwinOptions) -> PreparedTwin:
         "recorded_calls": len(actions),
         "export_complete": recording.complete,
     }
-    twin = Twin(actions, rule, SessionLog(session, header))
+    catalogue = _catalogue(options.policy) if options.policy is not None else None
+    twin = Twin(actions, rule, SessionLog(session, header), catalogue, _subject(actions, options.agent))
     token = options.token or secrets.token_urlsafe(32)
     url = f"http://{options.host}:{options.port}"
     banner = [
@@ -80,6 +103,7 @@ def prepare_twin(options: TwinOptions) -> PreparedTwin:
         f"recorded calls: {len(actions)}" + (f" (agent {options.agent} only)" if options.agent else ""),
         f"match: {rule.mode}" + (f" (ignoring {', '.join(rule.describe()['ignore'])})" if rule.ignore else ""),
         f"session log: {session}",
+        f"tools: {'those of ' + str(options.policy) if options.policy else 'the recorded ones (any arguments)'}",
     ]
     if options.token is None:
         banner.append(f"token (shown once; send `Authorization: Bearer <token>`): {token}")

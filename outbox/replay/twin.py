@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outbox.actions.schemas import ActionCreate, ActionOut
-from outbox.actions.service import Answer, answer_for
+from outbox.actions.service import Answer, _parse_call, answer_for
 from outbox.errors import ActionNotFound, IdempotencyKeyReused, ValidationFailed
 from outbox.idempotency.service import fingerprint
+from outbox.policy.matching import Subject
+from outbox.policy.store import ActivePolicy
 from outbox.problems import problem_document
 from outbox.recordings.reader import RecordedAction
 from outbox.replay.matching import Call, Matcher, MatchRule, Nearest
 from outbox.replay.session import DIVERGED, MATCHED, REFUSED, SessionLog
-from outbox.toolkit.registry import function_name
+from outbox.toolkit.registry import find_tool, function_name
 
 NOT_IN_RECORDING = "not-in-recording"
 NOT_IN_RECORDING_STATUS = 404
@@ -88,6 +90,11 @@ class Twin:
     actions: Sequence[RecordedAction]
     rule: MatchRule
     log: SessionLog
+    # With `--policy DIR`: the tools of that directory list and validate calls as live (schemas,
+    # invalid arguments, unknown tools); without, the recorded tools, any arguments.
+    catalogue: ActivePolicy | None = None
+    # Who the caller is to the catalogue's tool listing: the recorded agent's name and roles.
+    subject: Subject = field(default_factory=lambda: Subject("agent:replay"))
     _matcher: Matcher = field(init=False)
     _keys: dict[tuple[str, str], tuple[str, TwinAnswer]] = field(default_factory=dict, init=False)
     _shown: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
@@ -98,16 +105,23 @@ class Twin:
 
     @property
     def tools(self) -> list[str]:
-        """The recorded tools, in name order: the twin's catalogue."""
+        """The tools calls may name, in name order: the catalogue's, else the recorded ones."""
+        if self.catalogue is not None:
+            return list(self.catalogue.tools)
         return sorted({action.tool for action in self.actions})
 
     @property
     def policy_version(self) -> str:
+        if self.catalogue is not None:
+            return self.catalogue.version
         versions = [str(action.decision.get("policy_version") or "") for action in self.actions]
         return versions[-1] if versions else ""
 
     def tool_name(self, requested: str) -> str:
-        """The outbox name of a recorded tool called by its function name (`http__request`)."""
+        """The outbox name of a tool called by its function name (`http__request`)."""
+        if self.catalogue is not None:
+            tool = find_tool(self.catalogue.tools, requested)
+            return tool.name if tool is not None else requested
         for name in self.tools:
             if requested in (name, function_name(name)):
                 return name
@@ -117,9 +131,9 @@ class Twin:
         envelope = submission.envelope
         call = Call(self.tool_name(envelope.tool), envelope.args, envelope.on_behalf_of)
         try:
-            self._check_tool(call.tool)
-        except ValidationFailed:
-            self._log(submission, call, REFUSED, {"refusal": "unknown tool"})
+            self._check_call(envelope, call.tool)
+        except ValidationFailed as refusal:
+            self._log(submission, call, REFUSED, {"refusal": refusal.detail})
             raise
         fp = fingerprint(call.tool, dict(call.args), call.on_behalf_of)
         try:
@@ -136,8 +150,12 @@ class Twin:
         self._log(submission, call, outcome, {**extra, "replayed": answered.replayed})
         return answered
 
-    def _check_tool(self, tool: str) -> None:
-        # The live service's refusal of an unknown tool, with the recorded catalogue.
+    def _check_call(self, envelope: ActionCreate, tool: str) -> None:
+        """Refuse as live: with a catalogue, its tools parse the call; without, an unknown tool
+        is refused with the recorded tools named."""
+        if self.catalogue is not None:
+            _parse_call(self.catalogue.tools, envelope)
+            return
         if tool not in self.tools:
             raise ValidationFailed(
                 [{"field": "tool", "message": f"unknown tool {tool!r}"}],

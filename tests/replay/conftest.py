@@ -143,13 +143,20 @@ HOSTILE: dict[str, tuple[Any, bytes | None, bool]] = {
     "unknown-tool": ({"tool": "shell.exec", "args": {"cmd": "rm -rf /"}}, None, True),
     "extra-field": ({"tool": "http.request", "args": {}, "sudo": True}, None, True),
 }
+# Refused as live only when the twin has the tools' definitions (`--policy`).
+HOSTILE_ARGS: dict[str, tuple[Any, bytes | None, bool]] = {
+    "bad-method": ({"tool": "http.request", "args": {"method": "FETCH", "url": "http://127.0.0.1:9/x"}}, None, True),
+    "missing-url": ({"tool": "http__request", "args": {"method": "GET"}}, None, True),
+}
 
 
 def _record_hostile(recorded: Recorded, url: str) -> None:
     key = recorded.keys["writer"]
-    for name, (body, raw, with_key) in HOSTILE.items():
+    for name, (body, raw, with_key) in {**HOSTILE, **HOSTILE_ARGS}.items():
         recorded.hostile[name] = answer_of(post(url, key, f"hostile-{name}" if with_key else None, body, raw=raw))
     recorded.hostile["no-token"] = answer_of(post(url, None, "x", {"tool": "http.request", "args": {}}))
+    tools = httpx.get(f"{url}/v1/tools", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    recorded.hostile["tools"] = answer_of(tools)
     recorded.hostile["wrong-token"] = answer_of(post(url, "not-a-key", "x", {"tool": "http.request", "args": {}}))
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from outbox.canonical import canonical_json
 from outbox.mail.sending.sink import read_maildir
-from tests.replay.conftest import HOSTILE, MAX_RESPONSE_BYTES, Recorded, call_mcp, post
+from tests.replay.conftest import HOSTILE, HOSTILE_ARGS, MAX_RESPONSE_BYTES, Recorded, call_mcp, post
 from tests.support.processes import OUTBOX, free_port, outbox_env, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
@@ -232,7 +232,8 @@ def _ready(port: int) -> bool:
 
 
 def test_nothing_is_opened_no_database_no_mail_sink_no_workers(recorded: Recorded, start_twin: Any) -> None:
-    twin = start_twin()
+    # With the tools' definitions loaded too (--policy): definitions only, nothing that runs.
+    twin = start_twin("--policy", str(recorded.workdir / "policies"))
     for name in RECORDED_ORDER:
         twin.post(recorded.calls[name], f"n-{name}")
     call_mcp(twin.url, twin.token, *recorded.mcp_call)
@@ -250,7 +251,18 @@ def test_nothing_is_opened_no_database_no_mail_sink_no_workers(recorded: Recorde
 
 # What acts in the live service: the composition root, its database, workers, tool providers,
 # the executors and the embedded mail sink. The twin's code names none of them.
-ACTING_MODULES = ("outbox.runtime", "outbox.db", "workers", "outbox.execution", "outbox.tools", "outbox.mail")
+ACTING_MODULES = (
+    "outbox.runtime",
+    "outbox.db",
+    "workers",
+    "outbox.execution",
+    "outbox.jobs",
+    "outbox.deliveries",
+    "outbox.tools.providers",
+    "outbox.tools.http_request",
+    "outbox.mail",
+    "outbox.commands",
+)
 
 
 def test_the_twin_code_builds_nothing_that_acts() -> None:
@@ -306,3 +318,19 @@ def test_the_report_counts_matched_and_diverged_calls_and_a_candidate_policys_ch
     assert "allow-to-deny" in table
     markdown = run_cli(["replay", "report", "--session", str(twin.session), "--format", "markdown"], env, tmp_path)
     assert markdown.startswith("### Replay session")
+
+
+def test_with_the_policy_directory_tools_list_and_invalid_calls_are_refused_exactly_as_live(
+    recorded: Recorded, start_twin: Any
+) -> None:
+    twin = start_twin("--policy", str(recorded.workdir / "policies"), "--agent", "writer")
+    tools = httpx.get(f"{twin.url}/v1/tools", headers={"Authorization": f"Bearer {twin.token}"})
+    assert tools.json() == recorded.hostile["tools"].body
+    for name, (body, raw, with_key) in {**HOSTILE, **HOSTILE_ARGS}.items():
+        answer = post(twin.url, twin.token, f"hostile-{name}" if with_key else None, body, raw=raw)
+        assert (answer.status_code, answer.json()) == (recorded.hostile[name].status, recorded.hostile[name].body), name
+    # --agent writer: the mailer's recorded call is not among the answers.
+    assert twin.post(recorded.calls["mail"], "m").status_code == 404
+    assert twin.post(recorded.calls["text"], "t").json() == recorded.live["text"].body
+    refused = [line for line in twin.session_calls() if line["outcome"] == "refused"]
+    assert {line["tool"] for line in refused} >= {"shell.exec", "http.request"}
