@@ -93,15 +93,19 @@ def replay(
     report = replay_report(candidate, actions, selection, directory=str(policy))
     formatters = {ReplayFormat.json: format_json, ReplayFormat.markdown: format_markdown}
     rendered = formatters.get(output_format, format_table)(report)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(rendered, encoding="utf-8")
-    else:
-        typer.echo(rendered, nl=False)
+    _write(rendered, output)
     failing = report.failing(kinds)
     if failing:
         typer.echo(f"{len(failing)} action(s) change in a way --fail-on {fail_on} refuses", err=True)
         raise typer.Exit(1)
+
+
+def _write(rendered: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(rendered, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(rendered, encoding="utf-8")
 
 
 def _recording(export: Path | None, since: datetime | None) -> tuple[Recording, str]:
