@@ -1,4 +1,4 @@
-"""`outbox sandbox check`: which isolation works on this machine."""
+"""`outbox sandbox check`: which isolation works on this machine, and each profile's claims."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox command tools 
 
 @sandbox_app.command("check")
 def check() -> None:
-    """Probe bubblewrap and each namespace; exit 1 when commands could not run sandboxed."""
+    """Probe bubblewrap, each namespace and each profile's claims; exit 1 when commands could not
+    run sandboxed or a profile's claim does not hold."""
     from outbox.commands import SandboxConfigurationError, check_isolation
     from outbox.commands.provider import sandbox_settings
 
@@ -30,6 +31,9 @@ def check() -> None:
         typer.echo("commands run sandboxed")
         for name in sorted(report.unavailable_profiles):
             typer.echo(f"tools of profile {name!r} are unavailable (see above)")
+        if not report.claims_hold:
+            typer.echo("a profile's isolation claim does not hold: its tools refuse to run (fail closed)", err=True)
+            raise typer.Exit(1)
         return
     if settings.allow_unsandboxed:
         typer.echo("sandbox unavailable: commands run UNSANDBOXED (OUTBOX_ALLOW_UNSANDBOXED=true, development only)")

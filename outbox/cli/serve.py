@@ -13,6 +13,9 @@ from sqlalchemy.engine import make_url
 
 from outbox.audit.checkpointer import checkpoint_file
 from outbox.audit.signing import default_key_file
+from outbox.commands.cgroups import detect_resource_control
+from outbox.commands.provider import sandbox_settings
+from outbox.commands.sandbox import SandboxConfigurationError, sandbox_problem
 from outbox.config import Settings
 from outbox.mail.config import SINK_HOST, MailConfig, MailConfigError
 from outbox.mail.embedded import runs_sink
@@ -35,6 +38,8 @@ class ServePlan:
     settings: Settings
     mail: MailConfig | None
     runs_sink: bool
+    # One line on the command sandbox: how commands are confined, or that they are refused.
+    sandbox: str = ""
 
 
 def prepare_serve(
@@ -75,7 +80,28 @@ def plan_serve(settings: Settings, *, port: int, sink_port: int | None) -> Serve
         if base_url is not None:
             settings = settings.model_copy(update={"public_base_url": base_url})
             mail = _mail_config(settings)
-    return ServePlan(settings, mail, settings.is_embedded and mail is not None and runs_sink(mail, settings))
+    sink = settings.is_embedded and mail is not None and runs_sink(mail, settings)
+    return ServePlan(settings, mail, sink, sandbox_status(settings))
+
+
+def sandbox_status(settings: Settings) -> str:
+    """Whether command tools can run confined here, said once at start.
+
+    Inside a container that does not let bubblewrap create namespaces, command tools are refused
+    (fail closed) rather than run unconfined, and the operator should hear it now, not from the
+    first failed action. Production refuses OUTBOX_ALLOW_UNSANDBOXED (`check_production_safety`).
+    """
+    try:
+        configured = sandbox_settings(settings)
+    except SandboxConfigurationError as error:
+        return f"UNAVAILABLE, command tools refused: {error}"
+    problem = sandbox_problem(configured)
+    if problem is None:
+        limits = detect_resource_control().mode
+        return f"bubblewrap + seccomp, limits by {limits}; each profile probed before its first command"
+    if configured.allow_unsandboxed:
+        return f"UNSANDBOXED (development only): {problem}"
+    return f"UNAVAILABLE, command tools refused (fail closed): {problem}; see `outbox sandbox check`"
 
 
 def _mail_config(settings: Settings) -> MailConfig | None:
@@ -155,6 +181,8 @@ def banner(plan: ServePlan, *, host: str, port: int, workers: int, mcp: bool) ->
     if settings.audit_signing_key is None and settings.audit_signing_key_file is None:
         lines.append(f"  signing key  {default_key_file(settings)} (development; keep its public key elsewhere)")
     lines.append(f"  data dir     {settings.data_dir}/")
+    if plan.sandbox:
+        lines.append(f"  sandbox      {plan.sandbox}")
     return lines
 
 

@@ -94,8 +94,7 @@ def bwrap_argv(
 ) -> list[str]:
     """The full bwrap invocation; `command` is what runs inside (already wrapped in prlimit).
 
-    `seccomp_fd` holds the compiled filter (`outbox.commands.seccomp`); bwrap loads it last,
-    just before it executes the command, so every process of the command runs under it.
+    bwrap loads the filter in `seccomp_fd` (`outbox.commands.seccomp`) just before the command.
 
     RLIMIT_NPROC is set inside the new user namespace (by `prlimit`, after bwrap created it)
     because the kernel counts tasks per uid per user namespace: set there, the limit bounds this

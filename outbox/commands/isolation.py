@@ -1,23 +1,22 @@
-"""`outbox sandbox check`: which isolation actually works on this machine.
+"""`outbox sandbox check`: which isolation actually works on this machine, and each profile's claims.
 
 Containers and hardened kernels differ in what they allow (unprivileged user namespaces,
 cgroup namespaces, nested namespaces), so the report is made by trying each one, as the
-sandbox will run it (same bwrap, same host uid), not by reading kernel settings.
+sandbox will run it (same bwrap, same host uid), not by reading kernel settings. Then each
+profile's isolation probe (`outbox.commands.probes`) runs inside it and checks every claim.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from outbox.commands.profiles import SandboxProfile
+from outbox.commands.cgroups import ResourceControl, detect_resource_control
+from outbox.commands.probes import ProbeReport, probe_profile
 from outbox.commands.sandbox import SandboxError, SandboxSettings, probe_bwrap, run_command
-
-# Connects with bash's /dev/tcp: no python or netcat needed inside the sandbox.
-_BASH = Path("/usr/bin/bash")
+from outbox.commands.seccomp import seccomp_problem
 
 _NAMESPACE_PROBES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("user + mount namespaces (uid 65534)", ("--unshare-user", "--uid", "65534", "--gid", "65534")),
@@ -44,8 +43,10 @@ class IsolationReport:
     checks: tuple[IsolationCheck, ...]
     sandbox_available: bool
     allow_unsandboxed: bool
-    # Profile name -> why its commands cannot run here (unnamed mount, host services unfenced).
+    # Profile name -> why its commands cannot run here (unnamed mount, a failed claim).
     unavailable_profiles: dict[str, str] = field(default_factory=dict)
+    # Each probed profile's claims, in the order of the settings' profiles.
+    probes: tuple[ProbeReport, ...] = ()
 
     @property
     def execution_mode(self) -> str:
@@ -55,15 +56,56 @@ class IsolationReport:
             return "UNSANDBOXED (development only; recorded on every action)"
         return "refused (fail closed: no command runs)"
 
+    @property
+    def claims_hold(self) -> bool:
+        """Every probed profile's every claim holds (profiles not probed are listed as unavailable)."""
+        return all(report.ok for report in self.probes)
+
     def rows(self) -> list[tuple[str, str, str]]:
-        """(check, status, detail) rows: the probes, the unavailable profiles, then the execution mode."""
-        rows = [(check.name, "ok" if check.ok else "FAILED", check.detail) for check in self.checks]
+        """(check, status, detail) rows: the checks, each profile's claims, the unavailable
+        profiles, then the execution mode."""
+        rows = [(check.name, _status(check.ok), check.detail) for check in self.checks]
+        rows += [
+            (f"profile {report.profile}: {claim.name}", _status(claim.ok), claim.detail)
+            for report in self.probes
+            for claim in report.claims
+        ]
         rows += [(f"profile {name}", "UNAVAILABLE", why) for name, why in sorted(self.unavailable_profiles.items())]
         rows.append(("command execution", "ok" if self.sandbox_available else "FAILED", self.execution_mode))
         return rows
 
 
-def check_isolation(settings: SandboxSettings) -> IsolationReport:
+def _status(ok: bool) -> str:
+    return "ok" if ok else "FAILED"
+
+
+def check_isolation(settings: SandboxSettings, resources: ResourceControl | None = None) -> IsolationReport:
+    checks = _machine_checks(settings)
+    limits = resources or detect_resource_control()
+    checks.append(IsolationCheck(f"resource limits ({limits.mode})", ok=True, detail=limits.detail))
+    full = _full_sandbox_check(settings)
+    checks.append(full)
+    unavailable: dict[str, str] = {}
+    probes: list[ProbeReport] = []
+    for name in settings.profiles:
+        problem = settings.profile_problem(name)
+        if problem is None and full.ok:
+            report = probe_profile(settings, name)
+            probes.append(report)
+            problem = report.problem()
+        if problem is not None:
+            unavailable[name] = problem
+    return IsolationReport(
+        tuple(checks),
+        sandbox_available=full.ok,
+        allow_unsandboxed=settings.allow_unsandboxed,
+        unavailable_profiles=unavailable,
+        probes=tuple(probes),
+    )
+
+
+def _machine_checks(settings: SandboxSettings) -> list[IsolationCheck]:
+    """bubblewrap and each namespace, seccomp, prlimit and the host identity."""
     checks: list[IsolationCheck] = []
     bwrap = settings.resolved_bwrap()
     if bwrap is None:
@@ -73,6 +115,8 @@ def check_isolation(settings: SandboxSettings) -> IsolationReport:
         for name, flags in _NAMESPACE_PROBES:
             problem = probe_bwrap(bwrap, settings.run_as(), flags)
             checks.append(IsolationCheck(name, ok=problem is None, detail=problem or "works"))
+    seccomp = seccomp_problem()
+    checks.append(IsolationCheck("seccomp filter (libseccomp)", ok=seccomp is None, detail=seccomp or "builds"))
     prlimit_ok = os.access(settings.prlimit_path, os.X_OK)
     checks.append(
         IsolationCheck(
@@ -88,59 +132,7 @@ def check_isolation(settings: SandboxSettings) -> IsolationReport:
         else f"commands run as this process's uid {os.geteuid()}"
     )
     checks.append(IsolationCheck("host identity", ok=True, detail=identity))
-    full = _full_sandbox_check(settings)
-    checks.append(full)
-    fence = _host_fence_check(settings)
-    checks.append(fence)
-    unavailable: dict[str, str] = {}
-    for name, profile in settings.profiles.items():
-        problem = settings.profile_problem(name)
-        if problem is None and profile.network and not fence.ok:
-            problem = f"this host's services are not fenced off: {fence.detail}"
-        if problem is not None:
-            unavailable[name] = problem
-    return IsolationReport(
-        tuple(checks),
-        sandbox_available=full.ok,
-        allow_unsandboxed=settings.allow_unsandboxed,
-        unavailable_profiles=unavailable,
-    )
-
-
-def _host_fence_check(settings: SandboxSettings) -> IsolationCheck:
-    """Install the host fence, then prove it: a host-network sandbox must not reach a local port."""
-    name = "host services fenced (network profiles)"
-    probe = SandboxProfile(name="host-fence-probe", description="probe", network=True)
-    probing = settings.model_copy(update={"profiles": {probe.name: probe}})
-    problem = probing.profile_problem(probe.name)
-    if problem is not None:
-        return IsolationCheck(name, ok=False, detail=problem)
-    if not _BASH.is_file():
-        return IsolationCheck(name, ok=False, detail=f"cannot prove it: no {_BASH} to connect with")
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-        connect = f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED"
-        try:
-            result = run_command(
-                [str(_BASH), "-c", connect],
-                settings=probing,
-                profile=probe.name,
-                timeout_seconds=10,
-                output_cap_bytes=4096,
-            )
-        except SandboxError as error:
-            return IsolationCheck(name, ok=False, detail=str(error))
-    if "CONNECTED" in result.stdout or result.exit_code == 0:
-        return IsolationCheck(name, ok=False, detail=f"a sandboxed command reached 127.0.0.1:{port}")
-    allowed = ", ".join(map(str, settings.network_allowed_local_ports)) or "none"
-    return IsolationCheck(
-        name,
-        ok=True,
-        detail=(
-            f"uid {settings.host_uid} refused on every local address (probed 127.0.0.1:{port});"
-            f" allowed local ports: {allowed}"
-        ),
-    )
+    return checks
 
 
 def _full_sandbox_check(settings: SandboxSettings) -> IsolationCheck:

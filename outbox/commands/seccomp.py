@@ -93,9 +93,9 @@ def socket_families(*, network: bool) -> frozenset[int]:
     return ALWAYS_ALLOWED_FAMILIES | (NETWORK_FAMILIES if network else frozenset())
 
 
-def seccomp_problem() -> str | None:
-    """Why no seccomp filter can be built on this machine, or None."""
-    machine = platform.machine()
+def seccomp_problem(machine: str | None = None) -> str | None:
+    """Why no seccomp filter can be built on this machine (or on `machine`), or None."""
+    machine = platform.machine() if machine is None else machine
     if machine not in SUPPORTED_MACHINES:
         return (
             f"the seccomp filter is written for x86_64 and this machine is {machine or 'unknown'}:"

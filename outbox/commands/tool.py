@@ -17,11 +17,13 @@ from outbox.commands.arguments import arguments_model, validate_arguments
 from outbox.commands.definitions import CommandToolDefinition, EgressRule
 from outbox.commands.egress import AllowedDestination, host_pattern_problem
 from outbox.commands.parameters import ArgumentValue, ArrayParameter, StringParameter
+from outbox.commands.probes import isolation_problem
 from outbox.commands.sandbox import (
     SandboxConfigurationError,
     SandboxError,
     SandboxResult,
     SandboxSettings,
+    SandboxUnavailable,
     command_problem,
     run_command,
 )
@@ -49,9 +51,11 @@ class CommandTool:
 
         A tool that cannot run is still loaded and listed, marked with this reason (`/v1/tools`,
         MCP `tools/list`, `/readyz`), so that an agent and the operator see the tool and what is
-        missing, e.g. the `repo` directory the operator has not named."""
+        missing, e.g. the `repo` directory the operator has not named. Then the profile's
+        isolation probe (`outbox.commands.probes`): a claim that does not hold is named here."""
         problem = command_problem(self._settings, self.definition.sandbox, self.definition.secrets)
-        return "; ".join(found for found in (problem, self._destinations_problem()) if found) or None
+        problem = "; ".join(found for found in (problem, self._destinations_problem()) if found) or None
+        return problem or isolation_problem(self._settings, self.definition.sandbox)
 
     def _destinations_problem(self) -> str | None:
         """A destination rule none of whose possible names (every enum value) is configured."""
@@ -207,6 +211,9 @@ class CommandTool:
         )
 
     def _run(self, argv: list[str], args: BaseModel) -> SandboxResult:
+        # Fail closed: no command of a profile runs before its probe has shown every claim holds.
+        if (problem := isolation_problem(self._settings, self.definition.sandbox)) is not None:
+            raise SandboxUnavailable(problem)
         return run_command(
             argv,
             settings=self._settings,

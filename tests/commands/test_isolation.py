@@ -21,9 +21,14 @@ def test_every_isolation_works_on_a_machine_with_bubblewrap(settings: SandboxSet
         "pid namespace",
         "network namespace",
         "full sandbox (profile default)",
-        "host services fenced (network profiles)",
+        "seccomp filter (libseccomp)",
+        "profile default: seccomp filter active",
+        "profile network: no route out except the proxy",
+        "profile network: egress proxy answers",
     ]:
         assert expected in names
+    assert any(name.startswith("resource limits (") for name in names)
+    assert report.claims_hold
     assert rows[-1] == ("command execution", "ok", "sandboxed")
 
 
