@@ -111,8 +111,8 @@ async def _submit(twin: Twin, request: Request, pending: Submission, prefer: str
     received = await _json_body(request, limit)
     try:
         envelope = service.parse_envelope(received.value)
-    except DomainError:
-        twin.refused(pending.face, pending.label, received.value, "invalid envelope")
+    except DomainError as refusal:
+        twin.refused(pending.face, pending.label, received.value, refusal.detail)
         raise
     answered = twin.submit(replace(pending, envelope=envelope))
     if answered.answer is None:

@@ -70,12 +70,15 @@ class _Handlers:
     ) -> types.CallToolResult:
         request = ctx.request
         label = request.scope.get(LABEL_SCOPE_KEY) if isinstance(request, Request) else None
+        payload: dict[str, Any] = {"tool": self.twin.tool_name(params.name), "args": params.arguments or {}}
         try:
             fields = CallMeta.of(dict(ctx.meta) if ctx.meta else None)
             key = validate_key(fields.idempotency_key) if fields.idempotency_key is not None else None
-            envelope = service.parse_envelope(
-                {"tool": self.twin.tool_name(params.name), "args": params.arguments or {}, **fields.envelope_fields()}
-            )
+            envelope = service.parse_envelope({**payload, **fields.envelope_fields()})
+        except DomainError as refusal:
+            self.twin.refused("mcp", str(label), payload, refusal.detail)
+            return refusal_result(refusal)
+        try:
             answered = self.twin.submit(Submission("mcp", str(label), envelope, key))
         except DomainError as refusal:
             return refusal_result(refusal)

@@ -53,6 +53,7 @@ class Recorded:
     live: dict[str, LiveAnswer] = field(default_factory=dict)
     mcp_call: tuple[str, dict[str, Any]] = ("", {})
     mcp_live: types.CallToolResult | None = None
+    mcp_tools: list[dict[str, Any]] = field(default_factory=list)
     hostile: dict[str, LiveAnswer] = field(default_factory=dict)
     target_hits: int = 0
     mails: int = 0
@@ -126,10 +127,20 @@ def answer_of(response: httpx.Response) -> LiveAnswer:
     )
 
 
-def call_mcp(url: str, key: str | None, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+def list_mcp_tools(url: str, key: str) -> list[dict[str, Any]]:
+    async def scenario() -> list[dict[str, Any]]:
+        async with mcp_client(f"{url}/mcp", key) as client:
+            return [tool.model_dump(mode="json") for tool in (await client.list_tools()).tools]
+
+    return asyncio.run(scenario())
+
+
+def call_mcp(
+    url: str, key: str | None, name: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None
+) -> types.CallToolResult:
     async def scenario() -> types.CallToolResult:
         async with mcp_client(f"{url}/mcp", key) as client:
-            return await client.call_tool(name, arguments)
+            return await client.call_tool(name, arguments, meta=meta)  # type: ignore[arg-type]
 
     return asyncio.run(scenario())
 
@@ -180,6 +191,7 @@ def _record(workdir: Path, target: TargetServer) -> Recorded:
         arguments = {"method": "POST", "url": f"{target.base_url}/mcp-orders", "json": {"sku": "M1"}}
         recorded.mcp_call = ("http__request", arguments)
         recorded.mcp_live = call_mcp(url, keys["writer"], *recorded.mcp_call)
+        recorded.mcp_tools = list_mcp_tools(url, keys["writer"])
         _record_hostile(recorded, url)
         run_cli(["audit", "export", "--output", str(recorded.export)], env, workdir)
     finally:

@@ -16,7 +16,15 @@ import pytest
 
 from outbox.canonical import canonical_json
 from outbox.mail.sending.sink import read_maildir
-from tests.replay.conftest import HOSTILE, HOSTILE_ARGS, MAX_RESPONSE_BYTES, Recorded, call_mcp, post
+from tests.replay.conftest import (
+    HOSTILE,
+    HOSTILE_ARGS,
+    MAX_RESPONSE_BYTES,
+    Recorded,
+    call_mcp,
+    list_mcp_tools,
+    post,
+)
 from tests.support.processes import OUTBOX, free_port, outbox_env, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
@@ -329,8 +337,30 @@ def test_with_the_policy_directory_tools_list_and_invalid_calls_are_refused_exac
     for name, (body, raw, with_key) in {**HOSTILE, **HOSTILE_ARGS}.items():
         answer = post(twin.url, twin.token, f"hostile-{name}" if with_key else None, body, raw=raw)
         assert (answer.status_code, answer.json()) == (recorded.hostile[name].status, recorded.hostile[name].body), name
+    assert list_mcp_tools(twin.url, twin.token) == recorded.mcp_tools
     # --agent writer: the mailer's recorded call is not among the answers.
     assert twin.post(recorded.calls["mail"], "m").status_code == 404
     assert twin.post(recorded.calls["text"], "t").json() == recorded.live["text"].body
     refused = [line for line in twin.session_calls() if line["outcome"] == "refused"]
     assert {line["tool"] for line in refused} >= {"shell.exec", "http.request"}
+
+
+def test_over_mcp_a_retry_with_the_same_meta_key_is_replayed_and_approval_stays_pending(
+    recorded: Recorded, start_twin: Any
+) -> None:
+    twin = start_twin()
+    meta = {"dev.agent-outbox/idempotency_key": "mcp-1"}
+    first = call_mcp(twin.url, twin.token, *recorded.mcp_call, meta)
+    again = call_mcp(twin.url, twin.token, *recorded.mcp_call, meta)
+    assert first.meta is not None and again.meta is not None
+    assert (first.meta["dev.agent-outbox/replayed"], again.meta["dev.agent-outbox/replayed"]) == (False, True)
+    assert again.structured_content == first.structured_content
+    assert again.content[0].text.startswith("Replayed:")  # type: ignore[union-attr]
+    waiting = call_mcp(twin.url, twin.token, "http__request", recorded.calls["approval"].envelope["args"])
+    assert waiting.is_error is False
+    assert waiting.structured_content is not None
+    assert waiting.structured_content["status"] == "awaiting_approval"
+    unread = httpx.get(f"{twin.url}/v1/actions/act_not_answered", headers={"Authorization": f"Bearer {twin.token}"})
+    assert unread.status_code == 404
+    assert unread.json()["type"].endswith("/action-not-found")
+    assert [line["outcome"] for line in twin.session_calls()] == ["matched", "matched", "matched"]
