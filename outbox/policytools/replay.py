@@ -6,7 +6,8 @@ request as it was received, and nothing runs:
 - the candidate's own tool definitions parse the arguments and give the targets and the
   blast-radius bound (loaded as `policy check` and `policy test` load them: an in-memory database
   that is never touched). A tool the candidate does not define, or arguments its definition no
-  longer accepts, would be refused as invalid (422): the outcome `refused`, change `now-refused`;
+  longer accepts, or a `callback_url` its rules do not allow, would be refused as invalid (422):
+  the outcome `refused`, change `now-refused`;
 - its rules decide, through `effective_decision` (policy, then the blast-radius bound), exactly
   as submission and `outbox policy test` do, and its approvals.yaml gives the gate (`outcome_of`);
 - for `email.send`, its mail.yaml: whether the subdomain's send window is closed at the time the
@@ -32,8 +33,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from outbox.actions.callbacks import require_callback_allowed
 from outbox.actions.models import ActionStatus
 from outbox.agents.principals import principal
+from outbox.errors import ValidationFailed
 from outbox.mail.budgets.ledger import send_caps
 from outbox.mail.config import MailConfig
 from outbox.mail.sending.message import EmailSendArgs
@@ -47,6 +50,7 @@ from outbox.policy.matching import Subject
 from outbox.policytools.targets import load_catalog
 from outbox.recordings.reader import RecordedAction
 from outbox.toolkit.base import Tool, ToolArgumentsError
+from outbox.urls import URLRefused
 
 REPORT_FORMAT = "agent-outbox-policy-replay"
 REPORT_VERSION = 1
@@ -127,20 +131,41 @@ def recorded_outcome(action: RecordedAction) -> Outcome:
     return replace(action.outcome(), deferred=held)
 
 
-def received_args(action: RecordedAction) -> dict[str, Any]:
-    """The arguments as the agent sent them, read from the recorded request body (HTTP: the
-    envelope's `args`; MCP: the JSON-RPC `params.arguments`); the stored arguments when the body
-    is not recorded or not JSON."""
+def _received_message(action: RecordedAction) -> dict[str, Any] | None:
+    """The recorded request body as JSON: the HTTP envelope or the MCP JSON-RPC message."""
     body = action.request.get("body")
     try:
         message = json.loads(body) if isinstance(body, str) else None
     except json.JSONDecodeError:
-        message = None
-    if isinstance(message, dict):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def received_args(action: RecordedAction) -> dict[str, Any]:
+    """The arguments as the agent sent them, read from the recorded request body (HTTP: the
+    envelope's `args`; MCP: the JSON-RPC `params.arguments`); the stored arguments when the body
+    is not recorded or not JSON."""
+    message = _received_message(action)
+    if message is not None:
         found = (message.get("params") or {}).get("arguments") if "jsonrpc" in message else message.get("args")
         if isinstance(found, dict):
             return found
     return dict(action.args)
+
+
+def _callback_refusal(candidate: Candidate, subject: Subject, action: RecordedAction) -> str | None:
+    """Why the candidate refuses the call's `callback_url` (submission answers 422), or None."""
+    message = _received_message(action)
+    url = message.get("callback_url") if message is not None and "jsonrpc" not in message else None
+    if not isinstance(url, str):
+        return None
+    try:
+        require_callback_allowed(candidate.snapshot, subject, url)
+    except ValidationFailed as exc:
+        return f"callback_url: {exc.errors[0]['message']}"
+    except URLRefused as exc:
+        return f"callback_url: {exc}"
+    return None
 
 
 def _send_time(action: RecordedAction) -> datetime:
@@ -214,6 +239,9 @@ def _candidate_outcome(
         return _refused(candidate, f"{action.tool} refuses the arguments: {exc}")
     agent = action.agent or str(action.record.get("agent_id"))
     subject = Subject(principal(agent), action.roles)
+    refusal = _callback_refusal(candidate, subject, action)
+    if refusal is not None:
+        return _refused(candidate, refusal)
     verdict = effective_decision(candidate.snapshot, subject, tool.targets(args), blast_radius=blast_radius(tool, args))
     outcome = outcome_of(verdict, action.tool, candidate.approvals)
     if outcome.effect != "deny" and isinstance(args, EmailSendArgs):

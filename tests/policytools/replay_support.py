@@ -72,11 +72,12 @@ class Traffic:
         if isinstance(tool, EmailSendTool):
             ensure_development_keys(self.runtime, tool.config.development_subdomains())
 
-    def call(self, agent: str, tool: str, args: dict[str, Any]) -> str:
-        """Submit as `agent`; run the action when policy queued it. Returns the action's id."""
+    def call(self, agent: str, tool: str, args: dict[str, Any], **envelope: Any) -> str:
+        """Submit as `agent` (with more envelope fields, e.g. `callback_url`); run the action
+        when policy queued it. Returns the action's id."""
         answer = self.client.post(
             "/v1/actions",
-            json={"tool": tool, "args": args},
+            json={"tool": tool, "args": args, **envelope},
             headers={"Authorization": f"Bearer {self.keys[agent]}", "Idempotency-Key": str(uuid.uuid4())},
         )
         assert answer.status_code in (200, 202, 403), answer.text

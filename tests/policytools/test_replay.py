@@ -228,6 +228,19 @@ def test_arguments_the_candidates_definition_no_longer_accepts_are_refused(recor
     assert f"{WINDOW_SUBDOMAIN} is not a configured agent sending subdomain" in refusal
 
 
+def test_a_callback_the_candidate_no_longer_allows_is_refused(recorded: Recorded, tmp_path: Path) -> None:
+    url = recorded.target.base_url
+    hooked = recorded.traffic.call(
+        "writer-bot", "http.request", {"method": "POST", "url": f"{url}/orders"}, callback_url=f"{url}/hooks/done"
+    )
+    directory = candidate(
+        tmp_path, ("rules.csv", "p, role:http-writer, http:127.0.0.1:*/hooks/**, callback, allow\n", "")
+    )
+    report = replay_json("--policy", str(directory), "--from", str(recorded.export()))
+    assert changed(report) == {hooked: ["now-refused"]}
+    assert report["changes"][0]["after"]["refusal"].startswith("callback_url: no policy rule allows callbacks to")
+
+
 def test_filters_select_by_time_agent_and_tool(recorded: Recorded, tmp_path: Path) -> None:
     middle = datetime.now(UTC)
     late_call = {"method": "GET", "url": f"{recorded.target.base_url}/late"}
