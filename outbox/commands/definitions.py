@@ -8,11 +8,13 @@ pattern, each array element is its own policy target, and above a bound a human 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -55,6 +57,18 @@ class TargetTemplate(BaseModel):
     act: Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
+_PORT_PLACEHOLDER = re.compile(r"^\{[a-z][a-z0-9_]*\}$")
+
+
+def _port_or_placeholder(value: object) -> object:
+    """A port number 1-65535, or `"{param}"` naming an integer parameter (checked with the rest)."""
+    if value is None or (isinstance(value, str) and _PORT_PLACEHOLDER.fullmatch(value)):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return value
+    raise ValueError(f"{value!r} is not a port (1-65535) or a {{parameter}} naming an integer parameter")
+
+
 class EgressRule(BaseModel):
     """One destination the tool may connect to, through the egress proxy.
 
@@ -69,11 +83,7 @@ class EgressRule(BaseModel):
 
     destination: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
     host: Annotated[StrictStr, Field(min_length=1, max_length=260)] | None = None
-    port: (
-        Annotated[StrictInt, Field(ge=1, le=65535)]
-        | Annotated[StrictStr, Field(pattern=r"^\{[a-z][a-z0-9_]*\}$")]
-        | None
-    ) = None
+    port: Annotated[int | str | None, BeforeValidator(_port_or_placeholder)] = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> EgressRule:
