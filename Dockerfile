@@ -33,7 +33,7 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 # tini reaps the children of tools run by workers and forwards signals; bubblewrap is the
 # sandbox of the command tools (see docs/operations.md for what it needs from the runtime).
 RUN apt-get update \
-    && apt-get install --yes --no-install-recommends tini bubblewrap libseccomp2 ca-certificates \
+    && apt-get install --yes --no-install-recommends tini bubblewrap libseccomp2 socat ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 outbox \
     && useradd --system --uid 10001 --gid outbox --home-dir /var/lib/outbox --shell /usr/sbin/nologin outbox \
