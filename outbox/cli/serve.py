@@ -13,7 +13,6 @@ from sqlalchemy.engine import make_url
 
 from outbox.audit.checkpointer import checkpoint_file
 from outbox.audit.signing import default_key_file
-from outbox.commands.cgroups import detect_resource_control
 from outbox.commands.provider import sandbox_settings
 from outbox.commands.sandbox import SandboxConfigurationError, sandbox_problem
 from outbox.config import Settings
@@ -97,7 +96,7 @@ def sandbox_status(settings: Settings) -> str:
         return f"UNAVAILABLE, command tools refused: {error}"
     problem = sandbox_problem(configured)
     if problem is None:
-        limits = detect_resource_control().mode
+        limits = configured.resource_control().mode
         return f"bubblewrap + seccomp, limits by {limits}; each profile probed before its first command"
     if configured.allow_unsandboxed:
         return f"UNSANDBOXED (development only): {problem}"

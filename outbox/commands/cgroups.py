@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,3 +116,25 @@ def _remove_cgroup(path: Path) -> None:
     # (the sandbox dies with its parent); one still busy is left for the kernel to empty.
     with contextlib.suppress(OSError):
         path.rmdir()
+
+
+SHELL = Path("/usr/bin/sh")
+SETPRIV = Path("/usr/bin/setpriv")
+# "$0" is the action's cgroup; the shell moves itself there, then becomes the command ("$@"),
+# so the sandbox and everything it starts are in the cgroup from their first instruction.
+_ENTER = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+
+
+def in_action_cgroup(
+    cgroup: Path, argv: Sequence[str], run_as: tuple[int, int] | None
+) -> tuple[list[str], tuple[int, int] | None]:
+    """`argv` started inside `cgroup`, and the identity to spawn that with.
+
+    Moving into the cgroup takes the rights of the delegated subtree's owner (this service), so
+    the shell runs as this service and `setpriv` drops to the sandbox's host uid afterwards.
+    """
+    if run_as is None:
+        return [str(SHELL), "-c", _ENTER, str(cgroup), *argv], None
+    uid, gid = run_as
+    drop = [str(SETPRIV), f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+    return [str(SHELL), "-c", _ENTER, str(cgroup), *drop, *argv], None

@@ -13,7 +13,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from outbox.commands.cgroups import ResourceControl, detect_resource_control
 from outbox.commands.probes import ProbeReport, probe_profile
 from outbox.commands.sandbox import SandboxError, SandboxSettings, probe_bwrap, run_command
 from outbox.commands.seccomp import seccomp_problem
@@ -79,10 +78,10 @@ def _status(ok: bool) -> str:
     return "ok" if ok else "FAILED"
 
 
-def check_isolation(settings: SandboxSettings, resources: ResourceControl | None = None) -> IsolationReport:
+def check_isolation(settings: SandboxSettings) -> IsolationReport:
     checks = _machine_checks(settings)
-    limits = resources or detect_resource_control()
-    checks.append(IsolationCheck(f"resource limits ({limits.mode})", ok=True, detail=limits.detail))
+    limits = settings.resource_control()
+    checks.append(IsolationCheck(f"limits per action ({limits.mode})", ok=True, detail=limits.detail))
     full = _full_sandbox_check(settings)
     checks.append(full)
     unavailable: dict[str, str] = {}

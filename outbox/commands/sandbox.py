@@ -45,6 +45,14 @@ from outbox.commands.bwrap import (
     system_binds,
 )
 from outbox.commands.capture import CapturedRun, run_captured
+from outbox.commands.cgroups import (
+    CGROUP_FS,
+    PROC_SELF_CGROUP,
+    ResourceControl,
+    action_cgroup,
+    detect_resource_control,
+    in_action_cgroup,
+)
 from outbox.commands.egress import (
     AllowedDestination,
     DnsResolver,
@@ -155,6 +163,10 @@ class SandboxSettings(BaseModel):
     # The outbox's own listening ports (API, SMTP sink, database, broker): the isolation probe
     # (`outbox.commands.probes`) shows that no sandbox reaches them.
     outbox_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
+    # Where this process's cgroup is looked up (`outbox.commands.cgroups`): a delegated cgroup v2
+    # subtree bounds each action's memory and tasks; anything else leaves the per-process rlimits.
+    cgroup_fs: Path = CGROUP_FS
+    proc_self_cgroup: Path = PROC_SELF_CGROUP
 
     @model_validator(mode="after")
     def _check_state_is_not_mounted(self) -> SandboxSettings:
@@ -171,6 +183,9 @@ class SandboxSettings(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def resource_control(self) -> ResourceControl:
+        return detect_resource_control(self.cgroup_fs, self.proc_self_cgroup)
 
     def profile(self, name: str) -> SandboxProfile:
         try:
@@ -492,6 +507,7 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
             command=plan.limited_command(),
             egress_socket_dir=egress_dir,
         )
+        full_argv, run_as = _limited_by_cgroup(stack, plan, full_argv)
         try:
             run = run_captured(
                 full_argv,
@@ -500,7 +516,7 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
                 timeout_seconds=plan.timeout_seconds,
                 keep_bytes=plan.keep_bytes,
                 pass_fds=[status_write, seccomp_fd, *(data.fd for data in data_files)],
-                run_as=plan.settings.run_as(),
+                run_as=run_as,
             )
         except OSError as error:
             raise SandboxUnavailable(f"could not start bubblewrap: {error}") from error
@@ -516,6 +532,20 @@ def _run_sandboxed(plan: _RunPlan) -> SandboxResult:
     # The proxy stopped with the stack: every connection is finished and counted.
     egress = proxy.log() if proxy is not None else None
     return _result(plan, run, _applied_isolation(status, plan), unsandboxed=False, egress=egress)
+
+
+def _limited_by_cgroup(stack: ExitStack, plan: _RunPlan, argv: list[str]) -> tuple[list[str], tuple[int, int] | None]:
+    """`argv` inside a cgroup of its own where one is delegated to the outbox; else as it is."""
+    delegated = plan.settings.resource_control().delegated
+    if delegated is None:
+        return argv, plan.settings.run_as()
+    try:
+        cgroup = stack.enter_context(
+            action_cgroup(delegated, memory_bytes=plan.profile.memory_bytes, tasks=plan.profile.processes)
+        )
+    except OSError as error:
+        raise SandboxUnavailable(f"could not create the action's cgroup under {delegated}: {error}") from error
+    return in_action_cgroup(cgroup, argv, plan.settings.run_as())
 
 
 def _data_files(stack: ExitStack, plan: _RunPlan, env: dict[str, str]) -> list[DataFile]:
@@ -667,6 +697,8 @@ def _applied_isolation(status: Mapping[str, Any], plan: _RunPlan) -> tuple[str, 
         "scrubbed-env",
         "rlimits",
     ]
+    if plan.settings.resource_control().delegated is not None:
+        applied.append("cgroup:memory.max,pids.max")
     if (run_as := plan.settings.run_as()) is not None:
         applied.append(f"host-uid:{run_as[0]}")
     return tuple(applied)

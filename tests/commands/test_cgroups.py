@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from outbox.commands import SandboxSettings, builtin_profiles, run_command
 from outbox.commands.cgroups import (
     ACTION_PREFIX,
     SERVICE_LEAF,
@@ -105,3 +106,30 @@ def test_an_action_cgroup_gets_the_profiles_limits_and_the_service_moves_to_a_le
     assert (service / "cgroup.subtree_control").read_text() == "+memory +pids\n"
     # Both of the service's processes were moved into the leaf (the fake file keeps the last).
     assert (service / SERVICE_LEAF / "cgroup.procs").read_text() == "101\n"
+
+
+def test_a_command_runs_inside_its_action_cgroup_with_the_profiles_limits(
+    require_sandbox: None, shared_dir: Path
+) -> None:
+    """The wiring, on the laid-out file system: the shell that starts bubblewrap enters the
+    action's cgroup first (its pid lands in cgroup.procs), then the sandbox runs as usual."""
+    service = fake_cgroupfs(shared_dir / "fs")
+    proc = proc_self_cgroup(shared_dir, f"0::/{OWN}\n")
+    settings = SandboxSettings(cgroup_fs=shared_dir / "fs", proc_self_cgroup=proc)
+    code = "import os; print(os.getuid(), os.getppid() > 0)"
+
+    result = run_command(
+        ["/usr/bin/python3", "-c", code],
+        settings=settings,
+        profile="default",
+        timeout_seconds=30,
+        output_cap_bytes=4096,
+    )
+
+    (cgroup,) = service.glob(f"{ACTION_PREFIX}*")
+    assert (result.exit_code, result.stdout.strip()) == (0, "65534 True")
+    assert "cgroup:memory.max,pids.max" in result.isolation
+    default = builtin_profiles()["default"]
+    assert (cgroup / "memory.max").read_text() == f"{default.memory_bytes}\n"
+    assert (cgroup / "pids.max").read_text() == f"{default.processes}\n"
+    assert int((cgroup / "cgroup.procs").read_text()) > 1
