@@ -71,7 +71,7 @@ def filesystem():
             os.unlink(path)
         except OSError as error:
             problems.append(f"{path} is not writable ({error.strerror})")
-    shown = ", ".join(os.path.dirname(path) for path in plan["read_only"])
+    shown = ", ".join(os.path.dirname(path) or "/" for path in plan["read_only"])
     claim("file system read-only outside scratch", problems, f"{shown} read-only; /scratch and /tmp writable")
 
 

@@ -124,14 +124,17 @@ def probe_profile(settings: SandboxSettings, profile: str) -> ProbeReport:
 
 
 def _plan(settings: SandboxSettings, profile: str, listener_port: int) -> dict[str, object]:
-    endpoint = proxy_endpoint(settings.profile(profile))
+    chosen = settings.profile(profile)
+    endpoint = proxy_endpoint(chosen)
+    # The root, the system, /etc and each of the profile's read-only mounts.
+    read_only = ["/", "/usr", "/etc", *sorted(chosen.mounts.values())]
     return {
         "host_netns": os.readlink("/proc/self/ns/net"),
         "host_listener": listener_port,
         "outbox_ports": sorted(settings.outbox_ports),
         "nameservers": host_nameservers(),
         "proxy": list(endpoint) if endpoint is not None else None,
-        "read_only": ["/outbox-probe", "/usr/outbox-probe", "/etc/outbox-probe"],
+        "read_only": [f"{directory.rstrip('/')}/outbox-probe" for directory in read_only],
         "writable": [f"{SCRATCH_DIR}/outbox-probe", "/tmp/outbox-probe"],  # noqa: S108 - inside the sandbox
         "syscalls": [[name, syscall_number(name), list(args), code] for name, args, code in _DENIED_PROBES],
     }
