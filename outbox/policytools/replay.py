@@ -126,8 +126,12 @@ class Redecision:
 
 
 def recorded_outcome(action: RecordedAction) -> Outcome:
-    """The recorded outcome, with only the deferrals policy made (send window, budget)."""
-    held = next((reason for reason in action.deferrals if reason.startswith(_POLICY_DEFERRALS)), None)
+    """The recorded outcome, with only the deferrals policy made (send window, budget). A send
+    held back past its expiry failed instead of waiting (`<why it waited>; it cannot go before
+    …`): it was held back too."""
+    expired = (str(e.data.get("reason") or "") for e in action.events if e.to_status == ActionStatus.FAILED.value)
+    reasons = (*action.deferrals, *(reason.split("; it cannot go before")[0] for reason in expired))
+    held = next((reason for reason in reasons if reason.startswith(_POLICY_DEFERRALS)), None)
     return replace(action.outcome(), deferred=held)
 
 

@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 from outbox.cli.main import app
 from outbox.config import get_settings
 from outbox.mail.sending.sink import MaildirSink
+from outbox.mail.service import pause
+from outbox.recordings.reader import read_export
 from outbox.runtime import Runtime
 from tests.conftest import POLICIES
 from tests.policytools.replay_support import (
@@ -264,3 +266,55 @@ def test_filters_select_by_time_agent_and_tool(recorded: Recorded, tmp_path: Pat
     only_late = replay_json("--policy", directory, "--from", export, "--since", since)
     assert only_late["changes"] == [] and only_late["selection"]["since"] == middle.isoformat()
     assert late not in changed(replay_json("--policy", directory, "--from", export))
+
+
+def test_a_deferral_outside_policy_is_no_recorded_outcome(recorded: Recorded, tmp_path: Path) -> None:
+    pause(recorded.runtime, subdomain=QUICKSTART_SUBDOMAIN, reason="bounce storm", actor="user:ops@example.com")
+    paused = recorded.traffic.mail("mailer-bot", QUICKSTART_SUBDOMAIN, "cy@example.org", "While paused")
+    export = recorded.export()
+    held = next(a for a in read_export(export).actions if a.id == paused)
+    assert held.status == "deferred" and "paused" in held.deferrals[0]
+    assert replay_json("--policy", str(POLICIES), "--from", str(export))["changed"] == 0
+    # Only the effect changes: the pause was never policy's, so it does not read as no longer deferred.
+    rule = "p, role:mailer, mail:agents.mail.example.com/*@example.org, send, "
+    directory = candidate(tmp_path, ("rules.csv", rule + "allow", rule + "approve"))
+    report = replay_json("--policy", str(directory), "--from", str(export))
+    assert changed(report) == {paused: ["allow-to-approve"]}
+    assert report["changes"][0]["before"]["deferred"] is None
+
+
+def test_mail_a_send_window_held_back_that_the_candidate_lets_go_is_no_longer_deferred(
+    policy_dir: Path, make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    edit_mail(policy_dir, QUICKSTART_SUBDOMAIN, send_window=_closed_now())
+    with mail_sink(tmp_path / "maildir") as sink:
+        # The window opens in three days: the message may wait that long (default 72 h).
+        runtime = make_runtime(**mail_settings(tmp_path, sink), mail_max_deferral_hours=24 * 7)
+        with traffic_on(runtime) as traffic:
+            held = traffic.mail("mailer-bot", QUICKSTART_SUBDOMAIN, "ann@example.net", "Held for the window")
+        export = tmp_path / "export.jsonl"
+        export.write_text(export_text(runtime), encoding="utf-8")
+        assert len(sink.maildir) == 0
+    report = replay_json("--policy", str(POLICIES), "--from", str(export))
+    assert changed(report) == {held: ["no-longer-deferred"]}
+    assert report["changes"][0]["before"]["deferred"] == f"outside the send window of {QUICKSTART_SUBDOMAIN} (in UTC)"
+    assert replay("--policy", str(POLICIES), "--from", str(export), "--fail-on", "loosening")[0] == 1
+    assert replay("--policy", str(policy_dir), "--from", str(export), "--fail-on", "any")[0] == 0
+
+
+def test_mail_that_expired_waiting_for_its_window_was_held_back_too(
+    policy_dir: Path, make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    edit_mail(policy_dir, QUICKSTART_SUBDOMAIN, send_window=_closed_now())
+    with mail_sink(tmp_path / "maildir") as sink:
+        # The window opens in three days, after the message's expiry: it fails instead of waiting.
+        runtime = make_runtime(**mail_settings(tmp_path, sink), mail_max_deferral_hours=24)
+        with traffic_on(runtime) as traffic:
+            expired = traffic.mail("mailer-bot", QUICKSTART_SUBDOMAIN, "ann@example.net", "Too late")
+        export = tmp_path / "export.jsonl"
+        export.write_text(export_text(runtime), encoding="utf-8")
+    assert next(a for a in read_export(export).actions if a.id == expired).status == "failed"
+    assert replay_json("--policy", str(policy_dir), "--from", str(export))["changed"] == 0
+    report = replay_json("--policy", str(POLICIES), "--from", str(export))
+    assert changed(report) == {expired: ["no-longer-deferred"]}
+    assert report["changes"][0]["before"]["deferred"] == f"outside the send window of {QUICKSTART_SUBDOMAIN} (in UTC)"
