@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
 import socket
 from pathlib import Path
 
@@ -182,3 +183,19 @@ def test_the_filter_is_built_on_x86_64_and_refused_elsewhere_with_the_reason() -
         assert problem is not None
         assert "written for x86_64" in problem
         assert "refused" in problem
+
+
+def test_a_call_through_another_abi_kills_the_process(settings: SandboxSettings) -> None:
+    """x32 numbers (bit 30 set) would get around every rule written for x86_64's numbers."""
+    code = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+print("before", flush=True)
+libc.syscall(ctypes.c_long(0x40000000 | 39))  # x32 getpid
+print("survived", flush=True)
+"""
+    argv = ["/usr/bin/python3", "-c", code]
+    result = run_command(argv, settings=settings, profile="default", timeout_seconds=30, output_cap_bytes=4096)
+
+    assert result.stdout.splitlines() == ["before"]
+    assert result.exit_code == 128 + signal.SIGSYS
