@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -21,7 +20,6 @@ from starlette.routing import Route
 
 from outbox.actions import service
 from outbox.actions.api import _json_body, _prefer_wait, _respond
-from outbox.actions.schemas import ActionCreate
 from outbox.api.client_input import ClientInputMiddleware
 from outbox.api.deps import _unauthorized
 from outbox.api.errors import install_error_handlers
@@ -77,8 +75,8 @@ def create_twin_app(twin: Twin, *, token: str, label: str, settings: Settings) -
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
         prefer: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        pending = Submission("http", who, _PENDING, validate_key(idempotency_key))
-        return await _submit(twin, request, pending, prefer, settings.max_request_bytes)
+        key = validate_key(idempotency_key)
+        return await _submit(twin, request, (who, key), prefer, settings.max_request_bytes)
 
     @app.get("/v1/actions/{action_id}")
     def read_action(action_id: str, _who: TwinCaller) -> dict[str, Any]:
@@ -102,19 +100,19 @@ def create_twin_app(twin: Twin, *, token: str, label: str, settings: Settings) -
     return app
 
 
-# Stands in for the envelope until the body is parsed.
-_PENDING = ActionCreate(tool="-")
-
-
-async def _submit(twin: Twin, request: Request, pending: Submission, prefer: str | None, limit: int) -> JSONResponse:
-    """POST /v1/actions after the key: the body parsed as live, the twin's answer, live headers."""
+async def _submit(
+    twin: Twin, request: Request, caller: tuple[str, str], prefer: str | None, limit: int
+) -> JSONResponse:
+    """POST /v1/actions after the key (`caller`: the token's label, the key): the body parsed as
+    live, the twin's answer, the live headers."""
+    label, key = caller
     received = await _json_body(request, limit)
     try:
         envelope = service.parse_envelope(received.value)
     except DomainError as refusal:
-        twin.refused(pending.face, pending.label, received.value, refusal.detail)
+        twin.refused("http", label, received.value, refusal.detail)
         raise
-    answered = twin.submit(replace(pending, envelope=envelope))
+    answered = twin.submit(Submission("http", label, envelope, key))
     if answered.answer is None:
         assert answered.missing is not None
         headers = {"Idempotent-Replayed": "true"} if answered.replayed else None
