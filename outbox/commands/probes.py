@@ -52,6 +52,16 @@ _CLONE_NEWUSER = 0x10000000
 _AF_NETLINK, _AF_PACKET, _SOCK_RAW = 16, 17, 3
 # (system call, arguments, errno the filter answers): each succeeds or fails differently
 # without the filter (ptrace(PTRACE_TRACEME) and userfaultfd(UFFD_USER_MODE_ONLY) succeed).
+# What every profile claims (and egress profiles one more); a report lacking one is a failure.
+CLAIMS = (
+    "unprivileged uid, no capabilities",
+    "file system read-only outside scratch",
+    "seccomp filter active",
+    "no route out except the proxy",
+    "no DNS",
+    "the outbox's ports unreachable",
+)
+EGRESS_CLAIM = "egress proxy answers"
 _DENIED_PROBES: tuple[tuple[str, tuple[int, ...], int], ...] = (
     ("ptrace", (0, 0, 0, 0), errno.EPERM),
     ("userfaultfd", (1,), errno.EPERM),
@@ -120,6 +130,10 @@ def probe_profile(settings: SandboxSettings, profile: str) -> ProbeReport:
     except (ValueError, TypeError):
         tail = (result.stderr.strip().splitlines() or [f"exit code {result.exit_code}"])[-1]
         return _failed(profile, "probe ran", f"no report from inside the sandbox: {tail}")
+    expected = [*CLAIMS, EGRESS_CLAIM] if proxy_endpoint(settings.profile(profile)) else list(CLAIMS)
+    missing = [name for name in expected if name not in {claim.name for claim in claims}]
+    if missing:
+        claims += (Claim("probe ran", ok=False, detail=f"no answer for: {', '.join(missing)}"),)
     return ProbeReport(profile, claims)
 
 

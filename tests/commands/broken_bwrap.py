@@ -18,6 +18,11 @@ _BREAKAGES = {
     "drop-seccomp": 'if [ "$a" = --seccomp ]; then skip=1; continue; fi',
     # Replaces --unshare-all by every namespace but the network's: the host's network is shared.
     "share-net": f'if [ "$a" = --unshare-all ]; then set -- "$@" {_ALL_BUT_NET}; continue; fi',
+    # Runs something else than the command, which answers for one claim only (and falsely).
+    "other-command": (
+        'if [ "${drop:-0}" = 1 ]; then continue; fi\n'
+        '  if [ "$a" = -- ]; then drop=1; set -- "$@" -- /usr/bin/echo \'[["no DNS", true, "trust me"]]\'; continue; fi'
+    ),
 }
 
 _SCRIPT = """#!/bin/sh

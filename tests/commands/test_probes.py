@@ -19,20 +19,12 @@ from typer.testing import CliRunner
 
 from outbox.cli.main import app
 from outbox.commands import SandboxSettings
-from outbox.commands.probes import host_nameservers, isolation_problem, probe_profile
+from outbox.commands.probes import CLAIMS, EGRESS_CLAIM, host_nameservers, isolation_problem, probe_profile
 from outbox.config import get_settings
 from outbox.toolkit.base import ExecutionContext, Failed
 from tests.commands.broken_bwrap import broken_bwrap
 from tests.commands.test_availability import echo_tool
 
-CLAIMS = [
-    "unprivileged uid, no capabilities",
-    "file system read-only outside scratch",
-    "seccomp filter active",
-    "no route out except the proxy",
-    "no DNS",
-    "the outbox's ports unreachable",
-]
 CONTEXT = ExecutionContext(
     action_id="act_1", agent_id="agt_1", agent_name="ops-bot", on_behalf_of=None, idempotency_key="k-1", attempt=1
 )
@@ -56,7 +48,7 @@ def test_every_claim_holds_on_the_real_profiles(require_sandbox: None, readable_
     report = probe_profile(settings, profile)
 
     egress = settings.profile(profile).egress
-    assert [claim.name for claim in report.claims] == CLAIMS + (["egress proxy answers"] if egress else [])
+    assert [claim.name for claim in report.claims] == [*CLAIMS, *([EGRESS_CLAIM] if egress else [])]
     assert report.ok, report.problem()
     assert report.problem() is None
 
@@ -87,6 +79,17 @@ def test_a_bubblewrap_that_shares_the_host_network_fails_the_network_claims(
     assert {"no route out except the proxy", "no DNS", "the outbox's ports unreachable"} <= set(failed)
     assert failed["no route out except the proxy"] == "shares the host's network namespace"
     assert "seccomp filter active" not in failed
+
+
+def test_a_report_that_lacks_a_claim_fails(require_sandbox: None, shared_dir: Path) -> None:
+    settings = SandboxSettings(bwrap_path=broken_bwrap(shared_dir, "other-command"))
+
+    report = probe_profile(settings, "default")
+
+    assert not report.ok
+    failed = [claim for claim in report.claims if not claim.ok]
+    assert [claim.name for claim in failed] == ["probe ran"]
+    assert failed[0].detail == "no answer for: " + ", ".join(name for name in CLAIMS if name != "no DNS")
 
 
 def test_a_tool_of_a_broken_profile_is_unavailable_and_refuses_to_run(require_sandbox: None, shared_dir: Path) -> None:
@@ -159,7 +162,7 @@ def test_sandbox_check_prints_each_claim_of_each_profile(require_sandbox: None, 
             assert " ok " in line
     assert "profile network: egress proxy answers" in result.output
     assert "seccomp filter (libseccomp)" in result.output
-    assert "resource limits (" in result.output
+    assert "limits per action (rlimits)" in result.output or "limits per action (cgroup-v2)" in result.output
 
 
 def test_sandbox_check_exits_1_naming_the_claim_that_fails(
