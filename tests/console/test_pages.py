@@ -302,7 +302,13 @@ def test_the_inbox_says_in_one_line_what_each_call_would_do(
 def test_the_approval_page_shows_a_commands_argv_and_its_dry_run_output(
     policy_dir: Path, make_runtime: Callable[..., Runtime], console_people: object, console_client: Clients
 ) -> None:
-    runtime = make_runtime(RecordingDispatcher(), sandbox_secrets={"kubeconfig": SecretStr(KUBECONFIG)})
+    runtime = make_runtime(
+        RecordingDispatcher(),
+        sandbox_secrets={"kubeconfig": SecretStr(KUBECONFIG)},
+        sandbox_destinations={
+            name: {"host": f"{name}.cluster.test", "port": 6443} for name in ("staging", "production")
+        },
+    )
     key = make_agent(runtime.db, "janitor", ["k8s-operator"])
     with runtime.db.session() as session:
         agent = authenticate(session, key)

@@ -47,6 +47,9 @@ def command_runtime(make_runtime: Callable[..., Runtime], repo: Path) -> Runtime
         RecordingDispatcher(),
         sandbox_mounts={"repo": repo},
         sandbox_secrets={"kubeconfig": SecretStr("apiVersion: v1\nkind: Config\n")},
+        sandbox_destinations={
+            name: {"host": f"{name}.cluster.test", "port": 6443} for name in ("staging", "production")
+        },
     )
 
 

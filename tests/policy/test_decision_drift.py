@@ -87,6 +87,10 @@ def case_runtime(make_runtime: Callable[..., Runtime], tmp_path: Path) -> Runtim
         RecordingDispatcher(),
         providers=[*BUILTIN_PROVIDERS, provide_targets_tool],
         sandbox_secrets={"kubeconfig": SecretStr("unused"), "terraform-credentials": SecretStr("unused")},
+        # The k8s tools reach their cluster's API server, a server-side destination (never contacted here).
+        sandbox_destinations={
+            name: {"host": f"{name}.cluster.test", "port": 6443} for name in ("staging", "production")
+        },
         sandbox_mounts={"terraform": tmp_path / "terraform"},
         sandbox_repo_dir=tmp_path / "repo",
     )

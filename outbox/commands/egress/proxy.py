@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,6 +36,7 @@ from outbox.commands.egress.requests import (
     read_socks5,
 )
 from outbox.commands.egress.resolver import ResolutionFailed, Resolves
+from outbox.sqltypes import utcnow
 
 _HTTP_REASONS = {400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 408: "Request Timeout"}
 _HTTP_REASONS |= {431: "Request Header Fields Too Large", 502: "Bad Gateway", 503: "Service Unavailable"}
@@ -107,7 +107,7 @@ class EgressLog:
 @dataclass(slots=True)
 class _Connection:
     started: float = field(default_factory=time.monotonic)
-    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    time: str = field(default_factory=lambda: utcnow().isoformat(timespec="milliseconds"))
     protocol: str = "unknown"
     target: str = ""
     host: str | None = None

@@ -59,6 +59,10 @@ class ConsoleServer:
             # kubectl's tools need a kubeconfig to be offered at all; this one names no reachable
             # cluster, so a dry run fails the way it would against a cluster that is down.
             OUTBOX_SANDBOX_SECRETS=json.dumps({"kubeconfig": KUBECONFIG}),
+            # ... and their clusters' API servers as destinations of the egress proxy.
+            OUTBOX_SANDBOX_DESTINATIONS=json.dumps(
+                {name: {"host": f"{name}.cluster.test", "port": 6443} for name in ("staging", "production")}
+            ),
             # Paused mail is looked at again this often: a resume shows within the test.
             OUTBOX_MAIL_PAUSE_RECHECK_SECONDS="1",
         )
