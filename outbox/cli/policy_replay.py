@@ -24,6 +24,9 @@ class ReplayFormat(StrEnum):
     markdown = "markdown"
 
 
+_CUT_SHORT = " (no end record, or fewer events than it counts): the actions after its last line are not replayed"
+
+
 def _moment(text: str | None, option: str) -> datetime | None:
     """ISO 8601; a time without an offset is UTC."""
     if text is None:
@@ -63,7 +66,11 @@ def replay(
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
 ) -> None:
-    """Re-decide recorded actions with a candidate policy; report each action whose outcome changes."""
+    """Re-decide recorded actions with a candidate policy; report each action whose outcome changes.
+
+    Runs nothing and writes nothing. Exits 1 when an action changes in a way --fail-on names, 2
+    when the candidate or the recording does not load (docs/policy-replay.md).
+    """
     from outbox.policy.counterfactual import parse_change_kinds
     from outbox.policytools.replay import CandidateError, Selection, load_candidate, replay_report
     from outbox.policytools.replay_output import format_json, format_markdown, format_table
@@ -83,11 +90,7 @@ def replay(
     except RecordingError as exc:
         raise _fail(str(exc)) from exc
     if not recording.complete:
-        typer.echo(
-            f"WARNING: {source} is cut short (no end record, or fewer events than it counts): "
-            "the actions after its last line are not replayed",
-            err=True,
-        )
+        typer.echo(f"WARNING: {source} is cut short{_CUT_SHORT}", err=True)
     selection = Selection(source, recording.complete, start, end, agent, tool)
     actions = recording.select(since=start, until=end, agent=agent, tool=tool)
     report = replay_report(candidate, actions, selection, directory=str(policy))
