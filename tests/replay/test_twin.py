@@ -208,23 +208,27 @@ def test_calls_without_the_token_are_refused_as_live_on_both_faces(recorded: Rec
     assert twin.session_calls() == []
 
 
-def test_a_generated_token_is_printed_once_and_the_twin_listens_on_loopback(recorded: Recorded, tmp_path: Path) -> None:
+def test_a_generated_token_and_the_default_session_log_are_printed_at_start(recorded: Recorded, tmp_path: Path) -> None:
     port = free_port()
-    env = outbox_env()
     args = [*OUTBOX, "replay", "serve", "--from", str(recorded.export), "--port", str(port)]
-    args += ["--session", str(tmp_path / "s.jsonl")]
-    process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(args, env=outbox_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        lines = []
+        lines: list[str] = []
         assert process.stdout is not None
         while not any(line.startswith("token") for line in lines):
             lines.append(process.stdout.readline().decode())
         token = lines[-1].rsplit(" ", 1)[-1].strip()
         assert len(token) >= 40
+        [session_line] = [line for line in lines if line.startswith("session log: ")]
+        session = Path(session_line.removeprefix("session log: ").strip())
+        assert session.parent == Path(".outbox") / "replay"
         assert wait_until(lambda: _ready(port), timeout=30)
         tools = httpx.get(f"http://127.0.0.1:{port}/v1/tools", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert tools.status_code == 200
         assert [t["name"] for t in tools.json()["tools"]] == ["email.send", "http.request"]
+        # The session log holds recorded arguments: its owner's only.
+        assert (tmp_path / session).stat().st_mode & 0o777 == 0o600
+        assert json.loads((tmp_path / session).read_text().splitlines()[0])["record"] == "session"
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -364,3 +368,34 @@ def test_over_mcp_a_retry_with_the_same_meta_key_is_replayed_and_approval_stays_
     assert unread.status_code == 404
     assert unread.json()["type"].endswith("/action-not-found")
     assert [line["outcome"] for line in twin.session_calls()] == ["matched", "matched", "matched"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--ignore", "tool"], "the tool is always matched"),
+        (["--match", "exact", "--ignore", "args.x"], "--match exact ignores no field"),
+        (["--match", "ignore"], "needs at least one --ignore"),
+        (["--policy", "/nonexistent/policies"], "--policy /nonexistent/policies"),
+    ],
+)
+def test_a_twin_asked_for_a_rule_it_cannot_keep_refuses_to_start(
+    recorded: Recorded, tmp_path: Path, extra: list[str], says: str
+) -> None:
+    args = [*OUTBOX, "replay", "serve", "--from", str(recorded.export), "--port", str(free_port()), *extra]
+    result = subprocess.run(
+        args, env=outbox_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert says in result.stderr
+
+
+def test_an_export_that_is_not_one_is_refused_with_the_line(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.jsonl"
+    bogus.write_text('{"record": "event"}\n')
+    args = [*OUTBOX, "replay", "serve", "--from", str(bogus), "--port", str(free_port())]
+    result = subprocess.run(
+        args, env=outbox_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert "not an agent-outbox export" in result.stderr
