@@ -3,7 +3,7 @@
 `POST /v1/actions` validates as the live endpoint does (the Idempotency-Key header, the strict
 JSON body, `parse_envelope`) and answers with the live `_respond`: the same statuses, headers
 and bodies. `GET /v1/actions/{id}` reads back an action this session was answered with;
-`GET /v1/tools` lists the recorded tools; MCP is at /mcp. The live error mapping and client
+`GET /v1/tools` lists the tools (catalogue.py); MCP is at /mcp. The live error mapping and client
 input middleware answer every refusal as the live service does.
 """
 
