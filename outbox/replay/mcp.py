@@ -1,9 +1,9 @@
 """The twin's MCP face at /mcp: the official SDK's low-level server, stateless, as the live one.
 
-tools/list offers the tools of catalogue.py (by function name, as live); tools/call parses the call as
-the live face does (`_meta` fields, `parse_envelope`), asks the twin, and shapes a matched answer
-with the live face's own `call_result`, so the model sees the result the original model saw. A
-call not in the recording is an `isError` result saying so, naming the nearest recorded call.
+tools/list offers the tools of catalogue.py (by function name, as live); tools/call parses the
+call as the live face does (`_meta` fields, `parse_envelope`), asks the twin, and shapes a
+matched answer with the live face's own `call_result`, so the model sees the result the original
+model saw. A call not in the recording is an `isError` result saying so, naming the nearest recorded call.
 Authentication is the twin's bearer token, refused with the live face's 401.
 """
 
