@@ -584,6 +584,7 @@ def _start_egress_proxy(stack: ExitStack, plan: _RunPlan) -> tuple[EgressProxy |
         header_timeout_seconds=settings.egress_header_timeout_seconds,
         connect_timeout_seconds=settings.egress_connect_timeout_seconds,
         record_cap=settings.egress_record_cap,
+        reserved_ports=frozenset(settings.outbox_ports),
     )
     proxy = stack.enter_context(EgressProxy(policy, directory / PROXY_SOCKET_NAME, owner=run_as))
     return proxy, directory

@@ -180,6 +180,20 @@ def test_a_name_resolving_to_loopback_is_refused_unless_its_destination_allows_p
     assert [request.path for request in target.received()] == ["/x"]
 
 
+def test_the_outbox_s_own_ports_on_loopback_are_refused_even_to_a_destination_allowing_private(
+    name_server: NameServer, target: TargetServer
+) -> None:
+    allowed = [AllowedDestination("127.0.0.1", target.port, allow_private=True)]
+    with running_proxy(name_server, allowed, reserved_ports=frozenset({target.port})) as (proxy, path):
+        answer = proxy_exchange(path, connect_line(f"localhost:{target.port}"))
+
+    assert status_of(answer) == 403
+    assert (
+        proxy.log().records[0].reason == f"127.0.0.1:{target.port} is one of the outbox's own services on this machine"
+    )
+    assert target.received() == []
+
+
 def test_a_name_with_one_private_address_among_public_ones_is_refused(name_server: NameServer) -> None:
     name_server.publish("mixed.test", "93.184.216.34", "10.1.2.3")
     with running_proxy(name_server, [AllowedDestination("mixed.test", 443)]) as (proxy, path):

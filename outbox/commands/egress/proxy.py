@@ -58,6 +58,9 @@ class EgressPolicy:
     record_cap: int = 100
     # Connections open at once; more are refused (and recorded) at once.
     max_connections: int = 32
+    # The outbox's own ports (API, SMTP sink, database, broker): never on loopback, whatever a
+    # destination allows, so not even a loopback destination with allow_private reaches them.
+    reserved_ports: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,8 @@ def decide(policy: EgressPolicy, request: ConnectRequest) -> list[IPAddress]:
         raise Refusal(
             f"could not resolve {request.host}: {error}", status=502, socks_code=SOCKS_HOST_UNREACHABLE
         ) from None
+    if request.port in policy.reserved_ports and any(address.is_loopback for address in addresses):
+        raise Refusal(f"{request.host}:{request.port} is one of the outbox's own services on this machine")
     if not any(allowed.allow_private for allowed in matching):
         for address in addresses:
             if (reason := forbidden_address(address)) is not None:

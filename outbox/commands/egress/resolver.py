@@ -40,22 +40,31 @@ class DnsResolver:
     """A and AAAA through dnspython; `nameserver` None reads /etc/resolv.conf's servers."""
 
     def __init__(self, nameserver: str | None, timeout_seconds: float) -> None:
-        if nameserver is None:
-            self._resolver = dns.resolver.Resolver()
+        self._nameserver = None if nameserver is None else parse_nameserver(nameserver)
+        self._timeout = timeout_seconds
+
+    def _client(self) -> dns.resolver.Resolver:
+        if self._nameserver is None:
+            try:
+                resolver = dns.resolver.Resolver()
+            except dns.resolver.NoResolverConfiguration:
+                raise ResolutionFailed(
+                    "this host has no nameserver in /etc/resolv.conf: set OUTBOX_SANDBOX_EGRESS_RESOLVER"
+                ) from None
         else:
-            address, port = parse_nameserver(nameserver)
-            self._resolver = dns.resolver.Resolver(configure=False)
-            self._resolver.nameservers = [address]
-            self._resolver.port = port
-        self._resolver.lifetime = timeout_seconds
-        self._resolver.timeout = timeout_seconds
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [self._nameserver[0]]
+            resolver.port = self._nameserver[1]
+        resolver.lifetime = resolver.timeout = self._timeout
+        return resolver
 
     def resolve(self, host: str) -> list[IPAddress]:
+        client = self._client()
         addresses: list[IPAddress] = []
         errors: list[str] = []
         for record_type in ("A", "AAAA"):
             try:
-                answer = self._resolver.resolve(host, record_type, search=False)
+                answer = client.resolve(host, record_type, search=False)
             except dns.resolver.NoAnswer:
                 continue
             except dns.exception.DNSException as error:
