@@ -88,7 +88,7 @@ def shadow_server(policy_dir: Path, tmp_path: Path, make_runtime: Callable[..., 
 def received_event(runtime: Runtime, action_id: str) -> dict[str, Any]:
     with runtime.db.session() as session:
         event = session.exec(
-            select(AuditEvent).where(AuditEvent.action_id == action_id, AuditEvent.event_type == "action.received")  # type: ignore[arg-type]
+            select(AuditEvent).where(AuditEvent.action_id == action_id, AuditEvent.event_type == "action.received")
         ).one()
     data: dict[str, Any] = json.loads(event.data_json)
     return data
