@@ -16,12 +16,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from sqlalchemy import event
 from sqlmodel import select
 
 from outbox.audit.models import AuditEvent
 from outbox.runtime import Runtime, ShadowPolicyInvalid
 from tests.policytools.test_status import RunningServer
 from tests.support.agents import bearer, make_agent
+from tests.support.calls import submit_call
 from tests.support.dispatchers import RecordingDispatcher
 
 ADMIN_TOKEN = "admin-token-for-shadow-tests-0123456789"
@@ -274,3 +276,33 @@ def test_a_call_the_shadow_would_refuse_as_invalid_is_recorded_as_now_refused(
     assert (shadow["outcome"]["effect"], shadow["changes"]) == ("refused", ["now-refused"])
     expected = "the shadow policy defines no tool" if change == "tool-removed" else "invalid arguments: "
     assert shadow["refused"].startswith(expected)
+
+
+def submission_statements(runtime: Runtime, key: str, idem: str) -> list[str]:
+    """The SQL statements one fresh submission sends."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    event.listen(runtime.db.engine, "before_cursor_execute", record)
+    try:
+        submit_call(runtime, key, "http.request", {"method": "GET", "url": "http://127.0.0.1:9/reports/x"}, idem)
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_the_shadow_adds_no_statement_to_a_submission(
+    policy_dir: Path, tmp_path: Path, make_runtime: Callable[..., Runtime]
+) -> None:
+    plain = make_runtime(RecordingDispatcher())
+    shadowed = make_runtime(RecordingDispatcher(), shadow_policy_dir=shadow_of(policy_dir, tmp_path / "shadow"))
+    key = make_agent(plain.db, "reader-bot", ["http-reader"])
+    submission_statements(plain, key, "warm-1")  # caches warmed on both sides
+    submission_statements(shadowed, key, "warm-2")
+
+    without = submission_statements(plain, key, "count-1")
+    with_shadow = submission_statements(shadowed, key, "count-2")
+
+    assert with_shadow == without
