@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
@@ -19,6 +20,8 @@ from outbox.config import Settings
 from outbox.mail.config import SINK_HOST, MailConfig, MailConfigError
 from outbox.mail.embedded import runs_sink
 from outbox.mail.environment import load_configured_mail, local_public_base_url, sink_dir
+from outbox.policy.approval_gates import load_approvals_config
+from outbox.policy.engine import load_policy
 
 # uvicorn's default backlog; the socket listens from the moment it is bound, so a client that
 # connects while the server starts waits instead of being refused.
@@ -70,6 +73,8 @@ def plan_serve(settings: Settings, *, port: int, sink_port: int | None) -> Serve
             f"no policy directory at {settings.policy_dir.resolve()}: run `outbox serve` in the directory "
             "that holds policies/ (the clone's root), or set OUTBOX_POLICY_DIR"
         )
+    if settings.shadow_policy_dir is not None:
+        check_shadow_policy(settings.shadow_policy_dir)
     settings = settings.model_copy(update={"api_port": port})
     if sink_port is not None:
         settings = settings.model_copy(update={"mail_sink_port": sink_port})
@@ -81,6 +86,16 @@ def plan_serve(settings: Settings, *, port: int, sink_port: int | None) -> Serve
             mail = _mail_config(settings)
     sink = settings.is_embedded and mail is not None and runs_sink(mail, settings)
     return ServePlan(settings, mail, sink, sandbox_status(settings))
+
+
+def check_shadow_policy(directory: Path) -> None:
+    """A shadow policy that does not load refuses the start in one line (docs/shadow-policy.md):
+    its rules and approval gates here; its tools load with the runtime, which refuses the same way."""
+    try:
+        load_policy(directory)
+        load_approvals_config(directory)
+    except Exception as exc:  # any load failure is the one line to print
+        raise ServeRefused(f"the shadow policy {directory} did not load: {exc}") from None
 
 
 def sandbox_status(settings: Settings) -> str:

@@ -21,10 +21,13 @@ from sqlmodel import select
 
 from outbox.audit.models import AuditEvent
 from outbox.runtime import Runtime, ShadowPolicyInvalid
+from tests.conftest import POLICIES
 from tests.policytools.test_status import RunningServer
 from tests.support.agents import bearer, make_agent
 from tests.support.calls import submit_call
 from tests.support.dispatchers import RecordingDispatcher
+from tests.support.processes import free_port
+from tests.test_serve import _refused, _serve
 
 ADMIN_TOKEN = "admin-token-for-shadow-tests-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -306,3 +309,17 @@ def test_the_shadow_adds_no_statement_to_a_submission(
     with_shadow = submission_statements(shadowed, key, "count-2")
 
     assert with_shadow == without
+
+
+@pytest.mark.parametrize("broken", ["missing", "bad-rule"])
+def test_outbox_serve_refuses_a_broken_shadow_in_one_line_before_creating_anything(broken: str, tmp_path: Path) -> None:
+    shutil.copytree(POLICIES, tmp_path / "policies")
+    shadow_dir = tmp_path / "shadow"
+    if broken == "bad-rule":
+        shutil.copytree(POLICIES, shadow_dir)
+        (shadow_dir / "rules.csv").write_text("p, role:x, only-three\n", encoding="utf-8")
+
+    result = _serve(tmp_path, "--port", str(free_port()), OUTBOX_SHADOW_POLICY_DIR=str(shadow_dir))
+
+    line = _refused(result, tmp_path)
+    assert line.startswith(f"error: the shadow policy {shadow_dir} did not load: ")
