@@ -9,7 +9,9 @@ import pytest
 from outbox.commands import SandboxSettings, load_command_tools
 from outbox.commands.egress import AllowedDestination, NamedDestination
 from outbox.commands.loader import ToolDefinitionError
+from outbox.commands.provider import sandbox_settings
 from outbox.commands.sandbox import SandboxConfigurationError
+from outbox.config import Settings
 
 TOOL = """
 tools:
@@ -116,3 +118,28 @@ def test_a_named_destination_is_checked_like_a_host_pattern() -> None:
             NamedDestination(host=host, port=443)
     with pytest.raises(ValueError):
         NamedDestination(host="api.example.com", port=0)
+
+
+def test_destinations_and_resolver_come_from_the_outbox_settings_and_are_checked_at_start(tmp_path: Path) -> None:
+    base = {"data_dir": tmp_path / "data", "policy_dir": tmp_path}
+    good = Settings.model_validate(
+        base
+        | {
+            "sandbox_destinations": {"staging": {"host": "api.staging.example.com", "port": 6443}},
+            "sandbox_egress_resolver": "127.0.0.1:5353",
+        }
+    )
+
+    sandbox = sandbox_settings(good)
+
+    assert sandbox.destinations == {"staging": NamedDestination(host="api.staging.example.com", port=6443)}
+    assert sandbox.egress_resolver == "127.0.0.1:5353"
+    for changes, message in [
+        ({"sandbox_destinations": {"staging": {"host": "api.example.com", "port": 70000}}}, "staging.port"),
+        ({"sandbox_destinations": {"staging": {"host": "localhost", "port": 1}}}, "canonical form, 127.0.0.1"),
+        ({"sandbox_destinations": {"staging": {"host": "a.example.com", "port": 1, "tls": True}}}, "staging.tls"),
+        ({"sandbox_egress_resolver": "dns.example.com"}, "expected ip, ip:port or [ipv6]:port"),
+    ]:
+        with pytest.raises(SandboxConfigurationError, match="sandbox settings refused") as raised:
+            sandbox_settings(Settings.model_validate(base | changes))
+        assert message in str(raised.value)
