@@ -392,3 +392,21 @@ def test_records_beyond_the_cap_are_counted_not_listed(name_server: NameServer) 
     assert [record.host for record in log.records] == ["host0.test", "host1.test", "host2.test"]
     assert log.dropped == 2
     assert log.truncated
+
+
+def test_connections_beyond_the_limit_open_at_once_are_refused_and_recorded(name_server: NameServer) -> None:
+    with running_proxy(name_server, [], max_connections=2, header_timeout_seconds=5) as (proxy, path):
+        idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+        for client in idle:
+            client.connect(str(path))
+        # Both idle clients are accepted before a third is: the accept loop takes one at a time.
+        deadline = time.monotonic() + 10
+        while len(proxy.log().records) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        third = proxy_exchange(path, b"")
+        for client in idle:
+            client.close()
+
+    assert third == b""  # closed at once, without an answer
+    reasons = [record.reason for record in proxy.log().records]
+    assert "more than 2 connections open at once" in reasons
