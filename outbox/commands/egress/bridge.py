@@ -24,15 +24,16 @@ SHELL = "/usr/bin/sh"
 # How long the tool waits for the bridge to listen: 500 polls of 10 ms.
 _BRIDGE_POLLS = 500
 
-# "$0" is socat's path, "$@" the tool's argv: nothing of either is parsed by the shell.
+# "$0" is socat's path, "$@" the tool's argv: nothing of either is parsed by the shell. The
+# helpers are named by absolute path, so a profile's PATH cannot swap them.
 _LISTEN = f"TCP-LISTEN:{PROXY_PORT},bind={PROXY_HOST},fork,reuseaddr"
 _BRIDGE_SCRIPT = f"""\
 "$0" {_LISTEN} UNIX-CONNECT:{PROXY_SOCKET_INSIDE} </dev/null >/dev/null 2>&1 &
 n=0
-until grep -q ' 0100007F:{PROXY_PORT:04X} 00000000:0000 0A ' /proc/net/tcp; do
+until /usr/bin/grep -q ' 0100007F:{PROXY_PORT:04X} 00000000:0000 0A ' /proc/net/tcp; do
   n=$((n+1))
   if [ "$n" -gt {_BRIDGE_POLLS} ]; then echo 'outbox: the egress bridge (socat) did not start' >&2; exit 125; fi
-  sleep 0.01
+  /usr/bin/sleep 0.01
 done
 exec "$@"
 """
