@@ -1,8 +1,11 @@
 """Mail whose send window is closed whenever the test runs: a real `email.send` that execution
 defers (status `deferred`, `not_before` at the window's opening) without any clock trickery.
 
-The window opens on one weekday only, three days after today (UTC), so it is closed now and
-stays closed for the whole test, whatever the hour (even across midnight).
+The window opens on one weekday only, two days after today (UTC), so it is closed now and stays
+closed for the whole test, whatever the hour (even across midnight). Two, not three: the opening
+is then 32 to 56 hours away, always within the 72 hours a send may wait (`mail_max_deferral_hours`);
+three days after today at 08:00 is more than 72 hours away before 08:00 UTC, and the send would
+expire instead of waiting.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ OPENS_AT = time(8, 0)
 
 def opening_day() -> datetime:
     """When the closed window next opens (UTC)."""
-    day = datetime.now(UTC).date() + timedelta(days=3)
+    day = datetime.now(UTC).date() + timedelta(days=2)
     return datetime.combine(day, OPENS_AT, tzinfo=UTC)
 
 
