@@ -34,12 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from outbox.actions.shadow import ShadowDecision  # noqa: E402
+from outbox.actions.shadow import ShadowDecision, shadow_outcome  # noqa: E402
 from outbox.policy.approval_gates import ApprovalsConfig, load_approvals_config  # noqa: E402
-from outbox.policy.counterfactual import changes, outcome_of  # noqa: E402
+from outbox.policy.counterfactual import Outcome, changes, outcome_of  # noqa: E402
 from outbox.policy.effective import EffectiveDecision, effective_decision  # noqa: E402
 from outbox.policy.engine import PolicySnapshot, load_policy  # noqa: E402
 from outbox.policy.matching import Subject  # noqa: E402
+from outbox.policy.store import ActivePolicy  # noqa: E402
 from outbox.toolkit.base import Target  # noqa: E402
 
 SIZES = (100, 1_000, 10_000)
@@ -162,24 +163,36 @@ class Side:
     snapshot: PolicySnapshot
     approvals: ApprovalsConfig
 
+    @property
+    def active(self) -> ActivePolicy:
+        return ActivePolicy(self.snapshot, {}, self.approvals)
+
 
 Decider = Callable[[Subject, Sequence[Target]], object]
+TOOL = "http.request"
 
 
 def shadow_deciders(live: Side, shadow: Side) -> dict[str, tuple[Decider, Decider]]:
     """Without and with a shadow, two ways: `decide` is the decision alone (live decide, against
-    live decide + shadow decide + both `outcome_of` + `changes`); `as recorded` adds to both sides
-    what a submission builds from its decision (the rules column, the decision record of its two
-    audit events, the explanation) and, with a shadow, the shadow's record (outbox/actions/shadow.py)."""
+    live decide + the shadow's outcome as a submission gets it (`shadow_outcome`: the live one
+    when no changed rule can touch the call, else a second decision) + both outcomes' `changes`);
+    `as recorded` adds to both sides what a submission builds from its decision (the rules column,
+    the decision record of its two audit events, the explanation) and, with a shadow, the
+    shadow's record (outbox/actions/shadow.py)."""
+    live_active, shadow_active = live.active, shadow.active
 
     def live_decision(subject: Subject, targets: Sequence[Target]) -> EffectiveDecision:
         return effective_decision(live.snapshot, subject, targets, blast_radius=None)
 
     def shadow_decision(verdict: EffectiveDecision, subject: Subject, targets: Sequence[Target]) -> ShadowDecision:
-        shadowed = effective_decision(shadow.snapshot, subject, targets, blast_radius=None)
-        live_outcome = outcome_of(verdict, "http.request", live.approvals)
-        shadow_outcome = outcome_of(shadowed, "http.request", shadow.approvals)
-        return ShadowDecision("http.request", live_outcome, shadow_outcome, changes(live_outcome, shadow_outcome))
+        live_outcome = outcome_of(verdict, TOOL, live.approvals)
+
+        def decide_in_shadow() -> Outcome:
+            shadowed = effective_decision(shadow.snapshot, subject, targets, blast_radius=None)
+            return outcome_of(shadowed, TOOL, shadow.approvals)
+
+        outcome = shadow_outcome(shadow_active, live_active, subject, targets, live_outcome, decide_in_shadow)
+        return ShadowDecision(TOOL, live_outcome, outcome, changes(live_outcome, outcome))
 
     def recorded(verdict: EffectiveDecision) -> object:
         return verdict.policy.rules(), verdict.record(), verdict.record(), verdict.explain()

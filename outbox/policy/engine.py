@@ -142,6 +142,11 @@ class PolicySnapshot:
     def indexed(self) -> bool:
         return self.index is not None
 
+    @property
+    def ordered_p_rules(self) -> tuple[PolicyRule, ...]:
+        """The distinct `p` rules in the order the engine numbers them (first occurrence)."""
+        return self._ordered
+
     def decide(self, subject: Subject, targets: Sequence[Target]) -> PolicyDecision:
         if self.index is None:
             return self.decide_by_scan(subject, targets)

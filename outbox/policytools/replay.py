@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def recorded_outcome(action: RecordedAction) -> Outcome:
     expired = (str(e.data.get("reason") or "") for e in action.events if e.to_status == ActionStatus.FAILED.value)
     reasons = (*action.deferrals, *(reason.split("; it cannot go before")[0] for reason in expired))
     held = next((reason for reason in reasons if reason.startswith(_POLICY_DEFERRALS)), None)
-    return replace(action.outcome(), deferred=held)
+    return action.outcome()._replace(deferred=held)
 
 
 def _received_message(action: RecordedAction) -> dict[str, Any] | None:
@@ -251,7 +251,7 @@ def _candidate_outcome(
     if outcome.effect != "deny" and isinstance(args, EmailSendArgs):
         # A send that waits for a human is charged only when the recording shows it approved and run.
         charge = outcome.effect == "allow" or _ran(action)
-        outcome = replace(outcome, deferred=mail.hold(args, agent, _send_time(action), charge=charge))
+        outcome = outcome._replace(deferred=mail.hold(args, agent, _send_time(action), charge=charge))
     return outcome, None
 
 
