@@ -29,7 +29,7 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECA
 _RECORDED_HEADERS = ("content-type", "user-agent", "idempotency-key", "prefer", "x-request-id")
 
 
-async def _json_body(request: Request, limit: int) -> ParsedBody:
+async def json_body(request: Request, limit: int) -> ParsedBody:
     """The body as parsed by the strict JSON middleware; a body sent without a Content-Type is
     parsed here by the same rules."""
     parsed = parsed_body(request)
@@ -47,7 +47,7 @@ async def _json_body(request: Request, limit: int) -> ParsedBody:
     return parse_body(await read_limited(request.receive, request.headers, limit))
 
 
-def _prefer_wait(prefer: str | None, maximum: int) -> int | None:
+def prefer_wait(prefer: str | None, maximum: int) -> int | None:
     if not prefer:
         return None
     match = _PREFER_WAIT.search(prefer)
@@ -92,7 +92,7 @@ async def submit_action(
     (`Idempotent-Replayed: true`) and runs nothing.
     """
     key = validate_key(idempotency_key)
-    received = await _json_body(request, runtime.settings.max_request_bytes)
+    received = await json_body(request, runtime.settings.max_request_bytes)
     envelope = service.parse_envelope(received.value)
     record = {
         "method": request.method,
@@ -104,15 +104,15 @@ async def submit_action(
         "client": request.client.host if request.client else None,
     }
     answer = await run_in_threadpool(service.submit, runtime, agent, envelope, key, record)
-    wait = _prefer_wait(prefer, runtime.settings.max_wait_seconds)
+    wait = prefer_wait(prefer, runtime.settings.max_wait_seconds)
     applied: int | None = None
     if wait is not None and answer.status == 202:
         answer = await wait_until_settled(runtime, agent, answer, wait)
         applied = wait
-    return _respond(answer, wait_applied=applied)
+    return respond_with(answer, wait_applied=applied)
 
 
-def _respond(answer: service.Answer, *, wait_applied: int | None) -> JSONResponse:
+def respond_with(answer: service.Answer, *, wait_applied: int | None) -> JSONResponse:
     headers: dict[str, str] = {}
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -195,7 +195,7 @@ def _record(
     fp: str,
 ) -> Answer:
     active = runtime.policy.current
-    tool, args = _parse_call(active.tools, envelope)
+    tool, args = parse_call(active.tools, envelope)
     targets = tool.targets(args)
     subject = Subject(agent.principal, agent.roles)
     # A callback is a request the outbox makes for the agent: policy allows it or it is a 422.
@@ -279,7 +279,7 @@ def _refuse_if_unavailable(tool: Tool) -> None:
             raise ToolUnavailable(tool.name, reason)
 
 
-def _parse_call(tools: Mapping[str, Tool], envelope: ActionCreate) -> tuple[Tool, BaseModel]:
+def parse_call(tools: Mapping[str, Tool], envelope: ActionCreate) -> tuple[Tool, BaseModel]:
     """The named tool and its parsed arguments, or a 422 saying which field is wrong."""
     tool = find_tool(tools, envelope.tool)
     if tool is None:

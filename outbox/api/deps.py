@@ -25,7 +25,7 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def _unauthorized(detail: str) -> Problem:
+def agent_unauthorized(detail: str) -> Problem:
     return Problem(
         401,
         "unauthorized",
@@ -39,11 +39,11 @@ def _unauthorized(detail: str) -> Problem:
 def current_agent(credentials: AgentKey, runtime: RuntimeDep) -> AuthenticatedAgent:
     token = bearer_token(credentials)
     if token is None:
-        raise _unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
+        raise agent_unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
     with runtime.db.single_reads() as connection:
         agent = authenticate(connection, token)
     if agent is None:
-        raise _unauthorized("The API key is unknown or has been revoked.")
+        raise agent_unauthorized("The API key is unknown or has been revoked.")
     bind_log_context(agent=agent.name)
     return agent
 

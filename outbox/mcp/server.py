@@ -62,7 +62,7 @@ _RECORDED_HEADERS: Final = (
     "mcp-name",
     "x-request-id",
 )
-_INSTRUCTIONS: Final = (
+INSTRUCTIONS: Final = (
     "Every tool call goes through the agent-outbox: policy decides it, a human may have to approve "
     "it, and it is recorded. A call answered as pending is not done: follow it instead of calling again. "
     "An identical call within the deduplication window replays the first one instead of running twice."
@@ -157,7 +157,7 @@ def build_server(runtime: Runtime) -> Server[Any]:
         "agent-outbox",
         version=importlib.metadata.version("agent-outbox"),
         title="agent-outbox",
-        instructions=_INSTRUCTIONS,
+        instructions=INSTRUCTIONS,
         get_tool_input_schema=handlers.input_schema,
         on_list_tools=handlers.list_tools,
     )
@@ -224,7 +224,7 @@ class McpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         serving = self._serving
         if serving is None:
-            await _not_serving()(scope, receive, send)
+            await not_serving()(scope, receive, send)
             return
         request = Request(scope, receive)
         refused = await serving.security.validate_request(request, is_post=False)
@@ -237,7 +237,7 @@ class McpEndpoint:
             await auth.unauthorized(serving.runtime.settings, scope, token_sent=token is not None)(scope, receive, send)
             return
         if scope.get("method") != "POST":
-            await _post_only()(scope, receive, send)
+            await post_only()(scope, receive, send)
             return
         scope[auth.AGENT_SCOPE_KEY] = agent
         bind_log_context(agent=agent.name)
@@ -248,7 +248,7 @@ class McpEndpoint:
         """GET /.well-known/oauth-protected-resource/mcp (RFC 9728)."""
         serving = self._serving
         if serving is None:
-            return _not_serving()
+            return not_serving()
         return JSONResponse(auth.protected_resource_metadata(serving.runtime.settings, request.scope))
 
 
@@ -280,7 +280,7 @@ async def _kept_body(scope: Scope, receive: Receive, limit: int) -> Receive:
     return replay
 
 
-def _post_only() -> Response:
+def post_only() -> Response:
     """Streamable HTTP lets a server refuse GET (the stream for messages outside any answer) with
     405. This one is stateless and sends nothing outside its answers, so a GET stream would only
     hold a connection open, and without sessions there is nothing to DELETE."""
@@ -295,7 +295,7 @@ def _post_only() -> Response:
     return JSONResponse(body, status_code=405, media_type=PROBLEM_MEDIA_TYPE, headers={"Allow": "POST"})
 
 
-def _not_serving() -> Response:
+def not_serving() -> Response:
     body = problem_document(
         503,
         "mcp-not-started",

@@ -1,7 +1,7 @@
 """The twin's HTTP app: the agent contract's faces, answered from a recording.
 
 `POST /v1/actions` validates as the live endpoint does (the Idempotency-Key header, the strict
-JSON body, `parse_envelope`) and answers with the live `_respond`: the same statuses, headers
+JSON body, `parse_envelope`) and answers with the live `respond_with`: the same statuses, headers
 and bodies. `GET /v1/actions/{id}` reads back an action this session was answered with;
 `GET /v1/tools` lists the tools (catalogue.py); MCP is at /mcp. The live error mapping and client
 input middleware answer every refusal as the live service does.
@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from outbox.actions import service
-from outbox.actions.api import _json_body, _prefer_wait, _respond
+from outbox.actions.api import json_body, prefer_wait, respond_with
 from outbox.api.client_input import ClientInputMiddleware
-from outbox.api.deps import _unauthorized
+from outbox.api.deps import agent_unauthorized
 from outbox.api.errors import install_error_handlers
 from outbox.api.middleware import RequestContextMiddleware
 from outbox.api.schemas import ToolOut, ToolsOut
@@ -47,9 +47,9 @@ async def twin_caller(credentials: AgentKey, request: Request) -> str:
     caller is known by the token's label."""
     given = bearer_token(credentials)
     if given is None:
-        raise _unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
+        raise agent_unauthorized("No API key: the Authorization header is missing or not a Bearer token.")
     if not secrets.compare_digest(given.encode(), str(request.app.state.twin_token).encode()):
-        raise _unauthorized("The API key is unknown or has been revoked.")
+        raise agent_unauthorized("The API key is unknown or has been revoked.")
     return str(request.app.state.twin_label)
 
 
@@ -106,7 +106,7 @@ async def _submit(
     """POST /v1/actions after the key (`caller`: the token's label, the key): the body parsed as
     live, the twin's answer, the live headers."""
     label, key = caller
-    received = await _json_body(request, limit)
+    received = await json_body(request, limit)
     try:
         envelope = service.parse_envelope(received.value)
     except DomainError as refusal:
@@ -119,12 +119,12 @@ async def _submit(
         return JSONResponse(
             answered.missing.problem(), NOT_IN_RECORDING_STATUS, headers=headers, media_type=PROBLEM_MEDIA_TYPE
         )
-    wait = _prefer_wait(prefer, MAX_WAIT_SECONDS)
+    wait = prefer_wait(prefer, MAX_WAIT_SECONDS)
     # Live, a wait applies to a call that was pending when received (allowed or sent to a
     # human), so its answer says it did; the twin answers at once, the recording being settled.
     action = answered.answer.action or {}
     was_pending = (action.get("decision") or {}).get("effect") in ("allow", "approve") and not answered.replayed
-    return _respond(answered.answer, wait_applied=wait if wait is not None and was_pending else None)
+    return respond_with(answered.answer, wait_applied=wait if wait is not None and was_pending else None)
 
 
 def _tool_out(entry: ToolListing) -> ToolOut:

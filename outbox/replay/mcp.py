@@ -31,7 +31,7 @@ from outbox.idempotency.service import validate_key
 from outbox.mcp import auth
 from outbox.mcp.results import call_result, refusal_result
 from outbox.mcp.schemas import ACTION_OUTPUT_SCHEMA, TOOL_NAME_META, CallMeta
-from outbox.mcp.server import _INSTRUCTIONS, _not_serving, _post_only, transport_security
+from outbox.mcp.server import INSTRUCTIONS, not_serving, post_only, transport_security
 from outbox.replay.catalogue import tool_entries
 from outbox.replay.twin import NotInRecording, Submission, Twin
 
@@ -95,7 +95,7 @@ def build_server(twin: Twin) -> Server[Any]:
         "agent-outbox",
         version=importlib.metadata.version("agent-outbox"),
         title="agent-outbox",
-        instructions=_INSTRUCTIONS,
+        instructions=INSTRUCTIONS,
         on_list_tools=handlers.list_tools,
     )
     server.add_request_handler("tools/call", types.CallToolRequestParams, handlers.call_tool)
@@ -133,7 +133,7 @@ class TwinMcpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         serving = self._serving
         if serving is None:
-            await _not_serving()(scope, receive, send)
+            await not_serving()(scope, receive, send)
             return
         refused = await serving.security.validate_request(Request(scope, receive), is_post=False)
         if refused is not None:
@@ -144,7 +144,7 @@ class TwinMcpEndpoint:
             await auth.unauthorized(self.settings, scope, token_sent=token is not None)(scope, receive, send)
             return
         if scope.get("method") != "POST":
-            await _post_only()(scope, receive, send)
+            await post_only()(scope, receive, send)
             return
         scope[LABEL_SCOPE_KEY] = self.label
         await serving.manager.handle_request(scope, receive, send)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outbox.actions.schemas import ActionCreate, ActionOut
-from outbox.actions.service import Answer, _parse_call, answer_for
+from outbox.actions.service import Answer, answer_for, parse_call
 from outbox.errors import ActionNotFound, IdempotencyKeyReused, ValidationFailed
 from outbox.idempotency.service import fingerprint
 from outbox.policy.matching import Subject
@@ -154,7 +154,7 @@ class Twin:
         """Refuse as live: with a catalogue, its tools parse the call; without, an unknown tool
         is refused with the recorded tools named."""
         if self.catalogue is not None:
-            _parse_call(self.catalogue.tools, envelope)
+            parse_call(self.catalogue.tools, envelope)
             return
         if tool not in self.tools:
             raise ValidationFailed(
