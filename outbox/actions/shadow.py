@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from outbox import metrics
 from outbox.policy.counterfactual import REFUSED_EFFECT, ChangeKind, Outcome, changes, outcome_of
@@ -27,9 +27,8 @@ from outbox.policy.delta import delta_between
 from outbox.policy.effective import EffectiveDecision, blast_radius, effective_decision
 from outbox.policy.matching import Subject
 from outbox.policy.store import ActivePolicy
-from outbox.problems import pydantic_errors
-from outbox.toolkit.base import Target, Tool, ToolArgumentsError
-from outbox.toolkit.registry import find_tool
+from outbox.toolkit.base import Target, Tool
+from outbox.toolkit.registry import parse_in
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +76,7 @@ def decide_shadow(shadow: ActivePolicy, live: ActivePolicy, call: LiveCall) -> S
     refusal: list[str] = []
 
     def decide_in_shadow() -> Outcome:
-        parsed = _parse_in_shadow(shadow, call)
+        parsed = parse_in(shadow.tools, call.tool.name, call.raw_args)
         if isinstance(parsed, str):
             refusal.append(parsed)
             return Outcome(REFUSED_EFFECT, shadow.version)
@@ -120,17 +119,3 @@ def shadow_record(shadow: ActivePolicy | None, live: ActivePolicy, call: LiveCal
     except Exception as exc:  # the shadow is never enforced, not even by failing
         log.warning("shadow.decision_failed", tool=call.tool.name, version=shadow.version, error=str(exc))
         return None
-
-
-def _parse_in_shadow(shadow: ActivePolicy, call: LiveCall) -> tuple[Tool, BaseModel] | str:
-    """The shadow's definition of the tool and the arguments as it parses them, or why it would
-    refuse the call (the text of the 422 the agent would get, in short)."""
-    tool = find_tool(shadow.tools, call.tool.name)
-    if tool is None:
-        return f"the shadow policy defines no tool {call.tool.name!r}"
-    try:
-        return tool, tool.parse_args(call.raw_args)
-    except ValidationError as exc:
-        return "invalid arguments: " + "; ".join(f"{p['field']}: {p['message']}" for p in pydantic_errors(exc.errors()))
-    except ToolArgumentsError as exc:
-        return "invalid arguments: " + "; ".join(f"{p.field}: {p.message}" for p in exc.problems)

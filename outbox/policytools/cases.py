@@ -39,7 +39,8 @@ from outbox.policy.effective import blast_radius, effective_decision
 from outbox.policy.engine import Effect, PolicyRule, PolicySnapshot, subject_name
 from outbox.policy.matching import Subject
 from outbox.policytools.targets import ToolCatalog
-from outbox.toolkit.base import Target, ToolArgumentsError
+from outbox.toolkit.base import Target
+from outbox.toolkit.registry import parse_in
 from outbox.yamlfiles import YAMLFileError, parse_yaml
 
 TESTS_DIR = "tests"
@@ -177,16 +178,10 @@ def resolve_targets(case: PolicyCase, catalog: ToolCatalog) -> tuple[list[Target
     if case.object is not None and case.act is not None:
         return [Target(case.object, case.act)], None
     assert case.tool is not None
-    tool = catalog.tools.get(case.tool)
-    if tool is None:
-        known = ", ".join(catalog.tools) or "none"
-        raise CaseError(f"unknown tool {case.tool!r} (tools: {known})")
-    try:
-        args = tool.parse_args(case.args or {})
-    except ValidationError as exc:
-        raise CaseError(f"{case.tool} refuses the arguments: {exc.errors(include_url=False)[0]['msg']}") from exc
-    except ToolArgumentsError as exc:
-        raise CaseError(f"{case.tool} refuses the arguments: {exc}") from exc
+    parsed = parse_in(catalog.tools, case.tool, case.args or {})
+    if isinstance(parsed, str):
+        raise CaseError(parsed)
+    tool, args = parsed
     return tool.targets(args), blast_radius(tool, args)
 
 

@@ -31,8 +31,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from outbox.actions.callbacks import require_callback_allowed
 from outbox.actions.models import ActionStatus
 from outbox.agents.principals import principal
@@ -49,7 +47,8 @@ from outbox.policy.engine import PolicySnapshot, load_policy
 from outbox.policy.matching import Subject
 from outbox.policytools.targets import load_catalog
 from outbox.recordings.reader import RecordedAction
-from outbox.toolkit.base import Tool, ToolArgumentsError
+from outbox.toolkit.base import Tool
+from outbox.toolkit.registry import parse_in
 from outbox.urls import URLRefused
 
 REPORT_FORMAT = "agent-outbox-policy-replay"
@@ -232,15 +231,10 @@ def redecide(candidate: Candidate, actions: Iterable[RecordedAction]) -> list[Re
 def _candidate_outcome(
     candidate: Candidate, action: RecordedAction, mail: MailSimulation
 ) -> tuple[Outcome, str | None]:
-    tool = candidate.tools.get(action.tool)
-    if tool is None:
-        return _refused(candidate, f"the candidate has no tool {action.tool!r}")
-    try:
-        args = tool.parse_args(received_args(action))
-    except ValidationError as exc:
-        return _refused(candidate, f"{action.tool} refuses the arguments: {exc.errors(include_url=False)[0]['msg']}")
-    except ToolArgumentsError as exc:
-        return _refused(candidate, f"{action.tool} refuses the arguments: {exc}")
+    parsed = parse_in(candidate.tools, action.tool, received_args(action))
+    if isinstance(parsed, str):
+        return _refused(candidate, parsed)
+    tool, args = parsed
     agent = action.agent or str(action.record.get("agent_id"))
     subject = Subject(principal(agent), action.roles)
     refusal = _callback_refusal(candidate, subject, action)

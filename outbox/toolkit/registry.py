@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from outbox.config import Settings
 from outbox.db import Database
-from outbox.toolkit.base import Tool
+from outbox.problems import pydantic_errors
+from outbox.toolkit.base import Tool, ToolArgumentsError
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,19 @@ def find_tool(tools: Mapping[str, Tool], requested: str) -> Tool | None:
     if tool is None and "__" in requested:
         tool = tools.get(requested.replace("__", "."))
     return tool
+
+
+def parse_in(tools: Mapping[str, Tool], name: str, raw_args: Mapping[str, Any]) -> tuple[Tool, BaseModel] | str:
+    """The call as another policy version's tools would take it: the tool and its parsed
+    arguments, or why that version would refuse the call (what its 422 would say, in short).
+    `outbox policy test` cases, `outbox policy replay` and the shadow policy all ask this."""
+    tool = find_tool(tools, name)
+    if tool is None:
+        return f"unknown tool {name!r} (tools: {', '.join(tools) or 'none'})"
+    try:
+        return tool, tool.parse_args(dict(raw_args))
+    except ValidationError as exc:
+        problems = [f"{p['field']}: {p['message']}" for p in pydantic_errors(exc.errors())]
+    except ToolArgumentsError as exc:
+        problems = [f"{p.field}: {p.message}" for p in exc.problems]
+    return f"{name} refuses the arguments: {'; '.join(problems)}"

@@ -215,7 +215,7 @@ def test_a_tool_the_candidate_no_longer_defines_is_refused(recorded: Recorded, t
     report = replay_json("--policy", str(directory), "--from", str(recorded.export()))
     assert changed(report) == {recorded.ids["mail"]: ["now-refused"], recorded.ids["reminder"]: ["now-refused"]}
     assert report["changes"][0]["after"]["effect"] == "refused"
-    assert "no tool 'email.send'" in report["changes"][0]["after"]["refusal"]
+    assert "unknown tool 'email.send'" in report["changes"][0]["after"]["refusal"]
 
 
 def test_arguments_the_candidates_definition_no_longer_accepts_are_refused(recorded: Recorded, tmp_path: Path) -> None:
