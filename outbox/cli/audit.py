@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from outbox.recordings.export import export_jsonl
 from outbox.actions.reconstruction import find_action_mismatches
 from outbox.audit.checkpointer import checkpoint_file
 from outbox.audit.sealer import seal_all
@@ -20,6 +19,7 @@ from outbox.audit.signing import SigningKeyError, key_id, load_signer, parse_pub
 from outbox.audit.verification import load_checkpoint_log, verify_audit
 from outbox.config import Settings
 from outbox.db import Database
+from outbox.recordings.export import export_jsonl
 from outbox.sqltypes import utcnow
 
 

@@ -17,7 +17,6 @@ from typing import IO, TYPE_CHECKING, TextIO, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import DBAPIError
 
-from outbox.recordings.export import export_jsonl
 from outbox.actions.reconstruction import find_action_mismatches
 from outbox.audit.checkpointer import checkpoint_file
 from outbox.audit.models import AuditCheckpoint
@@ -27,6 +26,7 @@ from outbox.audit.signing import SigningKeyError, load_signer
 from outbox.audit.verification import AuditReport, load_checkpoint_log, verify_audit
 from outbox.console.operate import repository
 from outbox.console.operate.repository import ChainHead
+from outbox.recordings.export import export_jsonl
 from outbox.sqltypes import utcnow
 
 if TYPE_CHECKING:
