@@ -34,6 +34,19 @@ class DryRun:
     truncated: bool
     timed_out: bool
     error: str | None
+    # Every connection the dry run tried through the egress proxy, allowed or refused.
+    connections: list[Connection] = field(default_factory=list)
+    connections_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Connection:
+    destination: str
+    address: str | None
+    outcome: str
+    reason: str | None
+    bytes_sent: int
+    bytes_received: int
 
 
 @dataclass(frozen=True)
@@ -146,7 +159,32 @@ def _dry_run(outcome: Any, declared_argv: Any) -> DryRun | None:
         truncated=bool(outcome.get("stdout_truncated") or outcome.get("stderr_truncated")),
         timed_out=bool(outcome.get("timed_out")),
         error=_str_or_none(outcome.get("error")),
+        connections=_connections(outcome.get("egress")),
+        connections_truncated=bool(outcome.get("egress_truncated")),
     )
+
+
+def _connections(records: Any) -> list[Connection]:
+    """The egress records of a dry run (outbox/commands/egress), as an approver reads them."""
+    if not isinstance(records, list):
+        return []
+    found = []
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        host, port = record.get("host"), record.get("port")
+        destination = f"{host}:{port}" if host is not None and port is not None else str(record.get("target") or "")
+        found.append(
+            Connection(
+                destination=destination,
+                address=_str_or_none(record.get("address")),
+                outcome=str(record.get("outcome") or ""),
+                reason=_str_or_none(record.get("reason")),
+                bytes_sent=int(_number(record.get("bytes_sent")) or 0),
+                bytes_received=int(_number(record.get("bytes_received")) or 0),
+            )
+        )
+    return found
 
 
 def _str_or_none(value: Any) -> str | None:

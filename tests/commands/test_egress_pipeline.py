@@ -13,12 +13,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from outbox.api.app import create_app
@@ -26,7 +28,11 @@ from outbox.commands.sandbox import SandboxSettings, sandbox_problem
 from outbox.config import Settings
 from outbox.execution.service import run_action
 from outbox.runtime import Runtime
+from outbox.users.models import Role
+from outbox.users.service import add_user, set_password
+from tests.approvals.support import approval_of
 from tests.commands.egress_world import ClusterApi, NameServer, cluster_api
+from tests.console.conftest import PASSWORD, signed_in
 from tests.support.agents import make_agent
 from tests.support.calls import load, submit_call
 from tests.support.dispatchers import RecordingDispatcher
@@ -166,6 +172,15 @@ def test_a_connection_the_dry_run_attempts_outside_the_destination_is_refused_an
     assert (record["outcome"], record["host"], record["port"]) == ("refused", "169.254.169.254", 443)
     assert record["reason"] == "169.254.169.254:443 is not among this tool's allowed destinations"
     assert api.requests == []
+    # The approver sees the refused connection on the console's approval page.
+    add_user(runtime.db, "lead@example.com", role=Role.OPERATOR, actor="test")
+    set_password(runtime.db, "lead@example.com", PASSWORD, actor="test")
+    with TestClient(create_app(runtime=runtime), base_url="https://testserver", follow_redirects=False) as client:
+        page = signed_in(client, "lead@example.com").get(f"/console/approvals/{approval_of(runtime, action_id).id}")
+    assert page.status_code == 200
+    table = html_unescape(page.text.split('<table id="dry-run-connections">', 1)[1].split("</table>", 1)[0])
+    assert "<code>169.254.169.254:443</code>" in table
+    assert "refused: 169.254.169.254:443 is not among this tool's allowed destinations" in table
 
 
 @pytest.fixture
