@@ -27,7 +27,7 @@ def test_every_isolation_works_on_a_machine_with_bubblewrap(settings: SandboxSet
         "profile network: egress proxy answers",
     ]:
         assert expected in names
-    assert any(name.startswith("resource limits (") for name in names)
+    assert any(name.startswith("limits per action (") for name in names)
     assert report.claims_hold
     assert rows[-1] == ("command execution", "ok", "sandboxed")
 
