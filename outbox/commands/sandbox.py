@@ -337,7 +337,7 @@ def run_command(
         result = run(plan)
     log.info(
         "sandbox.command_finished",
-        argv=list(result.argv),
+        argv=[_logged(arg) for arg in result.argv],
         profile=result.profile,
         exit_code=result.exit_code,
         timed_out=result.timed_out,
@@ -347,6 +347,17 @@ def run_command(
         unsandboxed=result.unsandboxed,
     )
     return result
+
+
+# An argument longer than this is logged by its start and length (the isolation probe passes its
+# whole script as one argument); the action keeps the argv in full.
+_LOGGED_ARG_CHARS = 200
+
+
+def _logged(arg: str) -> str:
+    if len(arg) <= _LOGGED_ARG_CHARS:
+        return arg
+    return f"{arg[:_LOGGED_ARG_CHARS]}… ({len(arg)} characters)"
 
 
 # Probing runs a trivial sandbox; a success is remembered for the life of the process (the
