@@ -18,8 +18,9 @@ are its arguments (`tests/tools/targets_tool.py`).
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +77,24 @@ class Answers:
 
 
 @pytest.fixture
-def case_runtime(make_runtime: Callable[..., Runtime], tmp_path: Path) -> Runtime:
+def mount_root() -> Iterator[Path]:
+    """Directories for the terraform and repo mounts that the sandbox's host uid can read: each
+    profile's isolation probe mounts them before its first command (pytest's tmp_path is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="outbox-drift-"))
+    for name in ("terraform", "repo"):
+        (root / name).mkdir()
+        (root / name).chmod(0o755)
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root)
+
+
+@pytest.fixture
+def case_runtime(make_runtime: Callable[..., Runtime], mount_root: Path) -> Runtime:
     """A runtime on the test's policy directory, with the targets tool loaded beside the real ones.
 
     It has every secret and directory the shipped command tools need: a tool that cannot run here
     is refused before policy is asked to record anything (503), and these tests compare decisions."""
-    for name in ("terraform", "repo"):
-        (tmp_path / name).mkdir()
     return make_runtime(
         RecordingDispatcher(),
         providers=[*BUILTIN_PROVIDERS, provide_targets_tool],
@@ -91,8 +103,8 @@ def case_runtime(make_runtime: Callable[..., Runtime], tmp_path: Path) -> Runtim
         sandbox_destinations={
             name: {"host": f"{name}.cluster.test", "port": 6443} for name in ("staging", "production")
         },
-        sandbox_mounts={"terraform": tmp_path / "terraform"},
-        sandbox_repo_dir=tmp_path / "repo",
+        sandbox_mounts={"terraform": mount_root / "terraform"},
+        sandbox_repo_dir=mount_root / "repo",
     )
 
 
