@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from outbox.tools.listing import ToolListing
+
 
 class ToolOut(BaseModel):
     name: str
@@ -31,6 +33,20 @@ class ToolOut(BaseModel):
         default=None,
         description="What is missing on this server (a sandbox, a secret, a mount) when `available` is false.",
     )
+
+    @classmethod
+    def of(cls, entry: ToolListing) -> ToolOut:
+        return cls(
+            name=entry.name,
+            function_name=entry.function_name,
+            description=entry.description,
+            parameters=entry.parameters,
+            output_schema=dict(entry.output_schema),
+            callable=entry.callable,
+            not_callable_reason=entry.not_callable_reason,
+            available=entry.available,
+            unavailable_reason=entry.unavailable_reason,
+        )
 
 
 class ToolsOut(BaseModel):

@@ -56,20 +56,7 @@ def list_tools(
         include_all=include_all,
     )
     return ToolsOut(
-        tools=[
-            ToolOut(
-                name=entry.name,
-                function_name=entry.function_name,
-                description=entry.description,
-                parameters=entry.parameters,
-                output_schema=dict(entry.output_schema),
-                callable=entry.callable,
-                not_callable_reason=entry.not_callable_reason,
-                available=entry.available,
-                unavailable_reason=entry.unavailable_reason,
-            )
-            for entry in listing
-        ],
+        tools=[ToolOut.of(entry) for entry in listing],
         policy_version=active.version,
     )
 

@@ -190,6 +190,23 @@ def _request_record(ctx: ServerRequestContext[Any]) -> dict[str, Any]:
     return record
 
 
+@contextlib.asynccontextmanager
+async def running_transport(
+    server: Server[Any], settings: Settings
+) -> AsyncIterator[tuple[StreamableHTTPSessionManager, TransportSecurityMiddleware]]:
+    """The SDK's stateless Streamable HTTP session manager for `server`, running, and the Host
+    and Origin check it applies (DNS-rebinding protection), for the life of the block. The live
+    server and the replay twin serve MCP through it alike."""
+    manager = StreamableHTTPSessionManager(
+        server,
+        stateless=True,
+        security_settings=transport_security(settings),
+        max_request_body_size=settings.max_request_bytes,
+    )
+    async with manager.run():
+        yield manager, TransportSecurityMiddleware(transport_security(settings))
+
+
 @dataclass(frozen=True, slots=True)
 class _Serving:
     runtime: Runtime
@@ -207,15 +224,8 @@ class McpEndpoint:
     async def serving(self, runtime: Runtime) -> AsyncIterator[None]:
         """Run the SDK's session manager for the app's lifetime (its lifespan instructions: one
         manager per app, `run()` entered once, in the lifespan)."""
-        settings = runtime.settings
-        manager = StreamableHTTPSessionManager(
-            build_server(runtime),
-            stateless=True,
-            security_settings=transport_security(settings),
-            max_request_body_size=settings.max_request_bytes,
-        )
-        async with manager.run():
-            self._serving = _Serving(runtime, manager, TransportSecurityMiddleware(transport_security(settings)))
+        async with running_transport(build_server(runtime), runtime.settings) as (manager, security):
+            self._serving = _Serving(runtime, manager, security)
             try:
                 yield
             finally:

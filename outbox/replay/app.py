@@ -35,7 +35,6 @@ from outbox.problems import PROBLEM_MEDIA_TYPE
 from outbox.replay.catalogue import tool_entries
 from outbox.replay.mcp import TwinMcpEndpoint
 from outbox.replay.twin import NOT_IN_RECORDING_STATUS, Submission, Twin
-from outbox.tools.listing import ToolListing
 
 # The live service's longest `Prefer: wait`; the twin answers at once (a recording does not
 # change), so the value only goes into Preference-Applied.
@@ -85,7 +84,7 @@ def create_twin_app(twin: Twin, *, token: str, label: str, settings: Settings) -
     @app.get("/v1/tools", response_model=ToolsOut)
     def list_tools(_who: TwinCaller) -> ToolsOut:
         entries = tool_entries(twin, output_schema=ACTION_SCHEMA)
-        return ToolsOut(tools=[_tool_out(entry) for entry in entries], policy_version=twin.policy_version)
+        return ToolsOut(tools=[ToolOut.of(entry) for entry in entries], policy_version=twin.policy_version)
 
     @app.get("/healthz")
     @app.get("/readyz")
@@ -125,17 +124,3 @@ async def _submit(
     action = answered.answer.action or {}
     was_pending = (action.get("decision") or {}).get("effect") in ("allow", "approve") and not answered.replayed
     return respond_with(answered.answer, wait_applied=wait if wait is not None and was_pending else None)
-
-
-def _tool_out(entry: ToolListing) -> ToolOut:
-    return ToolOut(
-        name=entry.name,
-        function_name=entry.function_name,
-        description=entry.description,
-        parameters=entry.parameters,
-        output_schema=dict(entry.output_schema),
-        callable=entry.callable,
-        not_callable_reason=entry.not_callable_reason,
-        available=entry.available,
-        unavailable_reason=entry.unavailable_reason,
-    )

@@ -31,7 +31,7 @@ from outbox.idempotency.service import validate_key
 from outbox.mcp import auth
 from outbox.mcp.results import call_result, refusal_result
 from outbox.mcp.schemas import ACTION_OUTPUT_SCHEMA, TOOL_NAME_META, CallMeta
-from outbox.mcp.server import INSTRUCTIONS, not_serving, post_only, transport_security
+from outbox.mcp.server import INSTRUCTIONS, not_serving, post_only, running_transport
 from outbox.replay.catalogue import tool_entries
 from outbox.replay.twin import NotInRecording, Submission, Twin
 
@@ -117,14 +117,8 @@ class TwinMcpEndpoint:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
-        manager = StreamableHTTPSessionManager(
-            build_server(self.twin),
-            stateless=True,
-            security_settings=transport_security(self.settings),
-            max_request_body_size=self.settings.max_request_bytes,
-        )
-        async with manager.run():
-            self._serving = _Serving(manager, TransportSecurityMiddleware(transport_security(self.settings)))
+        async with running_transport(build_server(self.twin), self.settings) as (manager, security):
+            self._serving = _Serving(manager, security)
             try:
                 yield
             finally:
