@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,17 +13,14 @@ from outbox.api.app import create_app
 from outbox.runtime import Runtime
 from tests.commands.broken_bwrap import broken_bwrap
 from tests.support.agents import bearer, make_agent
+from tests.support.sandbox_dirs import sandbox_readable_dir
 
 
 @pytest.fixture
 def readable_dir() -> Iterator[Path]:
     """A repository the sandbox's host uid can read (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="outbox-probe-api-"))
-    (path / "README.md").write_text("hello\n")
-    (path / "README.md").chmod(0o644)
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    with sandbox_readable_dir("outbox-probe-api-") as path:
+        yield path
 
 
 @pytest.fixture

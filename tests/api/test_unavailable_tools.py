@@ -10,8 +10,6 @@ whatever the server lacks.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from outbox.idempotency.models import IdempotencyRecord
 from outbox.runtime import Runtime
 from tests.support.agents import bearer, make_agent
 from tests.support.dispatchers import RecordingDispatcher
+from tests.support.sandbox_dirs import sandbox_readable_dir
 
 LIST_ROOT = {"tool": "fs.list_directory", "args": {"path": "."}}
 
@@ -37,12 +36,8 @@ LIST_ROOT = {"tool": "fs.list_directory", "args": {"path": "."}}
 @pytest.fixture
 def repo() -> Iterator[Path]:
     """A directory the sandbox's unprivileged uid can read (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="outbox-unavailable-"))
-    (path / "README.md").write_text("hello\n")
-    (path / "README.md").chmod(0o644)
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    with sandbox_readable_dir("outbox-unavailable-") as path:
+        yield path
 
 
 @pytest.fixture

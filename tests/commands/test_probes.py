@@ -10,7 +10,6 @@ profile's tools refuse to run and say why (the tool, `/v1/tools`, `/readyz`), an
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from outbox.config import get_settings
 from outbox.toolkit.base import ExecutionContext, Failed
 from tests.commands.broken_bwrap import broken_bwrap
 from tests.commands.test_availability import echo_tool
+from tests.support.sandbox_dirs import sandbox_readable_dir
 
 CONTEXT = ExecutionContext(
     action_id="act_1", agent_id="agt_1", agent_name="ops-bot", on_behalf_of=None, idempotency_key="k-1", attempt=1
@@ -33,12 +33,8 @@ CONTEXT = ExecutionContext(
 @pytest.fixture
 def readable_dir() -> Iterator[Path]:
     """A directory the sandbox's host uid can read, for the profiles that mount one."""
-    path = Path(tempfile.mkdtemp(prefix="outbox-probe-test-"))
-    (path / "README.md").write_text("hello\n")
-    (path / "README.md").chmod(0o644)
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    with sandbox_readable_dir("outbox-probe-test-") as path:
+        yield path
 
 
 @pytest.mark.parametrize("profile", ["default", "network", "readonly-repo", "terraform"])

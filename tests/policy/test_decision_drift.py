@@ -18,7 +18,6 @@ are its arguments (`tests/tools/targets_tool.py`).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from outbox.policytools.targets import ToolCatalog, catalog_of
 from outbox.runtime import Runtime
 from outbox.tools.providers import BUILTIN_PROVIDERS
 from tests.support.dispatchers import RecordingDispatcher
+from tests.support.sandbox_dirs import sandbox_readable_dir
 from tests.tools.targets_tool import NAME as TARGETS_TOOL
 from tests.tools.targets_tool import provide_targets_tool
 
@@ -80,13 +80,8 @@ class Answers:
 def mount_root() -> Iterator[Path]:
     """Directories for the terraform and repo mounts that the sandbox's host uid can read: each
     profile's isolation probe mounts them before its first command (pytest's tmp_path is 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="outbox-drift-"))
-    for name in ("terraform", "repo"):
-        (root / name).mkdir()
-        (root / name).chmod(0o755)
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root)
+    with sandbox_readable_dir("outbox-drift-", "terraform", "repo", readme=False) as root:
+        yield root
 
 
 @pytest.fixture
