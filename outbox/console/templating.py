@@ -80,8 +80,10 @@ def render(
     user: Any = None,
     csrf_token: str | None = None,
     active: str | None = None,
+    templates: Environment | None = None,
 ) -> HTMLResponse:
-    """A page (or an htmx fragment) as an HTML response."""
+    """A page (or an htmx fragment) as an HTML response; `templates` is another environment than
+    the console's (the operators' overlay, `outbox.console.operate.templating`)."""
     values: dict[str, Any] = {
         "request": request,
         "user": user,
@@ -90,4 +92,5 @@ def render(
         "now": utcnow(),
     }
     values.update(context or {})
-    return HTMLResponse(environment.get_template(template).render(values), status_code=status_code)
+    html = (templates or environment).get_template(template).render(values)
+    return HTMLResponse(html, status_code=status_code)

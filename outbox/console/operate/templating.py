@@ -15,7 +15,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from outbox.console import templating as console_templating
-from outbox.sqltypes import utcnow
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -65,13 +64,14 @@ def render(
     active: str,
     status_code: int = 200,
 ) -> HTMLResponse:
-    """A page, with what the console's layout needs (as `outbox.console.templating.render`)."""
-    values: dict[str, Any] = {
-        "request": request,
-        "user": user,
-        "csrf_token": csrf_token,
-        "active": active,
-        "now": utcnow(),
-        **context,
-    }
-    return HTMLResponse(environment.get_template(template).render(values), status_code=status_code)
+    """A page of the operators' templates, with what the console's layout needs."""
+    return console_templating.render(
+        request,
+        template,
+        context,
+        status_code=status_code,
+        user=user,
+        csrf_token=csrf_token,
+        active=active,
+        templates=environment,
+    )
