@@ -91,11 +91,15 @@ class Runtime:
         dispatcher: Dispatcher | None = None,
         *,
         providers: Sequence[ToolProvider] = BUILTIN_PROVIDERS,
+        decides_submissions: bool = True,
     ) -> Runtime:
+        """`decides_submissions`: false for processes that never receive a call (Celery workers,
+        CLI commands), which then do not load the shadow policy, which decides only submissions."""
         db = Database(settings)
         services = ToolServices(settings=settings, db=db)
         policy = PolicyStore(settings.policy_dir, services, providers)
-        shadow = _shadow_store(settings.shadow_policy_dir, services, providers)
+        shadow_dir = settings.shadow_policy_dir if decides_submissions else None
+        shadow = _shadow_store(shadow_dir, services, providers)
         return cls(
             settings=settings,
             db=db,

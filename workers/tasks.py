@@ -26,7 +26,7 @@ from workers.celery_app import CHECKPOINT_TASK, EXECUTE_TASK, SWEEP_TASK, Celery
 def runtime() -> Runtime:
     settings = get_settings()
     configure_logging(settings)
-    built = Runtime.build(settings, CeleryDispatcher(app))
+    built = Runtime.build(settings, CeleryDispatcher(app), decides_submissions=False)
     if settings.policy_watch:
         built.policy.watch(threading.Event())
     return built

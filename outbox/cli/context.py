@@ -31,7 +31,7 @@ def cli_runtime() -> Iterator[Runtime]:
     """The runtime (policy, tools, database) without workers: the running server's sweeper
     picks up whatever a command queues."""
     _migrate_embedded()
-    runtime = Runtime.build(get_settings())
+    runtime = Runtime.build(get_settings(), decides_submissions=False)
     try:
         yield runtime
     finally:

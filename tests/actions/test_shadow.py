@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlmodel import select
 
 from outbox.audit.models import AuditEvent
+from outbox.config import Settings
 from outbox.runtime import Runtime, ShadowPolicyInvalid
 from tests.conftest import POLICIES
 from tests.policytools.test_status import RunningServer
@@ -254,6 +255,19 @@ def test_a_shadow_that_does_not_load_at_start_refuses_with_one_line(
 
     assert str(refused.value).startswith(f"the shadow policy {shadow_dir} did not load: ")
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_workers_and_cli_commands_do_not_load_the_shadow_they_never_use(tmp_path: Path, settings: Settings) -> None:
+    missing = settings.model_copy(update={"shadow_policy_dir": tmp_path / "no-such-shadow"})
+
+    worker = Runtime.build(missing, RecordingDispatcher(), decides_submissions=False)
+    try:
+        assert worker.shadow_policy is None
+    finally:
+        worker.db.dispose()
+    with pytest.raises(ShadowPolicyInvalid):
+        Runtime.build(missing, RecordingDispatcher())
 
 
 @pytest.mark.parametrize("change", ["tool-removed", "argument-narrowed"])
