@@ -105,8 +105,12 @@ def secure_sqlite_database(path: Path) -> None:
     private_file(path)
     for suffix in SQLITE_COMPANIONS:
         companion = path.with_name(path.name + suffix)
-        if companion.exists():
+        try:
             _tighten(companion, PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            # None, or SQLite removed it meanwhile (another connection's rollback journal lives
+            # only as long as its transaction): nothing to tighten.
+            continue
 
 
 def secure_state(settings: Settings) -> None:
