@@ -304,7 +304,9 @@ def test_sign_in_by_keyboard_and_the_inbox_fits_a_phone(
     try:
         page = phone.new_page()
         page.goto(f"{agents.server.url}/console/sign-in")
-        # The address field has focus; the rest is Tab and Enter, as on a keyboard alone.
+        # The address field has focus (autofocus applies once the page has loaded: wait for it, or
+        # the first keystrokes go nowhere); the rest is Tab and Enter, as on a keyboard alone.
+        expect(page.get_by_label("E-mail address")).to_be_focused()
         page.keyboard.type(LEAD)
         page.keyboard.press("Tab")
         page.keyboard.type(PASSWORD)
